@@ -1,0 +1,219 @@
+"""``Glimp``: the routed generator as one object, usable from sync code, threads and any event loop.
+
+The engines live on a private event-loop thread owned by the client (see :mod:`glimp_llm._loop`), so
+the same object serves a script, LangChain's executor threads, a LlamaIndex query engine on the user's
+loop, and the HTTP server. Async methods are real async: they await the engine loop's work without
+blocking the caller's loop, and cancelling the caller cancels the routed request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from glimp_llm._loop import LoopThread
+from glimp_llm.config import GlimpConfig
+from glimp_llm.engines.base import Engine, EngineInfo
+from glimp_llm.errors import EngineUnavailableError, RequestCancelledError
+from glimp_llm.manager import BackendManager
+from glimp_llm.router import Router, RouteRequest
+from glimp_llm.trace import RoutedResult, RouterEvent
+
+_DONE = object()
+
+
+class Glimp:
+    """Routed small/large generation. ``Glimp()`` is the embedded CPU default (Qwen2.5-Coder 0.5B -> 1.5B).
+
+    Start is lazy (first call) and idempotent; ``close()`` or a ``with`` block releases the engines.
+    """
+
+    def __init__(
+        self,
+        config: GlimpConfig | str | None = None,
+        *,
+        small: Engine | None = None,
+        large: Engine | None = None,
+        **overrides: Any,
+    ) -> None:
+        if isinstance(config, str):
+            config = GlimpConfig.load(config, **overrides)
+        elif config is None:
+            config = GlimpConfig.load(**overrides) if overrides else GlimpConfig()
+        elif overrides:
+            config = GlimpConfig.validated({**config.model_dump(), **overrides})
+        self.config = config
+        self.manager = BackendManager(config, small=small, large=large)
+        self._loop: LoopThread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # --------------------------------------------------------------------------- lifecycle
+    @property
+    def router(self) -> Router:
+        return self.manager.router
+
+    def start(self) -> Glimp:
+        with self._lock:
+            if self._closed:
+                raise EngineUnavailableError("this Glimp client was closed; create a new one")
+            if self._loop is None:
+                loop = LoopThread(name="glimp-engines")
+                try:
+                    loop.run(self.manager.start())
+                except BaseException:
+                    loop.stop()
+                    raise
+                self._loop = loop
+        return self
+
+    def _started(self) -> LoopThread:
+        return self._loop if self._loop is not None else self.start()._loop  # type: ignore[return-value]
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            try:
+                loop.run(self.manager.close())
+            finally:
+                loop.stop()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> Glimp:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Glimp:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def small_info(self) -> EngineInfo:
+        self._started()
+        return self.manager.small.info
+
+    @property
+    def large_info(self) -> EngineInfo:
+        self._started()
+        return self.manager.large.info
+
+    def health(self) -> dict[str, Any]:
+        return self._started().run(self.manager.health())
+
+    # ----------------------------------------------------------------------------- calls
+    @staticmethod
+    def _request(prompt: str | RouteRequest | None, options: dict[str, Any]) -> RouteRequest:
+        if isinstance(prompt, RouteRequest):
+            return prompt
+        return RouteRequest(prompt=prompt, **options)
+
+    def generate(self, prompt: str | RouteRequest | None = None, **options: Any) -> RoutedResult:
+        """Route one request and wait for it. ``options``: messages, raw, tools, max_tokens, stop,
+        threshold, temperature, top_p, seed, timeout_s."""
+        req = self._request(prompt, options)
+        try:
+            return self._started().run(self.router.generate(req))
+        except asyncio.CancelledError:
+            raise RequestCancelledError("the routed request was cancelled") from None
+
+    async def agenerate(self, prompt: str | RouteRequest | None = None, **options: Any) -> RoutedResult:
+        req = self._request(prompt, options)
+        loop = await asyncio.to_thread(self._started) if self._loop is None else self._loop
+        return await loop.arun(self.router.generate(req))
+
+    def batch(self, prompts: Sequence[str | RouteRequest], **options: Any) -> list[RoutedResult]:
+        """Route many requests *concurrently* (engines that batch in flight run them together)."""
+        reqs = [self._request(p, options) for p in prompts]
+
+        async def _all() -> list[RoutedResult]:
+            return list(await asyncio.gather(*(self.router.generate(r) for r in reqs)))
+
+        return self._started().run(_all())
+
+    async def abatch(self, prompts: Sequence[str | RouteRequest], **options: Any) -> list[RoutedResult]:
+        return list(await asyncio.gather(*(self.agenerate(p, **options) for p in prompts)))
+
+    def stream(self, prompt: str | RouteRequest | None = None, **options: Any) -> Iterator[RouterEvent]:
+        """Events (tokens, steps, done) as they happen. Breaking out of the loop cancels the request."""
+        req = self._request(prompt, options)
+        events: queue.Queue[Any] = queue.Queue()
+        loop = self._started()
+
+        async def _pump() -> None:
+            try:
+                async for event in self.router.stream(req):
+                    events.put(event)
+            except BaseException as exc:  # delivered to the consumer thread
+                events.put(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+            finally:
+                events.put(_DONE)
+
+        future = loop.submit(_pump())
+        try:
+            while True:
+                item = events.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, asyncio.CancelledError):
+                    raise RequestCancelledError("the routed request was cancelled")
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not future.done():
+                future.cancel()
+
+    async def astream(self, prompt: str | RouteRequest | None = None, **options: Any) -> AsyncIterator[RouterEvent]:
+        req = self._request(prompt, options)
+        engine_loop = await asyncio.to_thread(self._started) if self._loop is None else self._loop
+        caller = asyncio.get_running_loop()
+        events: asyncio.Queue[Any] = asyncio.Queue()
+
+        def deliver(item: Any) -> None:
+            if not caller.is_closed():
+                caller.call_soon_threadsafe(events.put_nowait, item)
+
+        async def _pump() -> None:
+            try:
+                async for event in self.router.stream(req):
+                    deliver(event)
+            except BaseException as exc:
+                deliver(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+            finally:
+                deliver(_DONE)
+
+        future = engine_loop.submit(_pump())
+        try:
+            while True:
+                item = await events.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not future.done():
+                future.cancel()
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids with the small model's tokenizer (LangChain's ``get_token_ids``)."""
+        return self._started().run(self.manager.small.tokenize(text))
+
+    def render_chat(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None) -> str:
+        return self._started().run(self.manager.small.render_chat(messages, tools=tools))

@@ -1,0 +1,272 @@
+"""Configuration: one validated :class:`GlimpConfig` (small engine, large engine, router settings).
+
+It loads from a YAML/TOML/JSON file, keyword arguments, or ``GLIMP_*`` environment variables (nested
+fields joined by ``__``: ``GLIMP_ROUTER__THRESHOLD=0.8``, ``GLIMP_SMALL__MODEL=/models/a.gguf``), in
+that order of increasing precedence: file < environment < keyword arguments. Everything is validated
+at construction, and every error names the field and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from glimp_llm.errors import ConfigurationError
+from glimp_llm.models import DEFAULT_LARGE, DEFAULT_SMALL
+
+ENV_PREFIX = "GLIMP_"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class LlamaCppEngineConfig(_Strict):
+    """In-process llama.cpp (the embedded CPU default)."""
+
+    kind: Literal["llama_cpp"] = "llama_cpp"
+    model: str = Field(description="a registered model name (`glimp models`) or a path to a .gguf file")
+    n_ctx: int = Field(4096, ge=64, le=1 << 20, description="context window in tokens")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
+    n_batch: int = Field(512, ge=1, description="prompt evaluation batch size")
+    n_slots: int = Field(
+        1, ge=1, le=64, description="independent contexts (KV caches); concurrent requests keep their prefixes"
+    )
+    max_queue: int | None = Field(256, ge=0, description="callers allowed to wait for a slot; beyond: Overloaded")
+    seed: int = 0
+    chat_template: str | None = Field(None, description="override the GGUF's chat template (Jinja)")
+
+
+class ScriptedEngineConfig(_Strict):
+    """A scripted engine (tests, docs, fault injection): writes ``response``; step-start entropies."""
+
+    kind: Literal["scripted"] = "scripted"
+    response: str = Field(description="the text the engine writes, steps separated by a blank line")
+    entropies: list[float] | float = 0.05
+    name: str = "scripted"
+    token_seconds: float = Field(0.0, ge=0.0)
+    context_window: int = Field(4096, ge=16)
+    n_slots: int = Field(1, ge=1)
+    max_queue: int | None = Field(None, ge=0)
+
+
+class OpenAICompatEngineConfig(_Strict):
+    """Any OpenAI-compatible server (vLLM, SGLang, trtllm-serve, llama-server); several replicas allowed."""
+
+    kind: Literal["openai"] = "openai"
+    base_urls: list[str] = Field(min_length=1, description="server roots, e.g. http://127.0.0.1:8080/v1")
+    model: str = Field(description="the model name the server expects in requests")
+    api_key: str | None = None
+    top_logprobs: int = Field(20, ge=1, le=100_000, description="k for the top-k entropy estimate")
+    vocab_size: int | None = Field(None, ge=2, description="real vocabulary size (for the tail bound)")
+    timeout_s: float = Field(60.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    max_retries: int = Field(3, ge=0, le=20)
+    token_ids: Literal["auto", "always", "never"] = Field(
+        "auto", description="send token-id prompts (exact prefixes) when the server accepts them"
+    )
+    max_concurrency: int = Field(64, ge=1)
+    health_interval_s: float = Field(10.0, gt=0)
+    tokenizer_from: str | None = Field(None, description="a GGUF/HF source for local tokenisation, if any")
+
+
+class TensorRTLLMEngineConfig(_Strict):
+    """TensorRT-LLM in-process: a prebuilt engine directory (TensorRT backend) or an HF checkpoint
+    (PyTorch backend), with generation logits gathered at runtime and KV block reuse."""
+
+    kind: Literal["tensorrt_llm"] = "tensorrt_llm"
+    model: str = Field(description="engine directory (config.json + rank*.engine) or HF checkpoint directory")
+    tokenizer: str | None = Field(None, description="HF tokenizer directory (required for engine dirs)")
+    backend: Literal["auto", "tensorrt", "pytorch"] = "auto"
+    free_gpu_memory_fraction: float = Field(0.45, gt=0.0, le=1.0)
+    max_batch_size: int | None = Field(None, ge=1)
+    max_num_tokens: int | None = Field(None, ge=1)
+    max_seq_len: int | None = Field(None, ge=16)
+    tensor_parallel_size: int = Field(1, ge=1)
+    cache_salt: str | None = None
+    max_concurrency: int = Field(256, ge=1)
+
+
+EngineConfig = Annotated[
+    LlamaCppEngineConfig | ScriptedEngineConfig | OpenAICompatEngineConfig | TensorRTLLMEngineConfig,
+    Field(discriminator="kind"),
+]
+
+
+class SamplingConfig(_Strict):
+    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 = greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0)
+    seed: int | None = None
+
+
+class RouterConfig(_Strict):
+    """The step loop. Defaults are explained in docs/configuration.md."""
+
+    threshold: float = Field(
+        1.0,
+        ge=0.0,
+        description=(
+            "tau, in nats: a step whose glimpse entropy is <= tau is written by the small model, else by "
+            "the large one. 1.0 sends about 20-30% of steps to the large model on the Qwen2.5-Coder "
+            "0.5B/1.5B pair (the paper's recommended intervention rate); calibrate per pair with "
+            "`glimp calibrate`"
+        ),
+    )
+    step_delimiter: str = Field("\n\n", min_length=1)
+    step_max_tokens: int = Field(512, ge=1, le=1 << 16)
+    max_tokens: int = Field(2048, ge=1, le=1 << 20, description="budget of generated tokens per request")
+    answer_max_tokens: int = Field(1024, ge=1, description="tokens for the answer after end of thinking")
+    answer_model: Literal["small", "large", "router"] = Field(
+        "large", description="who writes the answer after `</think>` (router = keep routing by entropy)"
+    )
+    thinking: Literal["auto", "on", "off"] = Field(
+        "auto", description="open a <think> block for reasoning models (auto: when the template knows one)"
+    )
+    end_of_thinking: str = "</think>"
+    stop_on_repeated_step: bool = True
+    paper_faithful: bool = Field(
+        False,
+        description="reproduce the authors' code: entropy from renormalised top-20, greedy glimpse discarded",
+    )
+    paper_top_k: int = Field(20, ge=1, le=1000)
+    sampling: SamplingConfig = SamplingConfig()
+    system_prompt: str | None = None
+    max_concurrent_requests: int = Field(64, ge=1, description="routed requests run at once")
+    max_queued_requests: int = Field(1024, ge=0, description="requests allowed to wait; beyond: Overloaded")
+    request_timeout_s: float | None = Field(None, gt=0, description="deadline per routed request")
+    fallback_on_engine_failure: bool = Field(
+        False, description="let the other model write a step when one engine fails (recorded in the trace)"
+    )
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _finite_threshold(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not math.isfinite(value):
+            raise ValueError("threshold must be a finite number of nats (e.g. 1.0); NaN and inf are not allowed")
+        return value
+
+
+class GlimpConfig(_Strict):
+    """Everything a routed generator needs."""
+
+    small: EngineConfig = LlamaCppEngineConfig(model=DEFAULT_SMALL)
+    large: EngineConfig = LlamaCppEngineConfig(model=DEFAULT_LARGE)
+    router: RouterConfig = RouterConfig()
+
+    @model_validator(mode="after")
+    def _compatible(self) -> GlimpConfig:
+        if self.small.kind == "scripted" and self.large.kind not in ("scripted",):
+            raise ValueError("a scripted small engine can only be paired with a scripted large engine")
+        return self
+
+    # ----------------------------------------------------------------------------- loading
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> GlimpConfig:
+        """File (YAML/TOML/JSON) < ``GLIMP_*`` environment < keyword arguments; then validate."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            data = read_config_file(path)
+        _deep_merge(data, env_overrides(os.environ if env is None else env))
+        _deep_merge(data, overrides)
+        return cls.validated(data, source=str(path) if path else "arguments")
+
+    @classmethod
+    def validated(cls, data: Mapping[str, Any], *, source: str = "arguments") -> GlimpConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigurationError(format_validation_error(exc, source)) from None
+
+    def with_router(self, **changes: Any) -> GlimpConfig:
+        """A copy with router fields changed (validated)."""
+        data = self.model_dump()
+        data["router"].update(changes)
+        return GlimpConfig.validated(data)
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigurationError(f"config file {p} does not exist; pass an existing .yaml, .toml or .json file")
+    text = p.read_text(encoding="utf-8", errors="replace")
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        elif p.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigurationError(f"config file {p}: unknown extension {p.suffix!r}; use .yaml, .toml or .json")
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        raise ConfigurationError(f"config file {p} is not valid {p.suffix[1:].upper()}: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"config file {p} must hold a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """``GLIMP_ROUTER__THRESHOLD=0.8`` -> ``{"router": {"threshold": 0.8}}`` (values parsed as JSON when
+    they are JSON, else kept as strings)."""
+    out: dict[str, Any] = {}
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX) or "__" not in key:
+            continue
+        parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__")]
+        if parts[0] not in ("small", "large", "router"):
+            continue
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in _KINDS))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field; check the spelling (see docs/configuration.md)"
+        elif err["type"] == "union_tag_invalid":
+            msg = f"unknown engine kind; use one of {', '.join(sorted(_KINDS))}"
+        lines.append(f"  {loc or '<root>'}: {msg} (got {err.get('input')!r:.60})")
+    return "\n".join(lines)
+
+
+_KINDS = {"llama_cpp", "scripted", "openai", "tensorrt_llm"}

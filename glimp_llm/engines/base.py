@@ -1,0 +1,217 @@
+"""The engine contract: what the router needs from a model, and nothing more.
+
+The router holds two objects that satisfy :class:`Engine` and knows nothing else about them (the role
+httpx's transports play for its client). An engine:
+
+* tokenises, detokenises and renders its own chat template (contexts travel as token ids, so the
+  small and the large model see exactly the same prefix when they share a tokenizer);
+* ``glimpse``: produces one token from the next-token distribution of a context, with the entropy of
+  that distribution (nats, temperature 1, real vocabulary only) and how it was obtained;
+* ``generate``: continues a context until a stop string, end of sequence or a token cap, optionally
+  reporting each token as it is produced;
+* reuses the shared prefix of successive contexts (KV cache, block reuse or a server's prefix cache);
+* is safe to call concurrently (it batches in flight or queues fairly);
+* frees its slot when a call is cancelled, and releases everything on ``close``.
+
+The typed errors live in :mod:`glimp_llm.errors` and are re-exported here for engine authors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from glimp_llm.errors import (
+    ContextTooLongError,
+    EngineFailureError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    MalformedResponseError,
+)
+
+__all__ = [
+    "Completion",
+    "ContextTooLongError",
+    "Delta",
+    "Engine",
+    "EngineFailureError",
+    "EngineHealth",
+    "EngineInfo",
+    "EngineStats",
+    "EngineTimeoutError",
+    "EngineUnavailableError",
+    "EntropyKind",
+    "FinishReason",
+    "Glimpse",
+    "MalformedResponseError",
+    "Message",
+    "SamplingParams",
+    "TokenCallback",
+]
+
+EntropyKind = Literal["exact", "top-k estimate", "top-k renormalized"]
+"""How an entropy was obtained: from full logits, bounded from top-k logprobs, or the paper's top-k."""
+
+FinishReason = Literal["stop", "length", "eos", "cancelled"]
+"""Why an engine call ended: a stop string, the token cap, end of sequence, or cancellation."""
+
+Message = dict[str, Any]
+"""A chat message in the OpenAI shape: ``{"role": ..., "content": ..., "tool_calls"?: [...]}``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """How the next token is chosen. ``temperature == 0`` is greedy decoding (the default)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Glimpse:
+    """One token produced by the small model, and the entropy of the distribution it came from."""
+
+    token_id: int
+    text: str
+    logprob: float
+    entropy: float
+    entropy_kind: EntropyKind
+    is_eos: bool = False
+    top_k: int | None = None
+    captured_mass: float | None = None
+    entropy_error_bound: float = 0.0
+    top_logprobs: tuple[tuple[int, float], ...] = ()
+    seconds: float = 0.0
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """Tokens an engine produced since the last delta, and their text."""
+
+    token_ids: tuple[int, ...]
+    text: str
+
+
+TokenCallback = Callable[[Delta], None]
+"""Called on the event loop's thread for every delta an engine produces during ``generate``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The result of one ``generate`` call. ``token_ids``/``text`` exclude the context."""
+
+    token_ids: tuple[int, ...]
+    text: str
+    finish_reason: FinishReason
+    stop_string: str | None = None
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineInfo:
+    """Static facts about a started engine, used by the router, the manager and the adapters."""
+
+    name: str
+    model: str
+    backend: str
+    vocab_size: int
+    context_window: int
+    eos_token_ids: frozenset[int]
+    tokenizer_fingerprint: str
+    entropy_kind: EntropyKind
+    batches_in_flight: bool
+    chat_template: str | None = None
+    bos_token: str = ""
+    eos_token: str = ""
+    add_bos: bool = False
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters an engine keeps; ``tokens_evaluated`` proves prefix reuse (it counts only new tokens)."""
+
+    tokens_evaluated: int = 0
+    tokens_reused: int = 0
+    tokens_generated: int = 0
+    glimpses: int = 0
+    generate_calls: int = 0
+    cancelled_calls: int = 0
+    failed_calls: int = 0
+    busy_seconds: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineHealth:
+    ok: bool
+    detail: str = ""
+    in_flight: int = 0
+    queued: int = 0
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the router requires of a model backend. All methods are coroutines on the caller's loop."""
+
+    @property
+    def info(self) -> EngineInfo:
+        """Facts about the loaded model; valid after :meth:`start`."""
+        ...
+
+    @property
+    def stats(self) -> EngineStats: ...
+
+    async def start(self) -> None:
+        """Load the model or connect to the server. Idempotent."""
+
+    async def close(self) -> None:
+        """Release the model, threads, connections. Idempotent; later calls raise EngineUnavailableError."""
+
+    async def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text``, special tokens written in it parsed as such. Never adds a BOS token:
+        the router adds ``info.bos_token`` to prompts of models that want one (``info.add_bos``)."""
+        ...
+
+    async def detokenize(self, token_ids: Sequence[int]) -> str: ...
+
+    async def render_chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[dict[str, Any]] | None = None,
+        add_generation_prompt: bool = True,
+    ) -> str:
+        """The model's own chat template applied to ``messages`` (opening the assistant turn)."""
+        ...
+
+    async def glimpse(
+        self, context: Sequence[int], sampling: SamplingParams, *, top_logprobs: int = 0
+    ) -> Glimpse:
+        """One token after ``context`` and the entropy of its distribution. With ``top_logprobs=k``
+        the ``k`` most likely tokens are returned too (used by the paper-faithful mode)."""
+        ...
+
+    async def generate(
+        self,
+        context: Sequence[int],
+        *,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        sampling: SamplingParams = SamplingParams(),
+        on_token: TokenCallback | None = None,
+    ) -> Completion:
+        """Continue ``context`` until a string in ``stop`` appears in the new text (it is kept in the
+        output), end of sequence (the EOS token is not part of the output), or ``max_tokens``."""
+        ...
+
+    async def health(self) -> EngineHealth: ...

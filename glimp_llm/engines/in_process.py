@@ -1,0 +1,318 @@
+"""Shared machinery of engines that run a model in this process and read its full logits.
+
+llama.cpp (and the scripted test engine) differ only in how they load a model, evaluate tokens into a
+context, and spell a token. Everything else — prefix reuse, exact entropy, token choice, stop strings,
+streaming deltas, fair queueing, cancellation — is written once here, so the scripted engine used by
+the unit tests exercises the very code that runs the real model.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from glimp_llm.chat_template import ChatTemplate
+from glimp_llm.engines.base import (
+    Completion,
+    Delta,
+    EngineHealth,
+    EngineInfo,
+    EngineStats,
+    FinishReason,
+    Glimpse,
+    Message,
+    SamplingParams,
+    TokenCallback,
+)
+from glimp_llm.engines.decoding import StopMatcher, Utf8Pieces, choose_token
+from glimp_llm.engines.slots import CancelFlag, Slot, SlotPool, common_prefix_length
+from glimp_llm.entropy import entropy_from_logits, top_k_logprobs
+from glimp_llm.errors import (
+    ContextTooLongError,
+    EngineFailureError,
+    EngineUnavailableError,
+    GlimpError,
+    InvalidRequestError,
+)
+
+StateT = TypeVar("StateT")
+
+
+@dataclass
+class SlotState(Generic[StateT]):
+    """What a slot holds: the backend's context object, its RNG, and the logits after ``cached[-1]``."""
+
+    backend: StateT
+    rng: np.random.Generator
+    logits: np.ndarray | None = None
+
+
+class InProcessEngine(abc.ABC, Generic[StateT]):
+    """Base of in-process engines with full-vocabulary logits. Subclasses implement the hooks below."""
+
+    backend_name = "in-process"
+
+    def __init__(self, *, name: str, n_slots: int = 1, max_queue: int | None = None, seed: int = 0) -> None:
+        if n_slots < 1:
+            raise InvalidRequestError(f"n_slots={n_slots}: an engine needs at least one slot")
+        self.name = name
+        self._n_slots = n_slots
+        self._max_queue = max_queue
+        self._seed = seed
+        self._pool: SlotPool[SlotState[StateT]] | None = None
+        self._info: EngineInfo | None = None
+        self._template: ChatTemplate | None = None
+        self._stats = EngineStats()
+        self._start_lock = asyncio.Lock()
+        self._closed = False
+
+    # ----------------------------------------------------------------- hooks (run in worker threads)
+    @abc.abstractmethod
+    def _load(self) -> tuple[list[StateT], EngineInfo]:
+        """Load the model once and create ``n_slots`` independent contexts."""
+
+    @abc.abstractmethod
+    def _evaluate(self, state: StateT, tokens: Sequence[int], keep: int) -> np.ndarray:
+        """Make the backend's cache hold ``tokens``, of which the first ``keep`` are already cached
+        (drop what follows them, evaluate the rest); return the logits row after ``tokens[-1]``.
+        A view is fine: it is used before the next evaluation."""
+
+    @abc.abstractmethod
+    def _token_bytes(self, token_id: int) -> bytes:
+        """The bytes a token contributes to the text."""
+
+    @abc.abstractmethod
+    def _tokenize(self, text: str) -> list[int]: ...
+
+    def _unload(self, states: list[StateT]) -> None:
+        """Free backend resources."""
+
+    # ------------------------------------------------------------------------------- lifecycle
+    @property
+    def info(self) -> EngineInfo:
+        if self._info is None:
+            raise EngineUnavailableError(f"engine {self.name!r} is not started; call `await engine.start()`")
+        return self._info
+
+    @property
+    def stats(self) -> EngineStats:
+        return self._stats
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._closed:
+                raise EngineUnavailableError(f"engine {self.name!r} was closed; create a new one")
+            if self._pool is not None:
+                return
+            states, info = await asyncio.to_thread(self._load)
+            slot_states = [
+                SlotState(backend=s, rng=np.random.default_rng(self._seed + i)) for i, s in enumerate(states)
+            ]
+            self._info = info
+            self._template = ChatTemplate(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
+            self._pool = SlotPool(slot_states, name=self.name, max_queue=self._max_queue)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.close)
+            await asyncio.to_thread(self._unload, [s.state.backend for s in pool.slots])
+
+    def _require_pool(self) -> SlotPool[SlotState[StateT]]:
+        if self._pool is None:
+            state = "closed" if self._closed else "not started"
+            raise EngineUnavailableError(f"engine {self.name!r} is {state}; call `await engine.start()` first")
+        return self._pool
+
+    async def health(self) -> EngineHealth:
+        if self._pool is None:
+            return EngineHealth(ok=False, detail="closed" if self._closed else "not started")
+        return EngineHealth(ok=True, detail="ready", in_flight=self._pool.in_flight, queued=self._pool.queued)
+
+    # ------------------------------------------------------------------------------ text
+    async def tokenize(self, text: str) -> list[int]:
+        self._require_pool()
+        return self._tokenize(text)
+
+    async def detokenize(self, token_ids: Sequence[int]) -> str:
+        self._require_pool()
+        return b"".join(self._token_bytes(t) for t in token_ids).decode("utf-8", errors="replace")
+
+    async def render_chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[dict[str, Any]] | None = None,
+        add_generation_prompt: bool = True,
+    ) -> str:
+        self._require_pool()
+        assert self._template is not None
+        return self._template.render(messages, tools=tools, add_generation_prompt=add_generation_prompt)
+
+    # ------------------------------------------------------------------------------ model calls
+    def _check_context(self, context: Sequence[int]) -> None:
+        if len(context) == 0:
+            raise InvalidRequestError("the context is empty: pass at least one token (e.g. the chat template)")
+        window = self.info.context_window
+        if len(context) >= window:
+            raise ContextTooLongError(
+                f"context of {len(context)} tokens does not fit the {window}-token window of {self.name!r}; "
+                "shorten the prompt, lower max_tokens, or raise n_ctx",
+                context_tokens=len(context),
+                window=window,
+            )
+
+    def _sync_context(self, slot: Slot[SlotState[StateT]], context: Sequence[int]) -> tuple[np.ndarray, int]:
+        """Make the slot's cache hold exactly ``context``; return the next-token logits and reuse count."""
+        keep = common_prefix_length(slot.cached, context)
+        state = slot.state
+        if keep == len(context) == len(slot.cached) and state.logits is not None:
+            self._stats.tokens_reused += keep
+            return state.logits, keep
+        if keep == len(context):
+            keep -= 1  # the logits after the last token are needed: evaluate it again
+        slot.cached = list(context)
+        try:
+            logits = self._evaluate(state.backend, slot.cached, keep)
+        except BaseException:
+            slot.cached = []  # the backend's cache state is unknown now: rebuild it next time
+            raise
+        state.logits = None
+        self._stats.tokens_evaluated += len(context) - keep
+        self._stats.tokens_reused += keep
+        return logits, keep
+
+    def _advance(self, slot: Slot[SlotState[StateT]], token: int) -> np.ndarray:
+        slot.cached.append(token)
+        try:
+            logits = self._evaluate(slot.state.backend, slot.cached, len(slot.cached) - 1)
+        except BaseException:
+            slot.cached = []
+            raise
+        self._stats.tokens_evaluated += 1
+        return logits
+
+    def _keep_logits(self, slot: Slot[SlotState[StateT]], logits: np.ndarray) -> None:
+        slot.state.logits = np.array(logits, dtype=np.float32, copy=True)
+
+    async def _run(self, context: Sequence[int], work: Any) -> Any:
+        pool = self._require_pool()
+        start = time.perf_counter()
+        try:
+            return await pool.run(context, work)
+        except asyncio.CancelledError:
+            self._stats.cancelled_calls += 1
+            raise
+        except GlimpError:
+            self._stats.failed_calls += 1
+            raise
+        except Exception as exc:  # a backend bug or a native error: surface it typed, with its cause
+            self._stats.failed_calls += 1
+            raise EngineFailureError(f"engine {self.name!r} failed: {exc!r}", engine=self.name) from exc
+        finally:
+            self._stats.busy_seconds += time.perf_counter() - start
+
+    async def glimpse(
+        self, context: Sequence[int], sampling: SamplingParams, *, top_logprobs: int = 0
+    ) -> Glimpse:
+        self._check_context(context)
+        info = self.info
+
+        def work(slot: Slot[SlotState[StateT]], cancel: CancelFlag) -> Glimpse:
+            t0 = time.perf_counter()
+            logits, reused = self._sync_context(slot, context)
+            self._keep_logits(slot, logits)
+            entropy = entropy_from_logits(logits, info.vocab_size)
+            token, logprob = choose_token(logits, info.vocab_size, sampling, slot.state.rng)
+            top = tuple(top_k_logprobs(logits, top_logprobs, info.vocab_size)) if top_logprobs > 0 else ()
+            return Glimpse(
+                token_id=token,
+                text=self._token_bytes(token).decode("utf-8", errors="replace"),
+                logprob=logprob,
+                entropy=entropy,
+                entropy_kind="exact",
+                is_eos=token in info.eos_token_ids,
+                top_logprobs=top,
+                seconds=time.perf_counter() - t0,
+                cached_tokens=reused,
+            )
+
+        result: Glimpse = await self._run(context, work)
+        self._stats.glimpses += 1
+        return result
+
+    async def generate(
+        self,
+        context: Sequence[int],
+        *,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        sampling: SamplingParams = SamplingParams(),
+        on_token: TokenCallback | None = None,
+    ) -> Completion:
+        if max_tokens < 1:
+            raise InvalidRequestError(f"max_tokens={max_tokens}: ask for at least one token")
+        self._check_context(context)
+        info = self.info
+        max_tokens = min(max_tokens, info.context_window - len(context))
+        loop = asyncio.get_running_loop()
+        pool = self._require_pool()
+
+        def emit(delta: Delta) -> None:
+            if on_token is not None:
+                pool.call_soon_threadsafe(loop, on_token, delta)
+
+        def work(slot: Slot[SlotState[StateT]], cancel: CancelFlag) -> Completion:
+            t0 = time.perf_counter()
+            logits, reused = self._sync_context(slot, context)
+            out: list[int] = []
+            pieces = Utf8Pieces()
+            matcher = StopMatcher(stop)
+            finish: FinishReason = "length"
+            matched: str | None = None
+            while True:
+                if cancel.is_set:
+                    finish = "cancelled"
+                    break
+                token, _ = choose_token(logits, info.vocab_size, sampling, slot.state.rng)
+                if token in info.eos_token_ids:
+                    finish = "eos"
+                    break
+                out.append(token)
+                piece = pieces.feed(self._token_bytes(token))
+                emit(Delta((token,), piece))
+                matched = matcher.feed(piece)
+                if matched is not None:
+                    finish = "stop"
+                    break
+                if len(out) >= max_tokens:
+                    break
+                logits = self._advance(slot, token)
+            self._keep_logits(slot, logits)
+            tail = pieces.flush()
+            if tail:
+                emit(Delta((), tail))
+                matcher.feed(tail)
+            self._stats.tokens_generated += len(out)
+            return Completion(
+                token_ids=tuple(out),
+                text=matcher.text,
+                finish_reason=finish,
+                stop_string=matched,
+                prompt_tokens=len(context),
+                cached_tokens=reused,
+                seconds=time.perf_counter() - t0,
+            )
+
+        result: Completion = await self._run(context, work)
+        self._stats.generate_calls += 1
+        return result

@@ -1,0 +1,158 @@
+"""llama.cpp in-process (llama-cpp-python): the embedded CPU default.
+
+Why the low-level path: llama-cpp-python 0.3.36 no longer copies logits into ``Llama.scores`` unless
+``logits_all=True`` (which costs ``n_ctx x vocab`` floats and slows prefill), so we read the last row
+straight from the context with ``llama_get_logits_ith(ctx, -1)``: zero-copy, full vocabulary. We drive
+``Llama.eval`` ourselves so that a context extending the previous one evaluates only its new tokens
+(``n_tokens`` is set to the common prefix; ``eval`` drops the stale KV entries).
+
+One ``Llama`` object is one sequence and is not thread-safe. Each slot owns one (the weights are
+memory-mapped, so extra slots cost only their KV cache); :class:`~glimp_llm.engines.slots.SlotPool`
+queues callers fairly and runs the work off the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from glimp_llm.engines.base import EngineInfo
+from glimp_llm.engines.in_process import InProcessEngine
+from glimp_llm.errors import EngineUnavailableError, ModelNotFoundError
+
+_TOKEN_ATTR_UNUSED = 1 << 1  # llama_token_attr: LLAMA_TOKEN_ATTR_UNUSED (padding rows such as [PAD151665])
+
+
+def import_llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise EngineUnavailableError(
+            "the llama.cpp engine needs llama-cpp-python: pip install 'glimp-llm[cpu]' "
+            "(it compiles llama.cpp; see the README for the CMAKE_ARGS that halve the build)"
+        ) from exc
+    return llama_cpp
+
+
+class LlamaCppEngine(InProcessEngine[Any]):
+    """A GGUF model in this process. ``model`` is a registered name or a path to a ``.gguf`` file."""
+
+    backend_name = "llama.cpp"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        name: str | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        n_slots: int = 1,
+        max_queue: int | None = None,
+        seed: int = 0,
+        chat_template: str | None = None,
+    ) -> None:
+        super().__init__(name=name or Path(model).stem, n_slots=n_slots, max_queue=max_queue, seed=seed)
+        self.model = model
+        self._n_ctx = n_ctx
+        self._n_threads = n_threads or max(1, os.cpu_count() or 1)
+        self._n_batch = n_batch
+        self._chat_template_override = chat_template
+        self._llama_cpp: Any = None
+        self._pieces: dict[int, bytes] = {}
+        self._vocab: Any = None
+        self._add_bos = False
+        self._bos_text = ""
+
+    def _load(self) -> tuple[list[Any], EngineInfo]:
+        from glimp_llm import models
+
+        llama_cpp = import_llama_cpp()
+        self._llama_cpp = llama_cpp
+        path = models.resolve(self.model)
+        llamas = []
+        for _ in range(self._n_slots):
+            try:
+                llamas.append(
+                    llama_cpp.Llama(
+                        model_path=str(path),
+                        n_ctx=self._n_ctx,
+                        n_threads=self._n_threads,
+                        n_threads_batch=self._n_threads,
+                        n_batch=self._n_batch,
+                        logits_all=False,
+                        verbose=False,
+                    )
+                )
+            except ValueError as exc:  # llama-cpp-python raises ValueError("Failed to load model ...")
+                raise ModelNotFoundError(
+                    f"llama.cpp could not load {path}: {exc}. The file may be corrupt or of an unsupported "
+                    "architecture; for a registered model run `glimp models verify`"
+                ) from exc
+        first = llamas[0]
+        model = first._model
+        self._vocab = model.vocab
+        n_vocab = first.n_vocab()
+        real_vocab = n_vocab
+        while real_vocab > 1 and model.token_get_attr(real_vocab - 1) & _TOKEN_ATTR_UNUSED:
+            real_vocab -= 1  # trailing padding rows are not tokens: keep them out of the entropy
+        eog = frozenset(i for i in range(real_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, i))
+        meta = first.metadata
+        self._add_bos = bool(model.add_bos_token())
+        bos_id, eos_id = model.token_bos(), model.token_eos()
+        self._bos_text = self._piece(bos_id).decode("utf-8", "replace") if bos_id >= 0 else ""
+        eos_text = self._piece(eos_id).decode("utf-8", "replace") if eos_id >= 0 else ""
+        fingerprint = hashlib.sha256()
+        for i in range(n_vocab):
+            fingerprint.update(model.token_get_text(i).encode("utf-8", "surrogatepass") + b"\x00")
+        info = EngineInfo(
+            name=self.name,
+            model=meta.get("general.name", path.stem),
+            backend=self.backend_name,
+            vocab_size=real_vocab,
+            context_window=first.n_ctx(),
+            eos_token_ids=eog,
+            tokenizer_fingerprint=fingerprint.hexdigest()[:16],
+            entropy_kind="exact",
+            batches_in_flight=False,
+            chat_template=self._chat_template_override or meta.get("tokenizer.chat_template"),
+            bos_token=self._bos_text,
+            eos_token=eos_text,
+            add_bos=self._add_bos,
+        )
+        self.path = path
+        return llamas, info
+
+    def _unload(self, states: list[Any]) -> None:
+        for llm in states:
+            llm.close()
+
+    def _piece(self, token_id: int) -> bytes:
+        # A buffer per call: pieces are cached, and slots' worker threads must not share one.
+        buf = (self._llama_cpp.ctypes.c_char * 64)()
+        n = self._llama_cpp.llama_token_to_piece(self._vocab, token_id, buf, 64, 0, True)
+        if n < 0:  # longer than the buffer: ask again with the size llama.cpp reported
+            buf = (self._llama_cpp.ctypes.c_char * -n)()
+            n = self._llama_cpp.llama_token_to_piece(self._vocab, token_id, buf, -n, 0, True)
+        return bytes(buf[:n])
+
+    def _token_bytes(self, token_id: int) -> bytes:
+        piece = self._pieces.get(token_id)
+        if piece is None:
+            piece = self._pieces[token_id] = self._piece(token_id)
+        return piece
+
+    def _tokenize(self, text: str) -> list[int]:
+        state = self._require_pool().slots[0].state.backend
+        return list(state.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def _evaluate(self, state: Any, tokens: Sequence[int], keep: int) -> np.ndarray:
+        state.n_tokens = keep
+        state.eval(tokens[keep:])
+        ptr = self._llama_cpp.llama_get_logits_ith(state._ctx.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(state.n_vocab(),))

@@ -1,0 +1,249 @@
+"""A deterministic engine driven by a script: for tests, docs and fault injection.
+
+It behaves like a real in-process engine (same base class, same prefix reuse, entropy, stop strings,
+slots and cancellation) but its "model" is a script: the response it wants to write, cut into steps at
+"\\n\\n", and the entropy of its next-token distribution at the start of each step. Inside a step the
+distribution is sharply peaked on the script's next token. Every scripted engine shares one fixed
+tokenizer, so a scripted small and large model can exchange token ids like a real same-family pair.
+
+Where it is in its script is read from the context: the tokens after the last ``<|assistant|>``
+token; the number of "\\n\\n" written so far is the step, the tokens since the last one the offset.
+So a step written by the *other* model moves it on to the next step, as with real models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import string
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from glimp_llm.engines.base import EngineInfo
+from glimp_llm.engines.in_process import InProcessEngine
+from glimp_llm.errors import EngineFailureError, InvalidRequestError
+
+DELIMITER = "\n\n"
+SPECIAL_TOKENS = ("<eos>", "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|end|>")
+_WORDS = ["the", "a", "an", "and", "or", "of", "to", "in", "is", "are", "was", "it", "that", "this", "step", "so", "we", "then", "first", "next", "finally", "answer", "total", "each", "per", "has", "have", "make", "makes", "made", "sells", "buys", "costs", "cost", "price", "dollars", "hours", "minutes", "days", "week", "plus", "minus", "times", "divided", "equals", "left", "remaining", "number", "numbers", "let", "think", "wait", "check", "compute", "therefore", "because", "result", "solve", "problem", "question", "tool", "call", "calculator", "add", "multiply", "yes", "no", "true", "false", "done", "hello", "world", "paris", "france", "capital", "city"]
+SCRIPTED_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}"
+    "{% if m.get('tool_calls') %}{% for c in m['tool_calls'] %}<tool_call>{{ c['function'] | tojson }}"
+    "</tool_call>{% endfor %}{% endif %}<|end|>\n{% endfor %}"
+    "{% if tools %}<|system|>\ntools: {{ tools | tojson }}<|end|>\n{% endif %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+class ScriptedTokenizer:
+    """A fixed vocabulary: special tokens, "\\n\\n", words (with and without a leading space), digits
+    and every printable ASCII character; longest-match tokenisation. Identical for every instance."""
+
+    def __init__(self, extra_pieces: int = 64) -> None:
+        pieces: list[str] = list(SPECIAL_TOKENS) + [DELIMITER, "\n", "<tool_call>", "</tool_call>"]
+        pieces += ["<think>", "</think>"]
+        for w in _WORDS:
+            pieces += [w, " " + w, w.capitalize(), " " + w.capitalize()]
+        pieces += [" " + d for d in string.digits]
+        pieces += [c for c in string.printable if c not in "\n\r\x0b\x0c"]
+        pieces += [f"<unused{i}>" for i in range(extra_pieces)]  # room for high entropies
+        seen: dict[str, int] = {}
+        for p in pieces:
+            seen.setdefault(p, len(seen))
+        self.pieces = list(seen)
+        self.ids = seen
+        self.max_len = max(len(p) for p in self.pieces)
+        self.eos_id = self.ids["<eos>"]
+        self.fingerprint = hashlib.sha256("\x00".join(self.pieces).encode()).hexdigest()[:16]
+
+    def __len__(self) -> int:
+        return len(self.pieces)
+
+    def encode(self, text: str) -> list[int]:
+        out: list[int] = []
+        i = 0
+        while i < len(text):
+            for n in range(min(self.max_len, len(text) - i), 0, -1):
+                tid = self.ids.get(text[i : i + n])
+                if tid is not None:
+                    out.append(tid)
+                    i += n
+                    break
+            else:  # a character outside the vocabulary: spell it as "?"
+                out.append(self.ids["?"])
+                i += 1
+        return out
+
+    def piece(self, token_id: int) -> str:
+        return "" if token_id == self.eos_id else self.pieces[token_id]
+
+
+@lru_cache(maxsize=1)
+def shared_tokenizer() -> ScriptedTokenizer:
+    return ScriptedTokenizer()
+
+
+@lru_cache(maxsize=4096)
+def _peak_probability(entropy: float, vocab: int) -> float:
+    """The probability q of the target token such that the distribution (q on the target, the rest
+    spread evenly) has the requested entropy. Bisection: H(q) decreases on [1/V, 1]."""
+    if entropy <= 0:
+        return 1.0
+    if entropy >= math.log(vocab):
+        return 1.0 / vocab
+
+    def h(q: float) -> float:
+        rest = (1 - q) / (vocab - 1)
+        return -q * math.log(q) - ((1 - q) * math.log(rest) if rest > 0 else 0.0)
+
+    lo, hi = 1.0 / vocab, 1.0 - 1e-15
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if h(mid) > entropy:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """Faults injected on purpose. Calls are counted per engine from 1 (glimpse and generate alike)."""
+
+    fail_every: int = 0
+    fail_transient: bool = True
+    stall_every: int = 0
+    stall_seconds: float = 0.0
+
+
+@dataclass
+class _Model:
+    calls: int = 0
+
+
+class ScriptedEngine(InProcessEngine[_Model]):
+    """An engine whose next-token distributions follow a script. See the module docstring."""
+
+    backend_name = "scripted"
+
+    def __init__(
+        self,
+        response: str | Sequence[str],
+        *,
+        entropies: Sequence[float] | float = 0.05,
+        name: str = "scripted",
+        inner_entropy: float = 1e-4,
+        context_window: int = 4096,
+        token_seconds: float = 0.0,
+        faults: FaultPlan | None = None,
+        chat_template: str | None = None,
+        n_slots: int = 1,
+        max_queue: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(name=name, n_slots=n_slots, max_queue=max_queue, seed=seed)
+        steps = response.split(DELIMITER) if isinstance(response, str) else list(response)
+        if not steps:
+            raise InvalidRequestError("a scripted engine needs at least one step of text")
+        self.tokenizer = shared_tokenizer()
+        self._steps = [self.tokenizer.encode(s) for s in steps]
+        n = len(self._steps)
+        self._entropies = [float(entropies)] * n if isinstance(entropies, int | float) else list(entropies)
+        if len(self._entropies) < n:
+            self._entropies += [self._entropies[-1] if self._entropies else 0.05] * (n - len(self._entropies))
+        self._inner_entropy = inner_entropy
+        self._window = context_window
+        self._token_seconds = token_seconds
+        self._faults = faults or FaultPlan()
+        self._chat_template = chat_template or SCRIPTED_TEMPLATE
+        self._assistant_id = self.tokenizer.ids["<|assistant|>"]
+        self._delim_id = self.tokenizer.ids[DELIMITER]
+
+    # ----------------------------------------------------------------------------- hooks
+    def _load(self) -> tuple[list[_Model], EngineInfo]:
+        tok = self.tokenizer
+        info = EngineInfo(
+            name=self.name,
+            model=f"scripted:{self.name}",
+            backend=self.backend_name,
+            vocab_size=len(tok),
+            context_window=self._window,
+            eos_token_ids=frozenset({tok.eos_id}),
+            tokenizer_fingerprint=tok.fingerprint,
+            entropy_kind="exact",
+            batches_in_flight=False,
+            chat_template=self._chat_template,
+            eos_token="<eos>",
+        )
+        return [_Model() for _ in range(self._n_slots)], info
+
+    def _tokenize(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def _token_bytes(self, token_id: int) -> bytes:
+        return self.tokenizer.piece(token_id).encode()
+
+    def _evaluate(self, state: _Model, tokens: Sequence[int], keep: int) -> np.ndarray:
+        self._tick(state, len(tokens) - keep)
+        return self._logits_for(tokens)
+
+    # ---------------------------------------------------------------------------- the "model"
+    def _tick(self, state: _Model, n_tokens: int) -> None:
+        state.calls += 1
+        f = self._faults
+        self._stats.extra["evaluations"] = self._stats.extra.get("evaluations", 0) + 1
+        calls = int(self._stats.extra["evaluations"])
+        if f.stall_every and calls % f.stall_every == 0:
+            time.sleep(f.stall_seconds)
+        if f.fail_every and calls % f.fail_every == 0:
+            raise EngineFailureError(
+                f"injected failure in scripted engine {self.name!r} (evaluation {calls})",
+                transient=f.fail_transient,
+                engine=self.name,
+            )
+        if self._token_seconds:
+            time.sleep(self._token_seconds * n_tokens)
+
+    def position(self, context: Sequence[int]) -> tuple[int, int]:
+        """(step index, token offset in the step) of the next token after ``context``."""
+        try:
+            start = len(context) - 1 - list(reversed(context)).index(self._assistant_id)
+        except ValueError:
+            start = -1
+        generated = context[start + 1 :]
+        step, offset = 0, 0
+        for t in generated:
+            if DELIMITER in self.tokenizer.piece(t):
+                step += 1
+                offset = 0
+            else:
+                offset += 1
+        return step, offset
+
+    def _logits_for(self, context: Sequence[int]) -> np.ndarray:
+        step, offset = self.position(context)
+        vocab = len(self.tokenizer)
+        if step >= len(self._steps):
+            target, entropy = self.tokenizer.eos_id, self._inner_entropy
+        else:
+            tokens = self._steps[step]
+            if offset < len(tokens):
+                target = tokens[offset]
+            elif step == len(self._steps) - 1:
+                target = self.tokenizer.eos_id
+            else:
+                target = self._delim_id
+            entropy = self._entropies[step] if offset == 0 else self._inner_entropy
+        q = _peak_probability(entropy, vocab)
+        rest = (1 - q) / (vocab - 1)
+        logits = np.full(vocab, math.log(rest) if rest > 0 else -np.inf, dtype=np.float32)
+        logits[target] = math.log(q)
+        return logits
+
+    @property
+    def steps(self) -> list[str]:
+        return ["".join(self.tokenizer.piece(t) for t in s) for s in self._steps]

@@ -1,0 +1,159 @@
+"""Fair, cancellable access to in-process model state that is not thread-safe.
+
+A llama.cpp context holds one sequence's KV cache and must not be touched by two threads at once. An
+in-process engine therefore owns a small pool of *slots* (one context each), and every call:
+
+1. waits its turn in a FIFO queue (bounded: past ``max_queue`` waiters it fails fast with
+   :class:`~glimp_llm.errors.OverloadedError` instead of growing memory);
+2. gets the free slot whose cached tokens share the longest prefix with its context (cache affinity,
+   as llama-server picks slots), so interleaved requests keep their prefix reuse;
+3. runs in a worker thread, off the event loop, with a cancellation flag checked between tokens;
+4. on cancellation, raises the flag and waits for the thread to stop before the slot is handed on, so
+   no state is shared by two calls and nothing outlives its request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from glimp_llm.errors import EngineUnavailableError, OverloadedError
+
+StateT = TypeVar("StateT")
+T = TypeVar("T")
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token sequences."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+@dataclass
+class Slot(Generic[StateT]):
+    """One independent model context and the tokens its cache currently holds."""
+
+    index: int
+    state: StateT
+    cached: list[int] = field(default_factory=list)
+
+
+class CancelFlag:
+    """Set from the loop when the caller is cancelled; polled by the worker thread between tokens."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    @property
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; return early (True) if cancelled. For simulated latency."""
+        return self._event.wait(seconds)
+
+
+class SlotPool(Generic[StateT]):
+    """FIFO-fair pool of slots whose work runs in dedicated worker threads."""
+
+    def __init__(self, states: Sequence[StateT], *, name: str, max_queue: int | None = None) -> None:
+        if not states:
+            raise ValueError("a slot pool needs at least one slot")
+        self._slots = [Slot(i, s) for i, s in enumerate(states)]
+        self._free: list[Slot[StateT]] = list(self._slots)
+        self._waiters: deque[asyncio.Future[Slot[StateT]]] = deque()
+        self._max_queue = max_queue
+        self._executor = ThreadPoolExecutor(max_workers=len(states), thread_name_prefix=f"glimp-{name}")
+        self._name = name
+        self._closed = False
+        self.in_flight = 0
+
+    @property
+    def slots(self) -> list[Slot[StateT]]:
+        return self._slots
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for w in self._waiters if not w.done())
+
+    async def _acquire(self, context: Sequence[int]) -> Slot[StateT]:
+        if self._closed:
+            raise EngineUnavailableError(f"engine {self._name!r} is closed; create and start a new one")
+        if self._free and not self._waiters:
+            best = max(self._free, key=lambda s: common_prefix_length(s.cached, context))
+            self._free.remove(best)
+            return best
+        if self._max_queue is not None and self.queued >= self._max_queue:
+            raise OverloadedError(
+                f"engine {self._name!r} has {self.queued} calls queued (limit {self._max_queue}); "
+                "retry later or raise max_queue / add slots"
+            )
+        waiter: asyncio.Future[Slot[StateT]] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release(waiter.result())  # handed a slot just as we were cancelled: pass it on
+            raise
+
+    def _release(self, slot: Slot[StateT]) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(slot)
+                return
+        self._free.append(slot)
+
+    async def run(
+        self,
+        context: Sequence[int],
+        work: Callable[[Slot[StateT], CancelFlag], T],
+    ) -> T:
+        """Run ``work(slot, cancel)`` in a worker thread on the best free slot, cancellably."""
+        slot = await self._acquire(context)
+        cancel = CancelFlag()
+        loop = asyncio.get_running_loop()
+        self.in_flight += 1
+        try:
+            future = loop.run_in_executor(self._executor, work, slot, cancel)
+            try:
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:
+                cancel.set()
+                # The thread must stop touching the slot before anyone else gets it.
+                while not future.done():
+                    try:
+                        await asyncio.shield(future)
+                    except asyncio.CancelledError:
+                        continue
+                    except Exception:
+                        break
+                raise
+        finally:
+            self.in_flight -= 1
+            self._release(slot)
+
+    def call_soon_threadsafe(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(fn, *args)
+
+    def close(self) -> None:
+        """Refuse new work, fail queued waiters, and stop the worker threads (after running calls)."""
+        self._closed = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(EngineUnavailableError(f"engine {self._name!r} was closed"))
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,85 @@
+"""The one error hierarchy of glimp-llm.
+
+Callers catch what they can act on (the httpx model): a bad request or configuration is fixed by the
+caller, an unavailable engine by installing or starting something, an overloaded engine by retrying
+later, an engine failure by looking at the engine. Every message names the problem *and* the fix.
+
+    GlimpError
+    ├── ConfigurationError          invalid configuration value or file (also a ValueError)
+    │   └── ModelNotFoundError      unknown model name, missing model package, corrupt model file
+    ├── InvalidRequestError         bad input to a call: empty prompt, max_tokens <= 0 ... (also a ValueError)
+    │   └── ContextTooLongError     the context does not fit the model's window
+    ├── EngineUnavailableError      an engine cannot be used: dependency missing, not started, closed, server down
+    ├── EngineFailureError          an engine call failed while running
+    │   ├── EngineTimeoutError      an engine call exceeded its timeout
+    │   └── MalformedResponseError  a server answered something that is not what the protocol promises
+    ├── OverloadedError             a bounded queue is full; retry later (HTTP 429)
+    ├── RequestTimeoutError         a routed request exceeded its deadline
+    └── RequestCancelledError       a request was cancelled (sync callers; async callers see CancelledError)
+"""
+
+from __future__ import annotations
+
+
+class GlimpError(Exception):
+    """Base class of every error raised on purpose by glimp-llm."""
+
+
+class ConfigurationError(GlimpError, ValueError):
+    """A configuration value or file is invalid. The message names the field and how to fix it."""
+
+
+class ModelNotFoundError(ConfigurationError):
+    """A model name is unknown, its package is not installed, or its file is missing or corrupt."""
+
+
+class InvalidRequestError(GlimpError, ValueError):
+    """A call received input it cannot serve (empty prompt, non-string prompt, max_tokens <= 0, ...)."""
+
+
+class ContextTooLongError(InvalidRequestError):
+    """The prompt plus the requested tokens do not fit the model's context window."""
+
+    def __init__(self, message: str, *, context_tokens: int, window: int) -> None:
+        super().__init__(message)
+        self.context_tokens = context_tokens
+        self.window = window
+
+
+class EngineUnavailableError(GlimpError):
+    """An engine cannot be used at all: its dependency is missing, it is not started or closed, or down."""
+
+
+class EngineFailureError(GlimpError):
+    """An engine call failed. ``transient`` tells whether retrying the same call may succeed."""
+
+    def __init__(self, message: str, *, transient: bool = False, engine: str | None = None) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.engine = engine
+
+
+class EngineTimeoutError(EngineFailureError):
+    """An engine call took longer than its configured timeout."""
+
+    def __init__(self, message: str, *, engine: str | None = None) -> None:
+        super().__init__(message, transient=True, engine=engine)
+
+
+class MalformedResponseError(EngineFailureError):
+    """A server's answer does not follow the protocol (bad JSON, missing fields, wrong shapes)."""
+
+    def __init__(self, message: str, *, engine: str | None = None) -> None:
+        super().__init__(message, transient=False, engine=engine)
+
+
+class OverloadedError(GlimpError):
+    """A bounded queue in front of an engine or the router is full. Retry later."""
+
+
+class RequestTimeoutError(GlimpError):
+    """A routed request did not finish before its deadline; its engine work was cancelled."""
+
+
+class RequestCancelledError(GlimpError):
+    """A routed request was cancelled before it finished (raised to synchronous callers)."""

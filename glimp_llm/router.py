@@ -1,0 +1,482 @@
+"""The step loop of GlimpRouter: glimpse with the small model, route the step by entropy, repeat.
+
+Per request the context is the model's own chat template with the assistant turn opened (inside
+``<think>`` for thinking models). Then, until the request ends:
+
+1. ``g = small.glimpse(context)``: one token, and the entropy of its distribution (nats).
+2. If ``g.entropy <= tau`` the small model writes the step, *continuing from the glimpsed token* (it was
+   drawn with the step's own sampling settings, so nothing is wasted); otherwise the large model writes
+   the step from the context and the glimpse is dropped.
+3. A step ends at the delimiter ("\\n\\n"), the step cap, end of sequence, the end-of-thinking marker, a
+   caller's stop string or the budget. It is appended *as token ids* (no re-tokenisation drift when the
+   two models share a tokenizer), reported as a :class:`~glimp_llm.trace.StepEvent`, and the loop goes on.
+4. The request ends at end of sequence, a stop string, the token budget, or a repeated identical step.
+   After ``</think>`` the answer is written by ``answer_model`` (the large one by default, as in the paper).
+
+``paper_faithful=True`` reproduces the authors' code for comparison runs: the entropy of the
+renormalised top-20 probabilities, a greedy glimpse that is discarded in both branches, and the
+``>=`` comparison.
+
+The router knows nothing about engines beyond :class:`~glimp_llm.engines.base.Engine`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from glimp_llm.admission import Admission
+from glimp_llm.chat_template import ChatTemplate
+from glimp_llm.config import RouterConfig
+from glimp_llm.engines.base import Completion, Delta, Engine, Glimpse, Message, SamplingParams
+from glimp_llm.entropy import renormalized_topk_entropy
+from glimp_llm.errors import (
+    ContextTooLongError,
+    EngineFailureError,
+    InvalidRequestError,
+    RequestTimeoutError,
+)
+from glimp_llm.trace import (
+    DoneEvent,
+    ModelRole,
+    Phase,
+    RoutedFinishReason,
+    RoutedResult,
+    RouterEvent,
+    Step,
+    StepEnd,
+    StepEvent,
+    Timings,
+    TokenEvent,
+    Usage,
+)
+
+EventSink = Callable[[RouterEvent], None]
+MAX_STOP_SEQUENCES = 16
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """One routed generation. Give ``messages`` (chat) or ``prompt`` (a user message, or with
+    ``raw=True`` text that is already formatted and is used as it is)."""
+
+    prompt: str | None = None
+    messages: Sequence[Message] | None = None
+    raw: bool = False
+    tools: Sequence[dict[str, Any]] | None = None
+    max_tokens: int | None = None
+    stop: Sequence[str] = ()
+    threshold: float | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    timeout_s: float | None = None
+
+
+@dataclass
+class _Run:
+    """Mutable state of one request while it is routed."""
+
+    contexts: dict[ModelRole, list[int]]
+    shared_tokens: bool
+    budget: int
+    stops: tuple[str, ...]
+    sampling: SamplingParams
+    threshold: float
+    sink: EventSink | None
+    steps: list[Step] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    timings: Timings = field(default_factory=Timings)
+    text: str = ""
+    generated: int = 0
+    phase: Phase = "thinking"
+
+    def emit(self, event: RouterEvent) -> None:
+        if self.sink is not None:
+            self.sink(event)
+
+
+def validate_request(request: RouteRequest) -> None:
+    """Fail fast, with the fix, on input that cannot be served."""
+    if request.messages is None:
+        if not isinstance(request.prompt, str):
+            raise InvalidRequestError(
+                f"prompt must be a string (or pass messages=[...]); got {type(request.prompt).__name__}"
+            )
+        if not request.prompt.strip():
+            raise InvalidRequestError("prompt is empty: pass the question or instruction to answer")
+        if "\x00" in request.prompt:
+            raise InvalidRequestError("prompt contains NUL characters (binary data?); pass text")
+    else:
+        if isinstance(request.messages, str | bytes) or not request.messages:
+            raise InvalidRequestError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
+        for m in request.messages:
+            if not isinstance(m, dict) or "role" not in m:
+                raise InvalidRequestError(f"each message needs a 'role' and 'content'; got {m!r:.80}")
+            content = m.get("content")
+            if isinstance(content, str) and "\x00" in content:
+                raise InvalidRequestError("a message contains NUL characters (binary data?); pass text")
+    if request.max_tokens is not None and (
+        not isinstance(request.max_tokens, int) or isinstance(request.max_tokens, bool) or request.max_tokens < 1
+    ):
+        raise InvalidRequestError(f"max_tokens must be an integer >= 1; got {request.max_tokens!r}")
+    if request.threshold is not None:
+        t = request.threshold
+        if not isinstance(t, int | float) or isinstance(t, bool) or t != t or t in (float("inf"), float("-inf")):
+            raise InvalidRequestError(f"threshold must be a finite number of nats; got {t!r}")
+        if t < 0:
+            raise InvalidRequestError(f"threshold must be >= 0 nats (entropy is never negative); got {t}")
+    if request.temperature is not None and not (0.0 <= request.temperature <= 5.0):
+        raise InvalidRequestError(f"temperature must be within 0..5; got {request.temperature}")
+    if request.timeout_s is not None and request.timeout_s <= 0:
+        raise InvalidRequestError(f"timeout_s must be > 0; got {request.timeout_s}")
+    stops = list(request.stop or ())
+    if len(stops) > MAX_STOP_SEQUENCES or not all(isinstance(s, str) and s for s in stops):
+        raise InvalidRequestError(f"stop must be at most {MAX_STOP_SEQUENCES} non-empty strings; got {stops!r:.80}")
+
+
+class Router:
+    """Routes each step of a generation between a small and a large engine by glimpse entropy."""
+
+    def __init__(self, small: Engine, large: Engine, config: RouterConfig | None = None) -> None:
+        self.small = small
+        self.large = large
+        self.config = config or RouterConfig()
+        self.admission = Admission(self.config.max_concurrent_requests, self.config.max_queued_requests)
+
+    # -------------------------------------------------------------------------------- public
+    async def generate(
+        self, request: RouteRequest | str, *, on_event: EventSink | None = None, **options: Any
+    ) -> RoutedResult:
+        """Route one request to completion. ``options`` are :class:`RouteRequest` fields."""
+        req = request if isinstance(request, RouteRequest) else RouteRequest(prompt=request, **options)
+        validate_request(req)
+        timeout = req.timeout_s or self.config.request_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                async with self.admission.slot() as waited:
+                    return await self._route(req, on_event, waited)
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"the routed request did not finish within {timeout:.3g} s; its engine work was cancelled. "
+                "Raise timeout_s / router.request_timeout_s or lower max_tokens"
+            ) from None
+
+    async def stream(self, request: RouteRequest | str, **options: Any) -> AsyncIterator[RouterEvent]:
+        """Events as they happen: tokens, finished steps, and a final :class:`DoneEvent`.
+        Closing the iterator early cancels the request and frees its engines."""
+        queue: asyncio.Queue[RouterEvent | BaseException] = asyncio.Queue()
+        task = asyncio.create_task(self.generate(request, on_event=queue.put_nowait, **options))
+        task.add_done_callback(lambda t: queue.put_nowait(t.exception() or _END) if not t.cancelled() else None)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def prepare_prompt(self, request: RouteRequest, engine: Engine) -> list[int]:
+        """The token ids of the request's prompt for ``engine``: its chat template, assistant turn open."""
+        if request.messages is None and request.raw:
+            assert request.prompt is not None
+            return await engine.tokenize(request.prompt)
+        messages = list(request.messages) if request.messages is not None else [
+            {"role": "user", "content": request.prompt}
+        ]
+        if self.config.system_prompt and not any(m.get("role") == "system" for m in messages):
+            messages.insert(0, {"role": "system", "content": self.config.system_prompt})
+        text = await engine.render_chat(messages, tools=request.tools, add_generation_prompt=True)
+        if self._thinking(engine) and not text.rstrip().endswith("<think>"):
+            text += "<think>\n"
+        info = engine.info
+        if info.add_bos and info.bos_token and not text.startswith(info.bos_token):
+            text = info.bos_token + text
+        return await engine.tokenize(text)
+
+    def _thinking(self, engine: Engine) -> bool:
+        mode = self.config.thinking
+        if mode == "auto":
+            return ChatTemplate(engine.info.chat_template).is_thinking
+        return mode == "on"
+
+    # ------------------------------------------------------------------------------- the loop
+    async def _route(self, req: RouteRequest, sink: EventSink | None, waited: float) -> RoutedResult:
+        cfg = self.config
+        t_start = time.perf_counter()
+        shared = self.small is self.large or (
+            self.small.info.tokenizer_fingerprint == self.large.info.tokenizer_fingerprint
+        )
+        small_ids = await self.prepare_prompt(req, self.small)
+        large_ids = small_ids if shared else await self.prepare_prompt(req, self.large)
+        window = min(self.small.info.context_window, self.large.info.context_window)
+        longest = max(len(small_ids), len(large_ids))
+        if longest + 1 >= window:
+            raise ContextTooLongError(
+                f"the prompt is {longest} tokens but the smaller context window is {window}; "
+                "shorten the prompt or raise n_ctx",
+                context_tokens=longest,
+                window=window,
+            )
+        budget = min(req.max_tokens or cfg.max_tokens, window - longest - 1)
+        base = cfg.sampling
+        sampling = SamplingParams(
+            temperature=base.temperature if req.temperature is None else req.temperature,
+            top_p=base.top_p if req.top_p is None else req.top_p,
+            top_k=base.top_k,
+            seed=base.seed if req.seed is None else req.seed,
+        )
+        run = _Run(
+            contexts={"small": list(small_ids), "large": list(large_ids) if not shared else []},
+            shared_tokens=shared,
+            budget=budget,
+            stops=tuple(req.stop or ()),
+            sampling=sampling,
+            threshold=cfg.threshold if req.threshold is None else float(req.threshold),
+            sink=sink,
+        )
+        if shared:
+            run.contexts["large"] = run.contexts["small"]  # one list: both models see the same ids
+        run.usage.prompt_tokens = len(small_ids)
+        run.timings.queue_seconds = waited
+        finish = await self._loop(run)
+        run.timings.wall_seconds = time.perf_counter() - t_start + waited
+        usage = run.usage
+        usage.completion_tokens = run.generated
+        usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+        result = RoutedResult(
+            text=run.text,
+            finish_reason=finish,
+            steps=run.steps,
+            usage=usage,
+            timings=run.timings,
+            threshold=run.threshold,
+            mode="paper" if cfg.paper_faithful else "glimp",
+            small_model=self.small.info.model,
+            large_model=self.large.info.model,
+        )
+        run.emit(DoneEvent(result=result))
+        return result
+
+    async def _loop(self, run: _Run) -> RoutedFinishReason:
+        cfg = self.config
+        while True:
+            remaining = run.budget - run.generated
+            if remaining <= 0:
+                return "length"
+            if run.phase == "answer" and cfg.answer_model != "router":
+                step = await self._write_step(run, cfg.answer_model, None, min(remaining, cfg.answer_max_tokens))
+            else:
+                step = await self._routed_step(run, min(remaining, cfg.step_max_tokens))
+            other_ids: list[int] = []
+            if not run.shared_tokens:  # the other model re-reads the step with its own tokenizer
+                other = self.large if step.model == "small" else self.small
+                other_ids = await other.tokenize(step.text)
+            finish = self._after_step(run, step, other_ids)
+            if finish is not None:
+                return finish
+
+    async def _routed_step(self, run: _Run, cap: int) -> Step:
+        cfg = self.config
+        paper = cfg.paper_faithful
+        glimpse_sampling = SamplingParams() if paper else run.sampling
+        t0 = time.perf_counter()
+        try:
+            g = await self.small.glimpse(
+                run.contexts["small"], glimpse_sampling, top_logprobs=cfg.paper_top_k if paper else 0
+            )
+        except EngineFailureError as exc:
+            if not cfg.fallback_on_engine_failure:
+                raise
+            return await self._write_step(run, "large", None, cap, fallback=f"small glimpse failed: {exc}")
+        glimpse_seconds = time.perf_counter() - t0
+        run.timings.glimpse_seconds += glimpse_seconds
+        run.usage.glimpses += 1
+        if paper:
+            entropy = renormalized_topk_entropy([lp for _, lp in g.top_logprobs])
+            kind, bound = "top-k renormalized", 0.0
+            to_large = entropy >= run.threshold
+        else:
+            entropy, kind, bound = g.entropy, g.entropy_kind, g.entropy_error_bound
+            to_large = entropy > run.threshold
+        reuse = not paper and not to_large
+        if not reuse:
+            run.usage.glimpse_tokens_discarded += 1
+        step = await self._write_step(
+            run, "large" if to_large else "small", g if reuse else None, cap, glimpse_seconds=glimpse_seconds
+        )
+        step.entropy, step.entropy_kind, step.entropy_error_bound = entropy, kind, bound
+        step.glimpse_token = g.text
+        return step
+
+    async def _write_step(
+        self,
+        run: _Run,
+        role: ModelRole,
+        glimpse: Glimpse | None,
+        cap: int,
+        *,
+        glimpse_seconds: float = 0.0,
+        fallback: str | None = None,
+    ) -> Step:
+        """One step by ``role``; with ``glimpse``, the step starts with the glimpsed token."""
+        cfg = self.config
+        index = len(run.steps)
+        stops = [cfg.step_delimiter] if run.phase == "thinking" or cfg.answer_model == "router" else []
+        if run.phase == "thinking" and self._thinking(self.small):
+            stops.append(cfg.end_of_thinking)
+        stops += run.stops
+
+        def on_token(delta: Delta) -> None:
+            if delta.text:
+                run.emit(TokenEvent(step=index, model=role, text=delta.text))
+
+        prefix_ids: list[int] = []
+        prefix_text = ""
+        completion: Completion | None = None
+        t0 = time.perf_counter()
+        if glimpse is not None:
+            if glimpse.is_eos:
+                return self._make_step(run, index, role, [], "", "eos", glimpse, glimpse_seconds, 0.0, fallback)
+            prefix_ids, prefix_text = [glimpse.token_id], glimpse.text
+            on_token(Delta((glimpse.token_id,), glimpse.text))
+            hit = _first_stop(prefix_text, stops)
+            if hit is not None or cap == 1:
+                ended = self._ended_by(hit, run, cap) if hit is not None else self._cap_end(run, cap)
+                return self._make_step(
+                    run, index, role, prefix_ids, prefix_text, ended, glimpse, glimpse_seconds, 0.0, fallback
+                )
+        engine = self.small if role == "small" else self.large
+        context = run.contexts[role] + prefix_ids
+        try:
+            completion = await engine.generate(
+                context, max_tokens=cap - len(prefix_ids), stop=stops, sampling=run.sampling, on_token=on_token
+            )
+        except EngineFailureError as exc:
+            if not cfg.fallback_on_engine_failure or fallback is not None:
+                raise
+            other: ModelRole = "large" if role == "small" else "small"
+            return await self._write_step(run, other, None, cap, fallback=f"{role} failed: {exc}")
+        seconds = time.perf_counter() - t0
+        ids = prefix_ids + list(completion.token_ids)
+        text = prefix_text + completion.text
+        if "\ufffd" in prefix_text:  # a multi-byte character split across the glimpse: decode as one
+            text = await engine.detokenize(ids)
+        if completion.finish_reason == "stop":
+            ended: StepEnd = self._ended_by(completion.stop_string, run, cap)
+        elif completion.finish_reason == "eos":
+            ended = "eos"
+        elif completion.finish_reason == "cancelled":
+            ended = "cancelled"
+        else:
+            ended = self._cap_end(run, cap)
+        return self._make_step(run, index, role, ids, text, ended, glimpse, glimpse_seconds, seconds, fallback)
+
+    def _ended_by(self, stop: str | None, run: _Run, cap: int) -> StepEnd:
+        if stop == self.config.step_delimiter:
+            return "delimiter"
+        if stop == self.config.end_of_thinking and run.phase == "thinking":
+            return "end_of_thinking"
+        return "stop_sequence"
+
+    def _cap_end(self, run: _Run, cap: int) -> StepEnd:
+        return "budget" if run.generated + cap >= run.budget else "step_cap"
+
+    def _make_step(
+        self,
+        run: _Run,
+        index: int,
+        role: ModelRole,
+        ids: list[int],
+        text: str,
+        ended: StepEnd,
+        glimpse: Glimpse | None,
+        glimpse_seconds: float,
+        seconds: float,
+        fallback: str | None,
+    ) -> Step:
+        if role == "small":
+            run.timings.small_seconds += seconds
+        else:
+            run.timings.large_seconds += seconds
+        return Step(
+            index=index,
+            model=role,
+            phase=run.phase,
+            glimpse_reused=glimpse is not None,
+            tokens=len(ids),
+            token_ids=ids,
+            text=text,
+            ended_by=ended,
+            glimpse_seconds=glimpse_seconds,
+            generation_seconds=seconds,
+            fallback=fallback,
+        )
+
+    def _after_step(self, run: _Run, step: Step, other_ids: list[int]) -> RoutedFinishReason | None:
+        """Append the step, report it, and decide whether the request is over."""
+        previous = run.steps[-1] if run.steps else None
+        run.steps.append(step)
+        run.generated += step.tokens
+        run.contexts[step.model].extend(step.token_ids)
+        if not run.shared_tokens:
+            run.contexts["large" if step.model == "small" else "small"].extend(other_ids)
+        if step.model == "small":
+            run.usage.small_steps += 1
+            run.usage.small_tokens += step.tokens
+        else:
+            run.usage.large_steps += 1
+            run.usage.large_tokens += step.tokens
+        start = len(run.text)
+        run.text += step.text
+        run.emit(StepEvent(step=step))
+        if run.stops:
+            cut = _first_stop_index(run.text, run.stops, max(0, start - max(map(len, run.stops))))
+            if cut is not None:
+                run.text = run.text[:cut]
+                return "stop"
+        if step.ended_by == "cancelled":
+            return "cancelled"
+        if step.ended_by == "eos":
+            return "eos"
+        if step.ended_by == "end_of_thinking":
+            run.phase = "answer"
+        if run.generated >= run.budget:
+            return "length"
+        if (
+            self.config.stop_on_repeated_step
+            and previous is not None
+            and step.text.strip()
+            and step.text == previous.text
+        ):
+            return "repetition"
+        return None
+
+
+def _first_stop(text: str, stops: Sequence[str]) -> str | None:
+    best: tuple[int, str] | None = None
+    for s in stops:
+        i = text.find(s)
+        if i >= 0 and (best is None or i < best[0]):
+            best = (i, s)
+    return best[1] if best else None
+
+
+def _first_stop_index(text: str, stops: Sequence[str], start: int) -> int | None:
+    hits = [i for s in stops if (i := text.find(s, start)) >= 0]
+    return min(hits) if hits else None
+
+
+class _End:
+    pass
+
+
+_END: Any = _End()
