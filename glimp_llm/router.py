@@ -189,9 +189,9 @@ class Router:
         if request.messages is None and request.raw:
             assert request.prompt is not None
             return await engine.tokenize(request.prompt)
-        messages = list(request.messages) if request.messages is not None else [
-            {"role": "user", "content": request.prompt}
-        ]
+        messages = (
+            list(request.messages) if request.messages is not None else [{"role": "user", "content": request.prompt}]
+        )
         if self.config.system_prompt and not any(m.get("role") == "system" for m in messages):
             messages.insert(0, {"role": "system", "content": self.config.system_prompt})
         text = await engine.render_chat(messages, tools=request.tools, add_generation_prompt=True)

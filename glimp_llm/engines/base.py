@@ -194,9 +194,7 @@ class Engine(Protocol):
         """The model's own chat template applied to ``messages`` (opening the assistant turn)."""
         ...
 
-    async def glimpse(
-        self, context: Sequence[int], sampling: SamplingParams, *, top_logprobs: int = 0
-    ) -> Glimpse:
+    async def glimpse(self, context: Sequence[int], sampling: SamplingParams, *, top_logprobs: int = 0) -> Glimpse:
         """One token after ``context`` and the entropy of its distribution. With ``top_logprobs=k``
         the ``k`` most likely tokens are returned too (used by the paper-faithful mode)."""
         ...

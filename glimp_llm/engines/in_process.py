@@ -221,9 +221,7 @@ class InProcessEngine(abc.ABC, Generic[StateT]):
         finally:
             self._stats.busy_seconds += time.perf_counter() - start
 
-    async def glimpse(
-        self, context: Sequence[int], sampling: SamplingParams, *, top_logprobs: int = 0
-    ) -> Glimpse:
+    async def glimpse(self, context: Sequence[int], sampling: SamplingParams, *, top_logprobs: int = 0) -> Glimpse:
         self._check_context(context)
         info = self.info
 

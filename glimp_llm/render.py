@@ -1,0 +1,108 @@
+"""Drawing results for people: the routed trace in colour, a summary line, entropy histograms."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from glimp_llm.trace import RoutedResult
+
+MODEL_STYLE = {"small": "green", "large": "magenta"}
+
+
+def routed_text(result: RoutedResult) -> Text:
+    """The answer with each step coloured by the model that wrote it."""
+    text = Text()
+    for step in result.steps:
+        text.append(step.text, style=MODEL_STYLE[step.model])
+    return text
+
+
+def step_table(result: RoutedResult, *, max_text: int = 60) -> Table:
+    table = Table(title="routing trace", show_lines=False, header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("model")
+    table.add_column("H (nats)", justify="right")
+    table.add_column("", justify="left")
+    table.add_column("tokens", justify="right")
+    table.add_column("end")
+    table.add_column("ms", justify="right")
+    table.add_column("text", overflow="ellipsis", no_wrap=True, max_width=max_text)
+    for s in result.steps:
+        entropy = "-" if s.entropy is None else f"{s.entropy:.3f}"
+        bar = "" if s.entropy is None else _bar(min(s.entropy / max(result.threshold * 2, 1e-9), 1.0), 10)
+        marker = "" if s.entropy is None else ("> tau" if s.model == "large" and s.phase == "thinking" else "")
+        table.add_row(
+            str(s.index),
+            Text(s.model + (" *" if s.fallback else ""), style=MODEL_STYLE[s.model]),
+            entropy,
+            Text(bar + (" " + marker if marker else ""), style=MODEL_STYLE[s.model]),
+            str(s.tokens),
+            s.ended_by,
+            f"{(s.glimpse_seconds + s.generation_seconds) * 1000:.0f}",
+            s.text.replace("\n", "⏎"),
+        )
+    return table
+
+
+def summary_line(result: RoutedResult) -> Text:
+    u, t = result.usage, result.timings
+    line = Text()
+    line.append(f"{len(result.steps)} steps: ", style="bold")
+    line.append(f"{u.small_steps} small ({u.small_tokens} tok)", style=MODEL_STYLE["small"])
+    line.append(" / ")
+    line.append(f"{u.large_steps} large ({u.large_tokens} tok)", style=MODEL_STYLE["large"])
+    line.append(
+        f" | tau={result.threshold:g} ({result.mode}) | {u.completion_tokens} tokens in {t.wall_seconds:.2f} s"
+        f" ({u.completion_tokens / t.wall_seconds if t.wall_seconds else 0:.1f} tok/s)"
+        f" | glimpses {t.glimpse_seconds:.2f} s | finish: {result.finish_reason}"
+    )
+    return line
+
+
+def print_result(result: RoutedResult, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(routed_text(result))
+    console.print()
+    console.print(step_table(result))
+    console.print(summary_line(result))
+
+
+def _bar(fraction: float, width: int) -> str:
+    blocks = " ▏▎▍▌▋▊▉█"
+    full = fraction * width
+    n = int(full)
+    rest = int((full - n) * 8)
+    return "█" * n + (blocks[rest] if n < width and rest else "")
+
+
+def entropy_histogram(values: Sequence[float], *, threshold: float | None = None, bins: int = 16) -> Group:
+    """A horizontal-bar histogram of entropies, with the threshold marked."""
+    if not values:
+        return Group(Text("no entropies to draw"))
+    hi = max(max(values), threshold or 0.0, 1e-6)
+    width = hi / bins
+    counts = [0] * bins
+    for v in values:
+        counts[min(int(v / width), bins - 1)] += 1
+    peak = max(counts)
+    rows = []
+    for i, c in enumerate(counts):
+        lo_edge, hi_edge = i * width, (i + 1) * width
+        above = threshold is not None and lo_edge >= threshold
+        style = MODEL_STYLE["large"] if above else MODEL_STYLE["small"]
+        mark = " ◀ tau" if threshold is not None and lo_edge <= threshold < hi_edge else ""
+        rows.append(
+            Text(f"{lo_edge:6.2f}-{hi_edge:5.2f} ")
+            + Text(_bar(c / peak if peak else 0, 40).ljust(40), style=style)
+            + Text(f" {c}{mark}")
+        )
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / n)
+    rows.append(Text(f"n={n} mean={mean:.3f} std={std:.3f} (nats)", style="dim"))
+    return Group(*rows)
