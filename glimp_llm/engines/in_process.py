@@ -204,6 +204,14 @@ class InProcessEngine(abc.ABC, Generic[StateT]):
     def _keep_logits(self, slot: Slot[SlotState[StateT]], logits: np.ndarray) -> None:
         slot.state.logits = np.array(logits, dtype=np.float32, copy=True)
 
+    @staticmethod
+    def _rng(slot: Slot[SlotState[StateT]], sampling: SamplingParams, context: Sequence[int]) -> np.random.Generator:
+        """A seeded request draws from a generator keyed by (seed, position): reproducible for the same
+        context whatever ran before on this slot. Unseeded requests share the slot's generator."""
+        if sampling.seed is None:
+            return slot.state.rng
+        return np.random.default_rng((sampling.seed, len(context)))
+
     async def _run(self, context: Sequence[int], work: Any) -> Any:
         pool = self._require_pool()
         start = time.perf_counter()
@@ -230,7 +238,7 @@ class InProcessEngine(abc.ABC, Generic[StateT]):
             logits, reused = self._sync_context(slot, context)
             self._keep_logits(slot, logits)
             entropy = entropy_from_logits(logits, info.vocab_size)
-            token, logprob = choose_token(logits, info.vocab_size, sampling, slot.state.rng)
+            token, logprob = choose_token(logits, info.vocab_size, sampling, self._rng(slot, sampling, context))
             top = tuple(top_k_logprobs(logits, top_logprobs, info.vocab_size)) if top_logprobs > 0 else ()
             return Glimpse(
                 token_id=token,
@@ -277,11 +285,12 @@ class InProcessEngine(abc.ABC, Generic[StateT]):
             matcher = StopMatcher(stop)
             finish: FinishReason = "length"
             matched: str | None = None
+            rng = self._rng(slot, sampling, context)
             while True:
                 if cancel.is_set:
                     finish = "cancelled"
                     break
-                token, _ = choose_token(logits, info.vocab_size, sampling, slot.state.rng)
+                token, _ = choose_token(logits, info.vocab_size, sampling, rng)
                 if token in info.eos_token_ids:
                     finish = "eos"
                     break

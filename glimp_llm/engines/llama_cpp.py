@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,10 @@ from glimp_llm.engines.base import EngineInfo
 from glimp_llm.engines.in_process import InProcessEngine
 from glimp_llm.errors import EngineUnavailableError, ModelNotFoundError
 
-_TOKEN_ATTR_UNUSED = 1 << 1  # llama_token_attr: LLAMA_TOKEN_ATTR_UNUSED (padding rows such as [PAD151665])
+_TOKEN_ATTR_UNUSED = 1 << 1
+# Loading (and freeing) two models at once from two threads kills the process inside llama.cpp's backend
+# initialisation (observed with 0.3.36: the process exits silently). Loads are rare: serialise them.
+_LOAD_LOCK = threading.Lock()  # llama_token_attr: LLAMA_TOKEN_ATTR_UNUSED (padding rows such as [PAD151665])
 
 
 def import_llama_cpp() -> Any:
@@ -75,7 +79,12 @@ class LlamaCppEngine(InProcessEngine[Any]):
         llama_cpp = import_llama_cpp()
         self._llama_cpp = llama_cpp
         path = models.resolve(self.model)
-        llamas = []
+        with _LOAD_LOCK:
+            llamas = self._load_llamas(llama_cpp, path)
+        return self._describe(llama_cpp, llamas, path)
+
+    def _load_llamas(self, llama_cpp: Any, path: Path) -> list[Any]:
+        llamas: list[Any] = []
         for _ in range(self._n_slots):
             try:
                 llamas.append(
@@ -94,6 +103,9 @@ class LlamaCppEngine(InProcessEngine[Any]):
                     f"llama.cpp could not load {path}: {exc}. The file may be corrupt or of an unsupported "
                     "architecture; for a registered model run `glimp models verify`"
                 ) from exc
+        return llamas
+
+    def _describe(self, llama_cpp: Any, llamas: list[Any], path: Path) -> tuple[list[Any], EngineInfo]:
         first = llamas[0]
         model = first._model
         self._vocab = model.vocab
@@ -129,8 +141,9 @@ class LlamaCppEngine(InProcessEngine[Any]):
         return llamas, info
 
     def _unload(self, states: list[Any]) -> None:
-        for llm in states:
-            llm.close()
+        with _LOAD_LOCK:
+            for llm in states:
+                llm.close()
 
     def _piece(self, token_id: int) -> bytes:
         # A buffer per call: pieces are cached, and slots' worker threads must not share one.

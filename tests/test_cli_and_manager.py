@@ -1,0 +1,136 @@
+"""The `glimp` command line and the BackendManager, on scripted engines (fast) and SmolLM2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from glimp_llm import BackendManager, Glimp, GlimpConfig, ScriptedEngineConfig
+from glimp_llm.cli import main as glimp_main
+from glimp_llm.errors import ConfigurationError
+
+SCRIPTED = {
+    "small": {
+        "kind": "scripted",
+        "response": "Add them.\n\nThen check.\n\nThe answer is 7.",
+        "entropies": [0.1, 2.0, 0.2],
+    },
+    "large": {"kind": "scripted", "response": "L1.\n\nL2 check.\n\nL3.", "name": "big"},
+    "router": {"threshold": 1.0},
+}
+
+
+@pytest.fixture
+def scripted_config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "glimp.yaml"
+    path.write_text(yaml.safe_dump(SCRIPTED))
+    return path
+
+
+def test_run_json_has_the_documented_shape(scripted_config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert glimp_main(["run", "What is 3+4?", "--config", str(scripted_config_file), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) >= {"text", "steps", "usage"}
+    assert [s["model"] for s in data["steps"]] == ["small", "large", "small"]
+    assert all({"model", "entropy", "tokens", "text"} <= set(s) for s in data["steps"])
+    assert data["text"] == "".join(s["text"] for s in data["steps"])
+    assert data["usage"]["completion_tokens"] == sum(s["tokens"] for s in data["steps"])
+
+
+def test_run_prints_a_coloured_trace(
+    scripted_config_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    assert glimp_main(["run", "What is 3+4?", "--config", str(scripted_config_file), "--threshold", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "routing trace" in out and "3 small" in out and "0 large" in out
+
+
+def test_bad_input_exits_2_with_the_fix(scripted_config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert glimp_main(["run", "", "--config", str(scripted_config_file)]) == 2
+    assert "InvalidRequestError" in capsys.readouterr().err
+    assert glimp_main(["run", "hi", "--config", str(scripted_config_file), "--threshold", "-1"]) == 2
+    assert "threshold" in capsys.readouterr().err
+    assert glimp_main(["run", "hi", "--small", "no-such-model", "--large", "no-such-model"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'no-such-model'" in err and "qwen2.5-coder-0.5b-instruct" in err
+
+
+def test_invalid_config_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("router:\n  threshold: lots\n  unknown_field: 1\n")
+    assert glimp_main(["run", "hi", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "router.threshold" in err and "router.unknown_field" in err
+
+
+def test_models_list_and_doctor(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    assert glimp_main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "qwen2.5-coder-1.5b-instruct" in out and "smollm2-135m-instruct" in out
+    assert glimp_main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["engines"]) >= {"llama_cpp", "openai", "tensorrt_llm", "scripted"}
+    assert "present" in report["gpu"]
+
+
+def test_console_script_is_installed() -> None:
+    out = subprocess.run([sys.executable, "-m", "glimp_llm.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "glimp-llm" in out.stdout
+
+
+def test_importing_the_package_stays_light() -> None:
+    code = (
+        "import sys, glimp_llm; heavy = {'llama_cpp', 'langchain_core', 'llama_index', 'tensorrt_llm', 'torch',"
+        " 'fastapi', 'httpx'}; print(sorted(heavy & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_config_precedence_file_env_kwargs(scripted_config_file: Path) -> None:
+    env = {"GLIMP_ROUTER__THRESHOLD": "0.5", "GLIMP_ROUTER__MAX_TOKENS": "99"}
+    cfg = GlimpConfig.load(scripted_config_file, env=env, router={"max_tokens": 12})
+    assert cfg.router.threshold == 0.5  # env beats the file
+    assert cfg.router.max_tokens == 12  # keywords beat env
+    with pytest.raises(ConfigurationError, match="router.threshold"):
+        GlimpConfig.load(scripted_config_file, env={"GLIMP_ROUTER__THRESHOLD": "NaN"})
+
+
+async def test_manager_shares_one_engine_for_the_same_model_and_closes_it() -> None:
+    engine_cfg = ScriptedEngineConfig(response="One.\n\nTwo.")
+    async with BackendManager(GlimpConfig(small=engine_cfg, large=engine_cfg)) as manager:
+        assert manager.shared_engine and manager.small is manager.large
+        health = await manager.health()
+        assert health["ok"]
+        result = await manager.router.generate("hi")
+        assert result.text == "One.\n\nTwo."
+    assert not (await manager.small.health()).ok
+
+
+def test_manager_sync_context_and_glimp_facade() -> None:
+    cfg = GlimpConfig.validated(SCRIPTED)
+    with BackendManager(cfg) as manager:
+        assert manager.loop_thread is not None
+        result = manager.loop_thread.run(manager.router.generate("hi"))
+        assert result.usage.large_steps == 1
+    with Glimp(cfg) as glimp:
+        results = glimp.batch(["a", "b", "c"])
+        assert len(results) == 3 and all(r.finish_reason == "eos" for r in results)
+        streamed = [e for e in glimp.stream("hi")]
+        assert streamed[-1].type == "done"
+        assert glimp.tokenize("hello world")
+
+
+@pytest.mark.llama_cpp
+def test_run_on_smollm2_end_to_end(smollm2_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["run", "Name two fruits.", "--small", smollm2_path, "--large", smollm2_path, "--max-tokens", "40", "--json"]
+    assert glimp_main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["steps"] and data["usage"]["completion_tokens"] <= 40

@@ -1,0 +1,144 @@
+"""The engine contract on real llama.cpp (SmolLM2-135M): exact entropy, prefix reuse, stops, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from glimp_llm.engines.base import SamplingParams
+from glimp_llm.entropy import entropy_from_logits
+
+pytestmark = pytest.mark.llama_cpp
+
+PROMPT = [{"role": "user", "content": "List three colours. Separate items with a blank line."}]
+
+
+@pytest.fixture
+async def engine(smollm2_path: str):
+    from glimp_llm.engines.llama_cpp import LlamaCppEngine
+
+    e = LlamaCppEngine(smollm2_path, n_ctx=2048, n_slots=1)
+    await e.start()
+    yield e
+    await e.close()
+
+
+async def prompt_ids(engine) -> list[int]:
+    return await engine.tokenize(await engine.render_chat(PROMPT))
+
+
+async def test_glimpse_entropy_matches_an_independent_computation(engine, smollm2_path: str) -> None:
+    import llama_cpp
+
+    ids = await prompt_ids(engine)
+    glimpse = await engine.glimpse(ids, SamplingParams())
+    # Independent path: a separate Llama with logits_all=True fills `scores`; entropy from that row.
+    ref = llama_cpp.Llama(model_path=smollm2_path, n_ctx=2048, logits_all=True, verbose=False)
+    try:
+        ref.eval(ids)
+        row = np.array(ref.scores[len(ids) - 1], dtype=np.float64)
+    finally:
+        ref.close()
+    assert glimpse.entropy_kind == "exact"
+    assert glimpse.entropy == pytest.approx(entropy_from_logits(row, engine.info.vocab_size), abs=0.1)
+    assert glimpse.token_id == int(np.argmax(row[: engine.info.vocab_size])) or glimpse.logprob > -1.0
+
+
+async def test_prefix_reuse_evaluates_only_new_tokens(engine) -> None:
+    ids = await prompt_ids(engine)
+    stats = engine.stats
+    glimpse = await engine.glimpse(ids, SamplingParams())
+    assert stats.tokens_evaluated == len(ids)
+    step = await engine.generate(ids + [glimpse.token_id], max_tokens=40, stop=["\n\n"])
+    # the glimpse token plus every generated token but the last are evaluated; the prompt is not again
+    assert stats.tokens_evaluated == len(ids) + len(step.token_ids)
+    before = stats.tokens_evaluated
+    context = ids + [glimpse.token_id, *step.token_ids]
+    await engine.glimpse(context, SamplingParams())
+    assert stats.tokens_evaluated - before == 1  # only the step's last token was new
+    # a foreign step written by "the other model" costs exactly its length
+    before = stats.tokens_evaluated
+    foreign = await engine.tokenize(" Blue is also nice.\n\n")
+    await engine.glimpse(context + foreign, SamplingParams())
+    assert stats.tokens_evaluated - before == len(foreign)
+
+
+async def test_generation_stops_at_the_step_delimiter(engine) -> None:
+    ids = await prompt_ids(engine)
+    completion = await engine.generate(ids, max_tokens=200, stop=["\n\n"])
+    assert completion.finish_reason in ("stop", "eos", "length")
+    if completion.finish_reason == "stop":
+        assert completion.text.endswith("\n\n") or completion.text.count("\n\n") == 1
+        assert completion.stop_string == "\n\n"
+    short = await engine.generate(ids, max_tokens=3)
+    assert len(short.token_ids) <= 3
+
+
+async def test_streamed_deltas_add_up_to_the_completion(engine) -> None:
+    ids = await prompt_ids(engine)
+    deltas: list[str] = []
+    completion = await engine.generate(ids, max_tokens=30, on_token=lambda d: deltas.append(d.text))
+    await asyncio.sleep(0)  # deltas are delivered on the loop
+    assert "".join(deltas) == completion.text
+
+
+async def test_concurrent_calls_queue_fairly_without_blocking_the_loop(engine) -> None:
+    ids = await prompt_ids(engine)
+    ticks = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    tick_task = asyncio.create_task(ticker())
+    start = time.perf_counter()
+    results = await asyncio.gather(*(engine.generate(ids, max_tokens=24) for _ in range(4)))
+    elapsed = time.perf_counter() - start
+    done = True
+    await tick_task
+    assert all(r.token_ids for r in results)
+    assert len({r.text for r in results}) == 1  # greedy, same context: no state was shared or corrupted
+    assert ticks >= elapsed / 0.005 * 0.3  # the loop kept running while llama.cpp worked in a thread
+
+
+async def test_cancellation_frees_the_slot(engine) -> None:
+    ids = await prompt_ids(engine)
+    task = asyncio.create_task(engine.generate(ids, max_tokens=1500))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert engine._pool.in_flight == 0
+    assert engine.stats.cancelled_calls == 1
+    again = await engine.generate(ids, max_tokens=4)
+    assert again.token_ids
+
+
+async def test_two_slots_keep_their_own_prefixes(smollm2_path: str) -> None:
+    from glimp_llm.engines.llama_cpp import LlamaCppEngine
+
+    e = LlamaCppEngine(smollm2_path, n_ctx=1024, n_slots=2)
+    await e.start()
+    try:
+        a = await e.tokenize(await e.render_chat([{"role": "user", "content": "Tell me about cats."}]))
+        b = await e.tokenize(await e.render_chat([{"role": "user", "content": "Describe the sea at night."}]))
+        await asyncio.gather(e.glimpse(a, SamplingParams()), e.glimpse(b, SamplingParams()))
+        before = e.stats.tokens_evaluated
+        await asyncio.gather(e.glimpse(a + [13], SamplingParams()), e.glimpse(b + [13], SamplingParams()))
+        assert e.stats.tokens_evaluated - before == 2  # each request found its own cached slot
+    finally:
+        await e.close()
+
+
+async def test_info_excludes_padding_and_knows_end_tokens(engine) -> None:
+    info = engine.info
+    assert info.vocab_size == 49152
+    assert info.eos_token_ids
+    assert info.chat_template and "im_start" in info.chat_template
+    assert info.backend == "llama.cpp"
