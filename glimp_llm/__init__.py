@@ -72,4 +72,7 @@ __all__ = [
     "TokenEvent",
     "Usage",
     "__version__",
+    "entropy_from_logits",
+    "entropy_from_topk",
+    "renormalized_topk_entropy",
 ]

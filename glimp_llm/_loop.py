@@ -5,6 +5,7 @@ asyncio primitives bind to the loop that first uses them)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import Future
@@ -59,10 +60,8 @@ class LoopThread:
             await asyncio.gather(*tasks, return_exceptions=True)
 
         if self._thread.is_alive():
-            try:
+            with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(_drain(), self.loop).result(10)
-            except Exception:
-                pass
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
         if not self._thread.is_alive():

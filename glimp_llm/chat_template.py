@@ -8,6 +8,7 @@ model was trained to see them (Qwen2.5 renders tools into its system turn and an
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -105,8 +106,6 @@ def _normalize(message: dict[str, Any]) -> dict[str, Any]:
     for call in out.get("tool_calls") or []:  # HF templates expect arguments as a mapping
         fn = call.get("function", call)
         if isinstance(fn.get("arguments"), str):
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 fn["arguments"] = json.loads(fn["arguments"])
-            except json.JSONDecodeError:
-                pass
     return out

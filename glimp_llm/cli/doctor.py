@@ -52,7 +52,7 @@ def collect() -> dict[str, Any]:
         "tensorrt_llm": {"package": "tensorrt-llm", "version": _version("tensorrt-llm")},
         "scripted": {"package": "(built in)", "version": _version("glimp-llm") or "source"},
     }
-    for name, info in engines.items():
+    for _name, info in engines.items():
         info["available"] = info["version"] is not None
     if engines["tensorrt_llm"]["available"]:
         engines["tensorrt_llm"]["importable"] = importlib.util.find_spec("tensorrt_llm") is not None

@@ -121,7 +121,7 @@ class ScriptedTokenizer:
     and every printable ASCII character; longest-match tokenisation. Identical for every instance."""
 
     def __init__(self, extra_pieces: int = 64) -> None:
-        pieces: list[str] = list(SPECIAL_TOKENS) + [DELIMITER, "\n", "<tool_call>", "</tool_call>"]
+        pieces: list[str] = [*list(SPECIAL_TOKENS), DELIMITER, "\n", "<tool_call>", "</tool_call>"]
         pieces += ["<think>", "</think>"]
         for w in _WORDS:
             pieces += [w, " " + w, w.capitalize(), " " + w.capitalize()]
