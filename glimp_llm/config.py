@@ -101,10 +101,12 @@ EngineConfig = Annotated[
 
 
 class SamplingConfig(_Strict):
+    """Token choice. Greedy by default: reproducible, and what the CPU baseline measured."""
+
     temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 = greedy")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=0)
-    seed: int | None = None
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass (1 = off)")
+    top_k: int = Field(0, ge=0, description="sample among the k most likely tokens (0 = off)")
+    seed: int | None = Field(None, description="reproducible sampling for the same context")
 
 
 class RouterConfig(_Strict):
@@ -120,8 +122,8 @@ class RouterConfig(_Strict):
             "`glimp calibrate`"
         ),
     )
-    step_delimiter: str = Field("\n\n", min_length=1)
-    step_max_tokens: int = Field(512, ge=1, le=1 << 16)
+    step_delimiter: str = Field("\n\n", min_length=1, description="text that ends a reasoning step")
+    step_max_tokens: int = Field(512, ge=1, le=1 << 16, description="a step longer than this is cut (as the paper)")
     max_tokens: int = Field(2048, ge=1, le=1 << 20, description="budget of generated tokens per request")
     answer_max_tokens: int = Field(1024, ge=1, description="tokens for the answer after end of thinking")
     answer_model: Literal["small", "large", "router"] = Field(
@@ -130,15 +132,15 @@ class RouterConfig(_Strict):
     thinking: Literal["auto", "on", "off"] = Field(
         "auto", description="open a <think> block for reasoning models (auto: when the template knows one)"
     )
-    end_of_thinking: str = "</think>"
-    stop_on_repeated_step: bool = True
+    end_of_thinking: str = Field("</think>", description="marker that ends the reasoning of thinking models")
+    stop_on_repeated_step: bool = Field(True, description="end the request when a step repeats the previous one")
     paper_faithful: bool = Field(
         False,
         description="reproduce the authors' code: entropy from renormalised top-20, greedy glimpse discarded",
     )
-    paper_top_k: int = Field(20, ge=1, le=1000)
-    sampling: SamplingConfig = SamplingConfig()
-    system_prompt: str | None = None
+    paper_top_k: int = Field(20, ge=1, le=1000, description="k of the paper-faithful top-k entropy")
+    sampling: SamplingConfig = Field(SamplingConfig(), description="how tokens are drawn (glimpse and steps)")
+    system_prompt: str | None = Field(None, description="system message added when a request has none")
     max_concurrent_requests: int = Field(64, ge=1, description="routed requests run at once")
     max_queued_requests: int = Field(1024, ge=0, description="requests allowed to wait; beyond: Overloaded")
     request_timeout_s: float | None = Field(None, gt=0, description="deadline per routed request")
