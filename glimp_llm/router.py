@@ -347,7 +347,8 @@ class Router:
             if glimpse.is_eos:
                 return self._make_step(run, index, role, [], "", "eos", glimpse, glimpse_seconds, 0.0, fallback)
             prefix_ids, prefix_text = [glimpse.token_id], glimpse.text
-            on_token(Delta((glimpse.token_id,), glimpse.text))
+            if run.sink is not None:
+                on_token(Delta((glimpse.token_id,), glimpse.text))
             hit = _first_stop(prefix_text, stops)
             if hit is not None or cap == 1:
                 ended = self._ended_by(hit, run, cap) if hit is not None else self._cap_end(run, cap)
@@ -358,7 +359,12 @@ class Router:
         context = run.contexts[role] + prefix_ids
         try:
             completion = await engine.generate(
-                context, max_tokens=cap - len(prefix_ids), stop=stops, sampling=run.sampling, on_token=on_token
+                context,
+                max_tokens=cap - len(prefix_ids),
+                stop=stops,
+                sampling=run.sampling,
+                # per-token callbacks cross threads; only pay for them when someone listens
+                on_token=on_token if run.sink is not None else None,
             )
         except EngineFailureError as exc:
             if not cfg.fallback_on_engine_failure or fallback is not None:
