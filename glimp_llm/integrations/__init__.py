@@ -1,0 +1,12 @@
+"""Adapters that make a routed :class:`~glimp_llm.Glimp` a drop-in model for agent frameworks.
+
+Importing this package imports no framework: each adapter module imports its own framework and, when
+the framework is missing, fails with the ``pip install`` line of the extra that provides it.
+
+* :mod:`glimp_llm.integrations.langchain`: ``GlimpLLM`` (a ``BaseLLM``) and ``ChatGlimp`` (a
+  ``BaseChatModel`` with tool calling), for LangChain and LangGraph agents. Extra: ``langchain``.
+* :mod:`glimp_llm.integrations.llama_index`: ``GlimpLlamaIndexLLM`` (a ``FunctionCallingLLM``) and
+  :mod:`glimp_llm.integrations.hash_embedding` (an offline embedding). Extra: ``llamaindex``.
+* :mod:`glimp_llm.integrations.tool_calls`: the framework-free tool-call rendering and parsing both
+  adapters share.
+"""

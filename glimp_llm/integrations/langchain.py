@@ -1,0 +1,612 @@
+"""LangChain adapters: ``GlimpLLM`` (text in, text out) and ``ChatGlimp`` (messages, tools, agents).
+
+Both are thin: they map LangChain's arguments onto a :class:`~glimp_llm.router.RouteRequest`, run it
+through a :class:`~glimp_llm.Glimp` client (whose engines live on their own loop thread, so the sync
+methods work from any thread and the async ones are real async on the caller's loop), and map the
+:class:`~glimp_llm.trace.RoutedResult` back. No routing decision is made here.
+
+* Construction never loads a model: ``ChatGlimp()`` (the embedded default pair), ``ChatGlimp(config=...)``
+  (a :class:`~glimp_llm.GlimpConfig` or a config file path), or ``ChatGlimp(glimp=client)`` to share one
+  running client between several adapters (the engines are loaded once).
+* ``stop`` is honoured and excluded from the output, also while streaming (a partial stop string is held
+  back until the next token decides).
+* Token usage: ``llm_output["token_usage"]`` (``GlimpLLM``) and ``AIMessage.usage_metadata`` (``ChatGlimp``,
+  on exactly one chunk when streaming).
+* The routing trace (steps, which model wrote each, glimpse entropies, small/large token counts) is in
+  ``generation_info["glimp"]`` / ``response_metadata["glimp"]``, so it is part of the run outputs every
+  LangChain callback handler and LangSmith trace records.
+
+Tool calling (``ChatGlimp.bind_tools``): tools are rendered by the model's own chat template (Qwen2.5
+answers with ``<tool_call>`` JSON blocks); templates without tool support get the same convention as a
+system instruction. Answers are parsed into ``AIMessage.tool_calls`` (unreadable calls into
+``invalid_tool_calls``) and tool results are rendered back through the template. ``tool_choice="any"``,
+``"required"``, ``True`` or a tool name *forces* a call by prefilling the assistant turn with the opening of
+a call (``<tool_call>\\n{"name": "``); ``"none"`` hides the tools; ``"auto"``/``None`` lets the model decide.
+See :mod:`glimp_llm.integrations.tool_calls`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+try:
+    from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+    from langchain_core.language_models import BaseChatModel, BaseLLM, LanguageModelInput
+    from langchain_core.language_models.base import LangSmithParams
+    from langchain_core.messages import (
+        AIMessage,
+        AIMessageChunk,
+        BaseMessage,
+        ChatMessage,
+        FunctionMessage,
+        HumanMessage,
+        SystemMessage,
+        ToolMessage,
+    )
+    from langchain_core.messages.ai import UsageMetadata
+    from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
+    from langchain_core.outputs import (
+        ChatGeneration,
+        ChatGenerationChunk,
+        ChatResult,
+        Generation,
+        GenerationChunk,
+        LLMResult,
+    )
+    from langchain_core.runnables import Runnable
+    from langchain_core.tools import BaseTool
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "glimp_llm.integrations.langchain needs langchain-core: pip install 'glimp-llm[langchain]'"
+    ) from exc
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from glimp_llm._version import __version__
+from glimp_llm.client import Glimp
+from glimp_llm.config import GlimpConfig
+from glimp_llm.engines.base import Message
+from glimp_llm.errors import InvalidRequestError
+from glimp_llm.integrations._common import (
+    PROVIDER,
+    StreamingText,
+    pair_label,
+    prefilled_prompt,
+    resolve_glimp,
+    routing_trace,
+    template_supports_tools,
+    usage_dict,
+)
+from glimp_llm.integrations.tool_calls import (
+    STREAM_PAUSE_MARKERS,
+    ToolCallParse,
+    fallback_messages,
+    parse_tool_calls,
+    tool_choice_prefill,
+    tool_names,
+)
+from glimp_llm.router import RouteRequest
+from glimp_llm.trace import DoneEvent, RoutedResult, TokenEvent
+
+__all__ = ["ChatGlimp", "GlimpLLM"]
+
+_NON_TEXT_BLOCKS_IGNORED = {"tool_use", "tool_call", "reasoning", "thinking", "function_call"}
+
+
+class _GlimpParams(BaseModel):
+    """Fields and plumbing both adapters share: the client, the model label and the request options.
+
+    Every option left at ``None`` falls back to the client's :class:`~glimp_llm.config.RouterConfig`;
+    each can also be given per call (``llm.invoke(x, temperature=0.7)`` or ``llm.bind(threshold=0.5)``).
+    """
+
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+
+    glimp: Glimp | None = Field(default=None, exclude=True, description="an existing client to share")
+    config: GlimpConfig | str | None = Field(
+        default=None, exclude=True, description="a GlimpConfig (or config file) to build a client from"
+    )
+    model_name: str | None = Field(
+        default=None, alias="model", description="name reported in metadata; default: the configured small->large"
+    )
+    temperature: float | None = Field(default=None, description="sampling temperature (0 = greedy)")
+    max_tokens: int | None = Field(default=None, description="budget of generated tokens per request")
+    top_p: float | None = None
+    seed: int | None = None
+    threshold: float | None = Field(default=None, description="entropy threshold (nats) above which a step goes large")
+    stop: list[str] | None = Field(default=None, description="stop strings; the output is cut before the first")
+    timeout: float | None = Field(default=None, description="deadline per routed request, seconds")
+    streaming: bool = Field(default=False, description="stream tokens internally on invoke (callbacks see them)")
+
+    _client: Glimp = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _build_glimp_client(self) -> Any:
+        self._client = resolve_glimp(self.glimp, self.config)
+        return self
+
+    @property
+    def client(self) -> Glimp:
+        """The routed generator this adapter runs on (share it with ``glimp=`` to load models once)."""
+        return self._client
+
+    @property
+    def model_label(self) -> str:
+        return self.model_name or pair_label(self._client.config)
+
+    def close(self) -> None:
+        """Release the engines. Only needed for a client this adapter built; a shared one is closed by its owner."""
+        self._client.close()
+
+    def _params_identity(self) -> dict[str, Any]:
+        """Everything that changes what a prompt produces: LangChain's cache key and the traced invocation."""
+        cfg = self._client.config
+        return {
+            "model_name": self.model_label,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "threshold": self.threshold,
+            "config_sha256": hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16],
+        }
+
+    def _route_options(self, stop: Sequence[str] | None, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        opts: dict[str, Any] = {}
+        for name in ("temperature", "max_tokens", "top_p", "seed", "threshold"):
+            value = kwargs.get(name, getattr(self, name))
+            if value is not None:
+                opts[name] = value
+        timeout = kwargs.get("timeout", self.timeout)
+        if timeout is not None:
+            opts["timeout_s"] = timeout
+        stops = list(stop) if stop is not None else list(self.stop or ())
+        if stops:
+            opts["stop"] = tuple(stops)
+        return opts
+
+    def _ls_params(self, model_type: str, stop: list[str] | None, kwargs: Mapping[str, Any]) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider=PROVIDER,
+            ls_model_name=str(kwargs.get("model") or self.model_label),
+            ls_model_type=model_type,  # type: ignore[typeddict-item]
+        )
+        temperature = kwargs.get("temperature", self.temperature)
+        if temperature is not None:
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if max_tokens is not None:
+            params["ls_max_tokens"] = max_tokens
+        stops = stop if stop is not None else self.stop
+        if stops:
+            params["ls_stop"] = list(stops)
+        return params
+
+
+def _add_glimp_version(model: Any) -> None:
+    add = getattr(model, "_add_version", None)  # langchain-core >= 1.5 records integration versions
+    if callable(add):
+        add("glimp-llm", __version__)
+
+
+# ================================================================================= GlimpLLM
+class GlimpLLM(_GlimpParams, BaseLLM):
+    """A routed text LLM. ``prompts`` of one ``generate``/``batch`` call are routed *concurrently*.
+
+    By default each prompt is sent as one user message through the model's chat template (what instruct
+    models expect); ``raw_prompt=True`` continues the text exactly as given.
+
+    Note on ``batch(..., config={"max_concurrency": k})``: LangChain splits the inputs into groups of
+    ``k`` and calls ``generate`` per group in turn, so ``k`` is the number routed at once.
+    """
+
+    raw_prompt: bool = Field(default=False, description="continue prompts as raw text instead of a user message")
+
+    @model_validator(mode="after")
+    def _set_glimp_llm_version(self) -> GlimpLLM:
+        _add_glimp_version(self)
+        return self
+
+    @property
+    def _llm_type(self) -> str:
+        return "glimp"
+
+    @property
+    def _identifying_params(self) -> Mapping[str, Any]:
+        return {**self._params_identity(), "raw_prompt": self.raw_prompt}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        return self._ls_params("llm", stop, kwargs)
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids from the small model's own tokenizer (the LangChain default would fetch GPT-2)."""
+        return self._client.tokenize(text)
+
+    def _request(self, prompt: str, stop: list[str] | None, kwargs: Mapping[str, Any]) -> RouteRequest:
+        return RouteRequest(prompt=prompt, raw=self.raw_prompt, **self._route_options(stop, kwargs))
+
+    def _result(self, results: Sequence[RoutedResult]) -> LLMResult:
+        generations = [
+            [Generation(text=r.text, generation_info={"finish_reason": r.finish_reason, "glimp": routing_trace(r)})]
+            for r in results
+        ]
+        totals = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        routing = {"small_tokens": 0, "large_tokens": 0, "small_steps": 0, "large_steps": 0}
+        for r in results:
+            for k, v in usage_dict(r).items():
+                totals[k] += v
+            for k in routing:
+                routing[k] += getattr(r.usage, k)
+        return LLMResult(
+            generations=generations,
+            llm_output={"token_usage": totals, "model_name": self.model_label, "glimp": routing},
+        )
+
+    def _generate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        if self.streaming and len(prompts) == 1 and run_manager is not None:
+            # stream so that callbacks see tokens; the final chunk carries the whole result
+            final: GenerationChunk | None = None
+            for chunk in self._stream(prompts[0], stop=stop, run_manager=run_manager, **kwargs):
+                final = chunk if final is None else final + chunk
+            assert final is not None
+            info = dict(final.generation_info or {})
+            usage = info.pop("token_usage", {})
+            return LLMResult(
+                generations=[[Generation(text=final.text, generation_info=info)]],
+                llm_output={"token_usage": usage, "model_name": self.model_label},
+            )
+        requests = [self._request(p, stop, kwargs) for p in prompts]
+        return self._result(self._client.batch(requests))
+
+    async def _agenerate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        if self.streaming and len(prompts) == 1 and run_manager is not None:
+            final: GenerationChunk | None = None
+            async for chunk in self._astream(prompts[0], stop=stop, run_manager=run_manager, **kwargs):
+                final = chunk if final is None else final + chunk
+            assert final is not None
+            info = dict(final.generation_info or {})
+            usage = info.pop("token_usage", {})
+            return LLMResult(
+                generations=[[Generation(text=final.text, generation_info=info)]],
+                llm_output={"token_usage": usage, "model_name": self.model_label},
+            )
+        requests = [self._request(p, stop, kwargs) for p in prompts]
+        return self._result(await self._client.abatch(requests))
+
+    def _final_chunk(self, result: RoutedResult) -> GenerationChunk:
+        return GenerationChunk(
+            text="",
+            generation_info={
+                "finish_reason": result.finish_reason,
+                "glimp": routing_trace(result),
+                "token_usage": usage_dict(result),
+            },
+        )
+
+    def _stream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[GenerationChunk]:
+        request = self._request(prompt, stop, kwargs)
+        text = StreamingText(request.stop)
+        for event in self._client.stream(request):
+            if isinstance(event, TokenEvent):
+                pieces = [text.push(event.text)]
+            elif isinstance(event, DoneEvent):
+                pieces = [text.finish(event.result.text)]
+            else:
+                continue
+            chunks = [GenerationChunk(text=p) for p in pieces if p]
+            if isinstance(event, DoneEvent):
+                chunks.append(self._final_chunk(event.result))
+            for chunk in chunks:
+                if run_manager is not None:  # BaseLLM.stream() leaves token callbacks to the model
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+
+    async def _astream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[GenerationChunk]:
+        request = self._request(prompt, stop, kwargs)
+        text = StreamingText(request.stop)
+        async for event in self._client.astream(request):
+            if isinstance(event, TokenEvent):
+                pieces = [text.push(event.text)]
+            elif isinstance(event, DoneEvent):
+                pieces = [text.finish(event.result.text)]
+            else:
+                continue
+            chunks = [GenerationChunk(text=p) for p in pieces if p]
+            if isinstance(event, DoneEvent):
+                chunks.append(self._final_chunk(event.result))
+            for chunk in chunks:
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+
+
+# ================================================================================ ChatGlimp
+@dataclass(frozen=True)
+class _Prepared:
+    """A chat call turned into a routed request, plus what is needed to read its answer."""
+
+    request: RouteRequest
+    prefill: str = ""
+    tool_names: tuple[str, ...] | None = None  # None: no tools bound, the answer is plain text
+
+    def parse(self, text: str) -> ToolCallParse:
+        full = self.prefill + text
+        if self.tool_names is None:
+            return ToolCallParse(full, [], [])
+        return parse_tool_calls(full, self.tool_names)
+
+    def streamer(self) -> StreamingText:
+        tools = self.tool_names is not None
+        streamer = StreamingText(self.request.stop, STREAM_PAUSE_MARKERS if tools else (), pause_on_leading_json=tools)
+        streamer.push(self.prefill)  # a forced call starts inside a <tool_call> block: nothing is shown
+        return streamer
+
+
+def _text_of(content: str | list[Any]) -> str:
+    """The text of a LangChain message content (a string or content blocks); glimp models read text only."""
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict):
+            kind = block.get("type")
+            if kind == "text" or (kind is None and "text" in block):
+                parts.append(str(block.get("text", "")))
+            elif kind not in _NON_TEXT_BLOCKS_IGNORED:
+                raise InvalidRequestError(
+                    f"glimp models read text only; a message has a {kind!r} content block. "
+                    "Send text (describe images or files in words)"
+                )
+    return "\n".join(p for p in parts if p)
+
+
+def to_template_messages(messages: Sequence[BaseMessage]) -> list[Message]:
+    """LangChain messages as the OpenAI-shaped dicts the chat template renders (tool calls included)."""
+    out: list[Message] = []
+    for m in messages:
+        content = _text_of(m.content)
+        if isinstance(m, SystemMessage):
+            out.append({"role": "system", "content": content})
+        elif isinstance(m, HumanMessage):
+            out.append({"role": "user", "content": content})
+        elif isinstance(m, AIMessage):
+            msg: Message = {"role": "assistant", "content": content}
+            if m.tool_calls:
+                msg["tool_calls"] = [
+                    {
+                        "id": c.get("id") or "",
+                        "type": "function",
+                        "function": {"name": c["name"], "arguments": dict(c.get("args") or {})},
+                    }
+                    for c in m.tool_calls
+                ]
+            out.append(msg)
+        elif isinstance(m, ToolMessage):
+            out.append({"role": "tool", "content": content, "tool_call_id": m.tool_call_id, "name": m.name or ""})
+        elif isinstance(m, FunctionMessage):
+            out.append({"role": "tool", "content": content, "name": m.name})
+        elif isinstance(m, ChatMessage):
+            out.append({"role": m.role, "content": content})
+        else:
+            raise InvalidRequestError(
+                f"cannot render a {type(m).__name__} with the chat template; "
+                "use System/Human/AI/Tool messages (or ChatMessage with a role)"
+            )
+    return out
+
+
+class ChatGlimp(_GlimpParams, BaseChatModel):
+    """A routed chat model with tool calling, for LangChain and LangGraph agents.
+
+    >>> from langchain.agents import create_agent
+    >>> agent = create_agent(ChatGlimp(), tools=[calculator])  # doctest: +SKIP
+    """
+
+    @model_validator(mode="after")
+    def _set_chat_glimp_version(self) -> ChatGlimp:
+        _add_glimp_version(self)
+        return self
+
+    @property
+    def _llm_type(self) -> str:
+        return "glimp-chat"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return self._params_identity()
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        return self._ls_params("chat", stop, kwargs)
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids from the small model's own tokenizer (the LangChain default would fetch GPT-2)."""
+        return self._client.tokenize(text)
+
+    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
+        """Prompt tokens exactly as the model sees them: the messages (and tools) through its template."""
+        formatted = [convert_to_openai_tool(t) for t in tools] if tools else None
+        rendered = self._client.render_chat(to_template_messages(messages), tools=formatted)
+        return len(self._client.tokenize(rendered))
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | bool | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools (rendered by the model's chat template). ``tool_choice``: ``None``/``"auto"`` lets
+        the model decide, ``"any"``/``"required"``/``True``/a tool name forces a call (by prefilling the
+        answer with the opening of a call), ``"none"`` hides the tools."""
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        tool_choice_prefill(tool_choice, tool_names(formatted))  # fail now, with the fix, on a bad choice
+        return super().bind(tools=formatted, tool_choice=tool_choice, **kwargs)
+
+    # ------------------------------------------------------------------------------ requests
+    def _prepare(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]) -> _Prepared:
+        """Messages + bound tools -> a routed request. May start the engines: async callers run it in a thread."""
+        msgs = to_template_messages(messages)
+        tools: list[dict[str, Any]] | None = list(kwargs.get("tools") or ()) or None
+        choice = kwargs.get("tool_choice")
+        if choice == "none":
+            tools = None
+        options = self._route_options(stop, kwargs)
+        native = template_supports_tools(self._client)
+        if not native:
+            msgs = fallback_messages(msgs, tools)
+        template_tools = tools if native else None
+        names = tool_names(tools)
+        prefill = tool_choice_prefill(choice, names) if tools else None
+        if prefill:
+            raw = prefilled_prompt(self._client, msgs, template_tools, prefill)
+            request = RouteRequest(prompt=raw, raw=True, **options)
+        else:
+            request = RouteRequest(messages=msgs, tools=template_tools, **options)
+        return _Prepared(request, prefill or "", tuple(names) if tools else None)
+
+    def _metadata(self, result: RoutedResult, parsed: ToolCallParse) -> dict[str, Any]:
+        finish = "tool_calls" if parsed.calls else ("stop" if result.finish_reason in ("eos", "stop") else None)
+        return {
+            "model_name": self.model_label,
+            "model_provider": PROVIDER,
+            "finish_reason": finish or result.finish_reason,
+            "small_model": result.small_model,
+            "large_model": result.large_model,
+            "glimp": routing_trace(result),
+        }
+
+    @staticmethod
+    def _usage(result: RoutedResult) -> UsageMetadata:
+        u = result.usage
+        return UsageMetadata(
+            input_tokens=u.prompt_tokens, output_tokens=u.completion_tokens, total_tokens=u.total_tokens
+        )
+
+    def _chat_result(self, prepared: _Prepared, result: RoutedResult) -> ChatResult:
+        parsed = prepared.parse(result.text)
+        message = AIMessage(
+            content=parsed.content,
+            tool_calls=[tool_call(name=c.name, args=c.arguments, id=c.id) for c in parsed.calls],
+            invalid_tool_calls=[
+                invalid_tool_call(name=c.name, args=c.arguments, id=c.id, error=c.error) for c in parsed.invalid
+            ],
+            usage_metadata=self._usage(result),
+            response_metadata=self._metadata(result, parsed),
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _final_chunks(
+        self, prepared: _Prepared, text: StreamingText, result: RoutedResult
+    ) -> list[ChatGenerationChunk]:
+        """The rest of the visible content, then the one chunk that carries calls, usage and metadata."""
+        parsed = prepared.parse(result.text)
+        chunks = []
+        rest = text.finish(parsed.content)
+        if rest:
+            chunks.append(ChatGenerationChunk(message=AIMessageChunk(content=rest)))
+        calls = [
+            tool_call_chunk(name=c.name, args=json.dumps(c.arguments, ensure_ascii=False), id=c.id, index=i)
+            for i, c in enumerate(parsed.calls)
+        ]
+        calls += [
+            tool_call_chunk(name=c.name, args=c.arguments, id=c.id, index=len(calls) + i)
+            for i, c in enumerate(parsed.invalid)
+        ]
+        last = AIMessageChunk(
+            content="",
+            tool_call_chunks=calls,
+            usage_metadata=self._usage(result),
+            response_metadata=self._metadata(result, parsed),
+            chunk_position="last",
+        )
+        chunks.append(ChatGenerationChunk(message=last))
+        return chunks
+
+    # ------------------------------------------------------------------------------- calls
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        prepared = self._prepare(messages, stop, kwargs)
+        return self._chat_result(prepared, self._client.generate(prepared.request))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        prepared = await asyncio.to_thread(self._prepare, messages, stop, kwargs)
+        return self._chat_result(prepared, await self._client.agenerate(prepared.request))
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        # No token callbacks here: BaseChatModel.stream() emits on_llm_new_token for every chunk itself.
+        prepared = self._prepare(messages, stop, kwargs)
+        text = prepared.streamer()
+        for event in self._client.stream(prepared.request):
+            if isinstance(event, TokenEvent):
+                delta = text.push(event.text)
+                if delta:
+                    yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
+            elif isinstance(event, DoneEvent):
+                yield from self._final_chunks(prepared, text, event.result)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        prepared = await asyncio.to_thread(self._prepare, messages, stop, kwargs)
+        text = prepared.streamer()
+        async for event in self._client.astream(prepared.request):
+            if isinstance(event, TokenEvent):
+                delta = text.push(event.text)
+                if delta:
+                    yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
+            elif isinstance(event, DoneEvent):
+                for chunk in self._final_chunks(prepared, text, event.result):
+                    yield chunk
