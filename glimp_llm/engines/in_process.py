@@ -124,6 +124,7 @@ class InProcessEngine(abc.ABC, Generic[StateT]):
         self._closed = True
         pool, self._pool = self._pool, None
         if pool is not None:
+            pool.reject_waiters()  # on the loop: the waiters are its futures
             await asyncio.to_thread(pool.close)
             await asyncio.to_thread(self._unload, [s.state.backend for s in pool.slots])
 

@@ -149,11 +149,17 @@ class SlotPool(Generic[StateT]):
         if not loop.is_closed():
             loop.call_soon_threadsafe(fn, *args)
 
-    def close(self) -> None:
-        """Refuse new work, fail queued waiters, and stop the worker threads (after running calls)."""
+    def reject_waiters(self) -> None:
+        """Refuse new work and fail queued waiters. Call it on the loop thread: the waiters are asyncio
+        futures, which only their own loop may complete (from another thread their tasks may never wake)."""
         self._closed = True
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(EngineUnavailableError(f"engine {self._name!r} was closed"))
+
+    def close(self) -> None:
+        """Refuse new work, fail queued waiters, and stop the worker threads (after running calls). It
+        blocks: from a coroutine, call :meth:`reject_waiters` first, then this in a thread."""
+        self.reject_waiters()
         self._executor.shutdown(wait=True, cancel_futures=True)
