@@ -131,7 +131,13 @@ class Glimp:
     async def agenerate(self, prompt: str | RouteRequest | None = None, **options: Any) -> RoutedResult:
         req = self._request(prompt, options)
         loop = await asyncio.to_thread(self._started) if self._loop is None else self._loop
-        return await loop.arun(self.router.generate(req))
+        try:
+            return await loop.arun(self.router.generate(req))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # our caller cancelled us: let the cancellation propagate
+            raise RequestCancelledError("the routed request was cancelled (the client was closed)") from None
 
     def batch(self, prompts: Sequence[str | RouteRequest], **options: Any) -> list[RoutedResult]:
         """Route many requests *concurrently* (engines that batch in flight run them together)."""
@@ -163,6 +169,9 @@ class Glimp:
                 events.put(_DONE)
 
         future = loop.submit(_pump())
+        # A pump cancelled before it ran (the client closed meanwhile) never reaches its `finally`:
+        # end the stream from the future too, or this consumer would wait on `events` forever.
+        future.add_done_callback(lambda _: (events.put(asyncio.CancelledError()), events.put(_DONE)))
         try:
             while True:
                 item = events.get()
@@ -199,11 +208,14 @@ class Glimp:
                 deliver(_DONE)
 
         future = engine_loop.submit(_pump())
+        future.add_done_callback(lambda _: (deliver(asyncio.CancelledError()), deliver(_DONE)))  # see stream()
         try:
             while True:
                 item = await events.get()
                 if item is _DONE:
                     break
+                if isinstance(item, asyncio.CancelledError):  # the engines' side, not our caller, cancelled
+                    raise RequestCancelledError("the routed request was cancelled")
                 if isinstance(item, BaseException):
                     raise item
                 yield item
