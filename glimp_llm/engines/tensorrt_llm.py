@@ -1,0 +1,882 @@
+"""TensorRT-LLM in-process engine: exact glimpse entropy from full generation logits, in-flight batching.
+
+One :class:`TensorRTLLMEngine` drives one TensorRT-LLM ``LLM`` object through its request-level API,
+which is the same on both backends (``../shared/reference/tensorrt_llm.md`` §2.1):
+
+* a prebuilt **engine directory** runs on the TensorRT backend, ``tensorrt_llm._tensorrt_engine.LLM``
+  (tensorrt-llm 1.0 – 1.2.x; the backend was removed after 1.3.0rc20), with the tokenizer from the HF
+  directory (or from the engine directory when ``LLM.save``/build_engines put it there);
+* an **HF checkpoint** runs on the PyTorch backend, ``tensorrt_llm.LLM``.
+
+Both are created with ``gather_generation_logits=True`` (runtime switch; the build flag alone is not
+enough in 1.x) and ``KvCacheConfig(enable_block_reuse=True, free_gpu_memory_fraction=...)``.
+
+Why it is written this way:
+
+* **Glimpse** = ``generate_async(token_ids, SamplingParams(max_tokens=1, return_generation_logits=True))``.
+  ``outputs[0].generation_logits`` is ``[1, vocab_padded]`` on the CPU; the padded rows are not ``-inf``,
+  so the row is sliced to ``len(tokenizer)`` before :func:`~glimp_llm.entropy.entropy_from_logits`.
+  Prompts are **token ids**, so the prefix of step *k+1* matches step *k*'s blocks exactly and is reused.
+* **Steps** stream (``streaming=True``) whenever stop strings are given. The runtime matches ``stop``
+  strings as token sequences, which misses a stop string inside a merged token (Qwen's ``".\\n\\n"`` is one
+  token, so the step delimiter ``"\\n\\n"`` would run on to the token cap); we also match on the decoded
+  text and ``abort()`` the request the moment a stop string or an end-of-sequence token appears.
+* **Every call is made from inside the running event loop** that started the engine: the runtime
+  creates each request's result queue on the loop present at ``generate_async`` time (awaiting fails with
+  "The asyncio event loop was not present during initialization" otherwise), and our semaphore binds to
+  that loop. Sync callers use :class:`~glimp_llm.manager.BackendManager`'s loop thread.
+* **Concurrency** is the runtime's in-flight batching: concurrent routed requests become concurrent
+  ``generate_async`` calls on one ``LLM``, bounded by ``max_concurrency`` (beyond it callers wait FIFO).
+* **Cancellation** of a caller aborts its request (``RequestOutput.abort()``), which frees the slot.
+* **Two engines in one process**: ``free_gpu_memory_fraction`` is a fraction of the memory that is free
+  *when that engine allocates its KV cache*, so start the small engine first with a small fraction (the
+  manager starts ``small`` before ``large``; ``start()`` loads synchronously, so loads never interleave).
+  Whether two executors coexist in one process is open point 3 of the reference; the documented fallback
+  is one process per model (``backends/tensorrt_llm``: two ``trtllm-serve`` servers and the
+  OpenAI-compatible engine).
+* ``start()`` constructs the ``LLM`` on the loop's own thread (blocking it for the load): the runtime
+  sets up its executor, CUDA and MPI state on the constructing thread, and constructing it on a worker
+  thread has not been verified on a GPU.
+
+``TENSORRT_LLM_NAMES`` lists every ``tensorrt_llm`` name this module touches; all of them are in the
+appendix of the reference except ``LLM.shutdown`` (read in ``tensorrt_llm/llmapi/llm.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from glimp_llm.engines.base import (
+    Completion,
+    Delta,
+    EngineHealth,
+    EngineInfo,
+    EngineStats,
+    FinishReason,
+    Glimpse,
+    Message,
+    SamplingParams,
+    TokenCallback,
+)
+from glimp_llm.engines.decoding import StopMatcher, token_logprob
+from glimp_llm.engines.tensorrt_llm_validate import (
+    EngineDirReport,
+    detect_model_format,
+    has_tokenizer_files,
+    read_config_json,
+    validate_engine_dir,
+    vocab_fingerprint,
+)
+from glimp_llm.entropy import entropy_from_logits, top_k_logprobs
+from glimp_llm.errors import (
+    ConfigurationError,
+    ContextTooLongError,
+    EngineFailureError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    GlimpError,
+    InvalidRequestError,
+    MalformedResponseError,
+    ModelNotFoundError,
+)
+
+if TYPE_CHECKING:
+    from glimp_llm.config import TensorRTLLMEngineConfig
+
+log = logging.getLogger("glimp_llm.engines.tensorrt_llm")
+
+Backend = Literal["tensorrt", "pytorch"]
+
+#: Every tensorrt_llm name used by this module (and where), for auditing against a new release.
+TENSORRT_LLM_NAMES: dict[str, str] = {
+    "tensorrt_llm.LLM": "PyTorch backend, HF checkpoints (1.0+)",
+    "tensorrt_llm._tensorrt_engine.LLM": "TensorRT backend, engine directories (1.0 - 1.2.x, 1.3.0rc<=20)",
+    "tensorrt_llm.SamplingParams": "per-request settings",
+    "tensorrt_llm.llmapi.KvCacheConfig": "KV cache: enable_block_reuse, free_gpu_memory_fraction",
+    "LLM(model, tokenizer, gather_generation_logits, kv_cache_config, tensor_parallel_size, "
+    "pipeline_parallel_size, max_batch_size, max_num_tokens, max_seq_len)": "constructor keywords",
+    "LLM.generate_async(inputs, sampling_params, streaming, cache_salt)": "every model call",
+    "LLM.shutdown()": "close()",
+    "SamplingParams(max_tokens, temperature, top_k, top_p, seed, stop, stop_token_ids, "
+    "include_stop_str_in_output, return_generation_logits)": "glimpse and steps",
+    "RequestOutput: await, async for, abort(), outputs, finished, cached_tokens": "results",
+    "CompletionOutput: token_ids, generation_logits, finish_reason, stop_reason": "results",
+}
+
+INSTALL_HINT = (
+    "install tensorrt-llm>=1.0,<1.3 on a Linux host with an NVIDIA GPU and a CUDA 13 driver, Python 3.10 or 3.12: "
+    "`pip install 'glimp-llm[tensorrt]' --extra-index-url https://pypi.nvidia.com` (PyPI alone holds only a stub "
+    "that downloads the real wheel from NVIDIA's index), or run inside the NGC container "
+    "nvcr.io/nvidia/tensorrt-llm/release:1.2.1 (see docs/deploy-nvidia.md). Without a GPU, use the OpenAI-compatible "
+    "engine (kind: openai) against trtllm-serve on a GPU host, or the llama.cpp engine"
+)
+
+
+@dataclass(frozen=True)
+class _Runtime:
+    LLM: Any
+    SamplingParams: Any
+    KvCacheConfig: Any
+    version: str
+
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tensorrt-llm")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def import_runtime(backend: Backend) -> _Runtime:
+    """Import the TensorRT-LLM classes for ``backend`` lazily; typed error naming what to install and where.
+
+    ``import tensorrt_llm`` is eager and heavy in 1.x (torch, libnvinfer, CUDA, MPI), so it happens only
+    here, when an engine starts. ``OSError`` is caught too: a missing libcuda/libpython surfaces as one.
+    """
+    try:
+        from tensorrt_llm import SamplingParams as TrtSamplingParams
+        from tensorrt_llm.llmapi import KvCacheConfig
+    except (ImportError, OSError) as exc:
+        raise EngineUnavailableError(f"TensorRT-LLM cannot be imported ({exc}); {INSTALL_HINT}") from exc
+    version = _installed_version()
+    if backend == "tensorrt":
+        try:
+            from tensorrt_llm._tensorrt_engine import LLM
+        except ImportError as exc:
+            raise EngineUnavailableError(
+                f"tensorrt-llm {version} has no TensorRT-engine backend (tensorrt_llm._tensorrt_engine; it was removed "
+                f"after 1.3.0rc20): pin tensorrt-llm>=1.0,<1.3 to load engine directories, or point `model` at the HF "
+                f"checkpoint with backend: pytorch ({exc})"
+            ) from exc
+    else:
+        try:
+            from tensorrt_llm import LLM
+        except ImportError as exc:
+            raise EngineUnavailableError(f"tensorrt_llm.LLM cannot be imported ({exc}); {INSTALL_HINT}") from exc
+    return _Runtime(LLM=LLM, SamplingParams=TrtSamplingParams, KvCacheConfig=KvCacheConfig, version=version)
+
+
+def load_hf_tokenizer(path: Path) -> Any:
+    """The HF tokenizer of a model directory (``transformers`` is a dependency of tensorrt-llm)."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as exc:
+        raise EngineUnavailableError(
+            f"transformers cannot be imported ({exc}); it is installed with tensorrt-llm, so {INSTALL_HINT}"
+        ) from exc
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except OSError as exc:
+        raise ModelNotFoundError(
+            f"no HF tokenizer in {path} ({exc}); set `tokenizer:` to the HF model directory the engine was built from"
+        ) from exc
+
+
+def _eos_ids(tokenizer: Any, dirs: Sequence[Path]) -> frozenset[int]:
+    """EOS ids from the tokenizer and the model's ``generation_config.json`` (Qwen lists two): never hard-coded."""
+    ids: set[int] = set()
+    if isinstance(getattr(tokenizer, "eos_token_id", None), int):
+        ids.add(tokenizer.eos_token_id)
+    for d in dirs:
+        gc = d / "generation_config.json"
+        if gc.is_file():
+            with contextlib.suppress(OSError, json.JSONDecodeError):
+                value = json.loads(gc.read_text(encoding="utf-8")).get("eos_token_id")
+                ids.update(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int))
+            break
+    return frozenset(ids)
+
+
+def logits_row(logits: Any, vocab_size: int, *, engine: str) -> np.ndarray:
+    """The first generated position's logits as float32 numpy, checked to cover the real vocabulary.
+
+    ``generation_logits`` is a CPU ``torch.Tensor`` ``[tokens, vocab_padded]`` in the logits dtype (often
+    bf16, which numpy cannot hold: hence ``.float()`` first). Array-likes are accepted as they are.
+    """
+    if logits is None:
+        raise EngineFailureError(
+            f"engine {engine!r} returned no generation_logits: the LLM must run with gather_generation_logits=True "
+            "and the request must set return_generation_logits=True (the driver does both); on the PyTorch backend "
+            "generation logits are unsupported together with speculative decoding — disable it for the small model",
+            engine=engine,
+        )
+    if hasattr(logits, "float") and hasattr(logits, "cpu"):
+        logits = logits.float().cpu().numpy()
+    arr = np.asarray(logits, dtype=np.float32)
+    if arr.ndim == 2 and arr.shape[0] >= 1:
+        arr = arr[0]
+    elif arr.ndim != 1:
+        raise MalformedResponseError(
+            f"engine {engine!r}: generation_logits has shape {arr.shape}, expected [tokens, vocab]", engine=engine
+        )
+    if arr.shape[0] < vocab_size:
+        raise EngineFailureError(
+            f"engine {engine!r}: the logits are {arr.shape[0]} wide but the tokenizer has {vocab_size} entries: the "
+            "tokenizer belongs to another model; set `tokenizer:` to the model's own HF directory",
+            engine=engine,
+        )
+    return arr
+
+
+class _IncrementalText:
+    """Token ids -> text deltas with the model's own tokenizer, never splitting a multi-byte character.
+
+    Decoding a window (last emitted offset .. now) rather than one token at a time keeps SentencePiece
+    leading spaces and byte-level BPE pieces right; a window that ends in U+FFFD waits for more tokens.
+    """
+
+    def __init__(self, decode: Callable[[list[int]], str]) -> None:
+        self._decode = decode
+        self.ids: list[int] = []
+        self._prefix = 0
+        self._read = 0
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        return self._emit(final=False)
+
+    def flush(self) -> str:
+        return self._emit(final=True) if self._read < len(self.ids) else ""
+
+    def _emit(self, *, final: bool) -> str:
+        before = self._decode(self.ids[self._prefix : self._read])
+        after = self._decode(self.ids[self._prefix :])
+        if not final and after.endswith("\ufffd"):
+            return ""
+        self._prefix, self._read = self._read, len(self.ids)
+        return after[len(before) :]
+
+
+@dataclass
+class _Collector:
+    """Applies the engine contract's end conditions to the tokens a request produced, as they arrive."""
+
+    decoder: _IncrementalText
+    eos_ids: frozenset[int]
+    matcher: StopMatcher
+    on_token: TokenCallback | None
+    seen: int = 0
+    tokens: list[int] = field(default_factory=list)
+    finish: FinishReason | None = None
+    stop_string: str | None = None
+
+    def feed(self, cumulative: Sequence[int]) -> bool:
+        """Take the new part of a cumulative ``token_ids``; True once the output is complete."""
+        new = list(cumulative[self.seen :])
+        self.seen = len(cumulative)
+        for tok in new:
+            if self.finish is not None:
+                break
+            if tok in self.eos_ids:
+                self.finish = "eos"  # the EOS token is not part of the output
+                break
+            self.tokens.append(tok)
+            piece = self.decoder.push(tok)
+            if self.on_token is not None:
+                self.on_token(Delta((tok,), piece))
+            hit = self.matcher.feed(piece)
+            if hit is not None:
+                self.finish, self.stop_string = "stop", hit
+        return self.finish is not None
+
+    def close(self) -> None:
+        tail = self.decoder.flush()
+        if tail:
+            if self.on_token is not None:
+                self.on_token(Delta((), tail))
+            hit = self.matcher.feed(tail)
+            if hit is not None and self.finish is None:
+                self.finish, self.stop_string = "stop", hit
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What :meth:`TensorRTLLMEngine.start` will construct, resolved from the configuration (no GPU needed)."""
+
+    backend: Backend
+    model_dir: Path
+    tokenizer_dir: Path
+    context_window: int
+    model_vocab_size: int | None
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    engine_report: EngineDirReport | None
+
+    def llm_kwargs(self, kv_cache_config: Any, engine: TensorRTLLMEngine) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": str(self.model_dir),
+            "tokenizer": str(self.tokenizer_dir),
+            "gather_generation_logits": True,
+            "kv_cache_config": kv_cache_config,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "pipeline_parallel_size": self.pipeline_parallel_size,
+        }
+        if engine.max_batch_size is not None:
+            kwargs["max_batch_size"] = engine.max_batch_size
+        if engine.max_num_tokens is not None:
+            kwargs["max_num_tokens"] = engine.max_num_tokens
+        if self.backend == "pytorch" and engine.max_seq_len is not None:
+            kwargs["max_seq_len"] = engine.max_seq_len  # an engine's own max_seq_len always wins on TensorRT
+        return kwargs
+
+
+class TensorRTLLMEngine:
+    """The engine contract (:class:`~glimp_llm.engines.base.Engine`) on TensorRT-LLM. See the module docstring."""
+
+    backend_name = "tensorrt_llm"
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        name: str = "tensorrt_llm",
+        tokenizer: str | Path | Any | None = None,
+        backend: Literal["auto", "tensorrt", "pytorch"] = "auto",
+        free_gpu_memory_fraction: float = 0.45,
+        max_batch_size: int | None = None,
+        max_num_tokens: int | None = None,
+        max_seq_len: int | None = None,
+        tensor_parallel_size: int = 1,
+        cache_salt: str | None = None,
+        max_concurrency: int = 256,
+    ) -> None:
+        """``tokenizer`` is an HF directory, or an already-loaded HF tokenizer object (shared between two
+        engines, or supplied by tests). ``tensor_parallel_size`` applies to HF checkpoints; an engine
+        directory carries its own mapping (a value other than 1 must then agree with it)."""
+        if not 0.0 < free_gpu_memory_fraction <= 1.0:
+            raise ConfigurationError(
+                f"free_gpu_memory_fraction={free_gpu_memory_fraction}: use a fraction in (0, 1], e.g. 0.15 for the "
+                "small model and 0.8 for the large one (each is a fraction of the memory free when it loads)"
+            )
+        if max_concurrency < 1:
+            raise ConfigurationError(f"max_concurrency={max_concurrency}: allow at least one request at a time")
+        self.name = name
+        self.model = str(model)
+        self.backend_choice = backend
+        self.free_gpu_memory_fraction = free_gpu_memory_fraction
+        self.max_batch_size = max_batch_size
+        self.max_num_tokens = max_num_tokens
+        self.max_seq_len = max_seq_len
+        self.tensor_parallel_size = tensor_parallel_size
+        self.cache_salt = cache_salt
+        self.max_concurrency = max_concurrency
+        self._tokenizer_arg = tokenizer
+        self._tokenizer: Any = None
+        self._llm: Any = None
+        self._runtime: _Runtime | None = None
+        self._plan: LoadPlan | None = None
+        self._info: EngineInfo | None = None
+        self._stats = EngineStats()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sem: asyncio.Semaphore | None = None
+        self._start_lock = asyncio.Lock()
+        self._closed = False
+        self._in_flight = 0
+        self._waiting = 0
+        self._active: set[Any] = set()
+
+    @classmethod
+    def from_config(cls, cfg: TensorRTLLMEngineConfig, *, name: str) -> TensorRTLLMEngine:
+        return cls(
+            cfg.model,
+            name=name,
+            tokenizer=cfg.tokenizer,
+            backend=cfg.backend,
+            free_gpu_memory_fraction=cfg.free_gpu_memory_fraction,
+            max_batch_size=cfg.max_batch_size,
+            max_num_tokens=cfg.max_num_tokens,
+            max_seq_len=cfg.max_seq_len,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            cache_salt=cfg.cache_salt,
+            max_concurrency=cfg.max_concurrency,
+        )
+
+    # ------------------------------------------------------------------------------ planning
+    def plan(self) -> LoadPlan:
+        """Resolve backend, directories, window and parallelism from the files; validate engine dirs.
+
+        Pure file inspection (no tensorrt_llm import), so every configuration mistake is reported before
+        the multi-minute load starts — and on machines without a GPU.
+        """
+        model_dir = Path(self.model).expanduser()
+        if not model_dir.exists():
+            raise ModelNotFoundError(
+                f"{model_dir} does not exist; set `model` to an engine directory (python -m build_engines build) "
+                "or an HF checkpoint directory"
+            )
+        fmt = detect_model_format(model_dir)
+        if fmt == "trtllm_checkpoint":
+            raise ConfigurationError(
+                f"{model_dir} is a converted TensorRT-LLM checkpoint, not an engine: build it with trtllm-build "
+                "(python -m build_engines build CONFIG), or point `model` at the HF checkpoint"
+            )
+        backend: Backend
+        if self.backend_choice == "auto":
+            backend = "tensorrt" if fmt == "engine" else "pytorch"
+        else:
+            backend = self.backend_choice
+        if fmt == "engine" and backend == "pytorch":
+            raise ConfigurationError(
+                f"{model_dir} is a TensorRT engine directory, which only the TensorRT backend loads; set backend: "
+                "tensorrt (or auto), or point `model` at the HF checkpoint for the PyTorch backend"
+            )
+        report: EngineDirReport | None = None
+        cfg = read_config_json(model_dir)
+        if fmt == "engine":
+            report = validate_engine_dir(model_dir).raise_for_problems()
+            for w in report.warnings:
+                log.warning("%s: %s", self.name, w)
+            window = report.max_seq_len
+            vocab = report.vocab_size
+            if self.tensor_parallel_size not in (1, report.tp_size):
+                raise ConfigurationError(
+                    f"tensor_parallel_size={self.tensor_parallel_size} but engine {model_dir} was built for tp "
+                    f"{report.tp_size}; drop the setting (engines carry their mapping) or rebuild"
+                )
+            tp, pp = report.tp_size, report.pp_size
+            if self.max_seq_len is not None and window is not None and self.max_seq_len != window:
+                log.warning(
+                    "%s: max_seq_len=%s is ignored: engine %s was built with max_seq_len=%s",
+                    self.name,
+                    self.max_seq_len,
+                    model_dir,
+                    window,
+                )
+        else:
+            if backend == "tensorrt":
+                log.warning(
+                    "%s: the TensorRT backend will build an engine from %s at load time (slow, and the build is not "
+                    "validated); prefer python -m build_engines",
+                    self.name,
+                    model_dir,
+                )
+            window = self.max_seq_len or (
+                cfg.get("max_position_embeddings") if isinstance(cfg.get("max_position_embeddings"), int) else None
+            )
+            vocab = cfg.get("vocab_size") if isinstance(cfg.get("vocab_size"), int) else None
+            tp, pp = self.tensor_parallel_size, 1
+        if not window:
+            raise ConfigurationError(
+                f"cannot tell the context window of {model_dir} (no max_seq_len); set max_seq_len in the engine config"
+            )
+        tokenizer_dir = self._tokenizer_dir(model_dir, fmt)
+        return LoadPlan(
+            backend=backend,
+            model_dir=model_dir,
+            tokenizer_dir=tokenizer_dir,
+            context_window=int(window),
+            model_vocab_size=vocab,
+            tensor_parallel_size=tp,
+            pipeline_parallel_size=pp,
+            engine_report=report,
+        )
+
+    def _tokenizer_dir(self, model_dir: Path, fmt: str) -> Path:
+        arg = self._tokenizer_arg
+        if isinstance(arg, str | Path):
+            path = Path(arg).expanduser()
+            if not path.is_dir():
+                raise ModelNotFoundError(f"tokenizer directory {path} does not exist; set `tokenizer` to the HF dir")
+            return path
+        if fmt == "engine" and not has_tokenizer_files(model_dir):
+            if arg is not None:
+                return model_dir  # a tokenizer object was given; the runtime still needs a directory
+            raise ConfigurationError(
+                f"engine directory {model_dir} holds no tokenizer files (trtllm-build does not copy them); set "
+                "`tokenizer:` to the HF model directory the engine was built from"
+            )
+        return model_dir
+
+    # ------------------------------------------------------------------------------- lifecycle
+    @property
+    def info(self) -> EngineInfo:
+        if self._info is None:
+            raise EngineUnavailableError(f"engine {self.name!r} is not started; call `await engine.start()`")
+        return self._info
+
+    @property
+    def stats(self) -> EngineStats:
+        return self._stats
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._closed:
+                raise EngineUnavailableError(f"engine {self.name!r} was closed; create a new one")
+            if self._llm is not None:
+                return
+            plan = self.plan()
+            runtime = import_runtime(plan.backend)
+            tokenizer = self._tokenizer_arg
+            if tokenizer is None or isinstance(tokenizer, str | Path):
+                tokenizer = load_hf_tokenizer(plan.tokenizer_dir)
+            real_vocab = len(tokenizer)
+            if plan.model_vocab_size is not None and real_vocab > plan.model_vocab_size:
+                raise ConfigurationError(
+                    f"the tokenizer in {plan.tokenizer_dir} has {real_vocab} entries but {plan.model_dir} has a "
+                    f"{plan.model_vocab_size}-wide vocabulary: the tokenizer belongs to another model"
+                )
+            kv = runtime.KvCacheConfig(enable_block_reuse=True, free_gpu_memory_fraction=self.free_gpu_memory_fraction)
+            kwargs = plan.llm_kwargs(kv, self)
+            log.info(
+                "%s: loading %s on the %s backend (tensorrt-llm %s)",
+                self.name,
+                plan.model_dir,
+                plan.backend,
+                runtime.version,
+            )
+            try:
+                llm = runtime.LLM(**kwargs)
+            except (ValueError, TypeError) as exc:
+                raise ConfigurationError(
+                    f"TensorRT-LLM rejected the settings for {plan.model_dir} on the {plan.backend} backend: {exc}"
+                ) from exc
+            except MemoryError as exc:
+                raise EngineUnavailableError(self._oom_hint(plan, exc)) from exc
+            except Exception as exc:  # CUDA/MPI/runtime failures: the engine cannot be used
+                text = str(exc)
+                if "out of memory" in text.lower() or "OutOfMemory" in type(exc).__name__:
+                    raise EngineUnavailableError(self._oom_hint(plan, exc)) from exc
+                raise EngineUnavailableError(
+                    f"TensorRT-LLM failed to load {plan.model_dir} ({type(exc).__name__}: {exc}); check the GPU "
+                    f"(nvidia-smi), the tensorrt-llm version ({runtime.version}; engines must be built by the same "
+                    "version) and the logs above"
+                ) from exc
+            self._loop = asyncio.get_running_loop()
+            self._sem = asyncio.Semaphore(self.max_concurrency)
+            self._tokenizer, self._llm, self._runtime, self._plan = tokenizer, llm, runtime, plan
+            self._info = self._make_info(plan, tokenizer, real_vocab)
+
+    def _oom_hint(self, plan: LoadPlan, exc: BaseException) -> str:
+        return (
+            f"out of GPU memory while loading {plan.model_dir} ({exc}); lower free_gpu_memory_fraction "
+            f"(now {self.free_gpu_memory_fraction}; it is a share of the memory free when this engine loads), load "
+            "the small engine first, or run one process per model (backends/tensorrt_llm)"
+        )
+
+    def _make_info(self, plan: LoadPlan, tokenizer: Any, real_vocab: int) -> EngineInfo:
+        get_vocab = getattr(tokenizer, "get_vocab", None)
+        fingerprint = vocab_fingerprint(get_vocab()) if callable(get_vocab) else f"unknown:{plan.tokenizer_dir}"
+        bos_id = getattr(tokenizer, "bos_token_id", None)
+        add_bos = False
+        if isinstance(bos_id, int):
+            add_bos = list(tokenizer.encode("a", add_special_tokens=True))[:1] == [bos_id]
+        eos_ids = _eos_ids(tokenizer, [plan.tokenizer_dir, plan.model_dir])
+        if not eos_ids:
+            raise ConfigurationError(
+                f"the tokenizer in {plan.tokenizer_dir} names no EOS token (eos_token_id) and there is no "
+                "generation_config.json: generation could never end; use the model's own HF tokenizer directory"
+            )
+        template = getattr(tokenizer, "chat_template", None)
+        return EngineInfo(
+            name=self.name,
+            model=str(plan.model_dir),
+            backend=f"{self.backend_name}[{plan.backend}]",
+            vocab_size=real_vocab,
+            context_window=plan.context_window,
+            eos_token_ids=eos_ids,
+            tokenizer_fingerprint=fingerprint,
+            entropy_kind="exact",
+            batches_in_flight=True,
+            chat_template=template if isinstance(template, str) else None,
+            bos_token=str(getattr(tokenizer, "bos_token", None) or ""),
+            eos_token=str(getattr(tokenizer, "eos_token", None) or ""),
+            add_bos=add_bos,
+        )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for out in list(self._active):
+            with contextlib.suppress(Exception):
+                out.abort()
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            try:
+                llm.shutdown()
+            except Exception as exc:  # closing must not raise; the process is going away or reusing the GPU
+                log.warning("%s: TensorRT-LLM shutdown failed: %r", self.name, exc)
+
+    async def health(self) -> EngineHealth:
+        if self._llm is None:
+            return EngineHealth(ok=False, detail="closed" if self._closed else "not started")
+        return EngineHealth(ok=True, detail="ready", in_flight=self._in_flight, queued=self._waiting)
+
+    def _require_llm(self) -> Any:
+        if self._llm is None:
+            state = "closed" if self._closed else "not started"
+            raise EngineUnavailableError(f"engine {self.name!r} is {state}; call `await engine.start()` first")
+        if asyncio.get_running_loop() is not self._loop:
+            raise EngineUnavailableError(
+                f"engine {self.name!r} was started on another event loop: TensorRT-LLM requests must be made from "
+                "inside the loop that owns the engine; use BackendManager (its loop thread) or LoopThread.arun"
+            )
+        return self._llm
+
+    @property
+    def llm(self) -> Any:
+        """The TensorRT-LLM ``LLM`` object, for diagnostics (the GPU smoke test reads raw logits through it)."""
+        return self._require_llm()
+
+    # ------------------------------------------------------------------------------------ text
+    @property
+    def tokenizer(self) -> Any:
+        self._require_llm()
+        return self._tokenizer
+
+    async def tokenize(self, text: str) -> list[int]:
+        return [int(t) for t in self.tokenizer.encode(text, add_special_tokens=False)]
+
+    async def detokenize(self, token_ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=False))
+
+    async def render_chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[dict[str, Any]] | None = None,
+        add_generation_prompt: bool = True,
+    ) -> str:
+        tok = self.tokenizer
+        if not messages:
+            raise InvalidRequestError("no messages: pass at least one user message")
+        if not getattr(tok, "chat_template", None):
+            raise ConfigurationError(
+                f"the tokenizer of {self.model} has no chat template; use an instruct/chat model's tokenizer directory"
+            )
+        try:
+            return str(
+                tok.apply_chat_template(
+                    list(messages),
+                    tools=list(tools) if tools else None,
+                    add_generation_prompt=add_generation_prompt,
+                    tokenize=False,
+                )
+            )
+        except Exception as exc:  # jinja2 errors, raise_exception() in the template
+            raise InvalidRequestError(f"the model's chat template failed on these messages: {exc}") from exc
+
+    # ----------------------------------------------------------------------------- model calls
+    def _context(self, context: Sequence[int], needed: int) -> list[int]:
+        ids = [int(t) for t in context]
+        if not ids:
+            raise InvalidRequestError("the context is empty: pass at least one token (e.g. the chat template)")
+        window = self.info.context_window
+        if len(ids) + needed > window:
+            raise ContextTooLongError(
+                f"context of {len(ids)} tokens does not fit the {window}-token window of {self.name!r} (max_seq_len); "
+                "shorten the prompt, lower max_tokens, or rebuild the engine with a larger --max_seq_len",
+                context_tokens=len(ids),
+                window=window,
+            )
+        return ids
+
+    def _params(self, sampling: SamplingParams, **fields: Any) -> Any:
+        """Our sampling settings as TensorRT-LLM ``SamplingParams``.
+
+        Greedy is the runtime default (top_k/top_p unset). For sampling, ``top_p`` is always passed: the
+        runtime treats top_k and top_p both unset as greedy and would silently ignore the temperature.
+        """
+        assert self._runtime is not None
+        if not sampling.greedy:
+            fields["temperature"] = sampling.temperature
+            fields["top_p"] = sampling.top_p
+            if sampling.top_k > 0:
+                fields["top_k"] = sampling.top_k
+        if sampling.seed is not None:
+            fields["seed"] = sampling.seed
+        try:
+            return self._runtime.SamplingParams(**fields)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(f"TensorRT-LLM rejected the sampling settings {fields}: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _request(self, ids: list[int], params: Any, *, streaming: bool) -> AsyncIterator[Any]:
+        """One runtime request: bounded by the semaphore, aborted on cancellation or early exit, errors typed."""
+        llm = self._require_llm()
+        assert self._sem is not None
+        self._waiting += 1
+        try:
+            await self._sem.acquire()
+        finally:
+            self._waiting -= 1
+        self._in_flight += 1
+        self._stats.extra["max_in_flight"] = max(self._stats.extra.get("max_in_flight", 0), self._in_flight)
+        start = time.perf_counter()
+        out: Any = None
+        try:
+            kwargs: dict[str, Any] = {"sampling_params": params, "streaming": streaming}
+            if self.cache_salt is not None:
+                kwargs["cache_salt"] = self.cache_salt
+            try:
+                out = llm.generate_async(ids, **kwargs)
+            except ValueError as exc:  # _check_arguments: prompt + max_tokens > max_seq_len, bad params
+                raise InvalidRequestError(f"TensorRT-LLM rejected the request to {self.name!r}: {exc}") from exc
+            self._active.add(out)
+            yield out
+            if not getattr(out, "finished", True):
+                out.abort()  # we stopped reading early (stop string or EOS seen): free the slot now
+        except asyncio.CancelledError:
+            self._stats.cancelled_calls += 1
+            if out is not None:
+                out.abort()
+            raise
+        except GlimpError:
+            self._stats.failed_calls += 1
+            if out is not None and not getattr(out, "finished", True):
+                out.abort()
+            raise
+        except Exception as exc:  # runtime errors (RequestError, CUDA errors): typed, with the cause
+            self._stats.failed_calls += 1
+            if out is not None:
+                with contextlib.suppress(Exception):
+                    out.abort()
+            raise EngineFailureError(
+                f"TensorRT-LLM request on engine {self.name!r} failed: {type(exc).__name__}: {exc}", engine=self.name
+            ) from exc
+        finally:
+            if out is not None:
+                self._active.discard(out)
+            self._in_flight -= 1
+            self._sem.release()
+            self._stats.busy_seconds += time.perf_counter() - start
+
+    def _count_prompt(self, out: Any, prompt_tokens: int) -> int:
+        cached = getattr(out, "cached_tokens", None)  # a statistic: absent in some versions, never needed
+        reused = int(cached) if isinstance(cached, int) and not isinstance(cached, bool) else 0
+        self._stats.tokens_reused += reused
+        self._stats.tokens_evaluated += prompt_tokens - reused
+        return reused
+
+    def _check_finish(self, completion: Any) -> None:
+        if completion.finish_reason == "timeout":
+            raise EngineTimeoutError(f"TensorRT-LLM timed out the request on engine {self.name!r}", engine=self.name)
+
+    async def glimpse(self, context: Sequence[int], sampling: SamplingParams, *, top_logprobs: int = 0) -> Glimpse:
+        ids = self._context(context, 1)
+        info = self.info
+        params = self._params(sampling, max_tokens=1, return_generation_logits=True)
+        t0 = time.perf_counter()
+        async with self._request(ids, params, streaming=False) as out:
+            await out
+            completion = out.outputs[0]
+            self._check_finish(completion)
+            row = logits_row(completion.generation_logits, info.vocab_size, engine=self.name)[: info.vocab_size]
+            entropy = entropy_from_logits(row, info.vocab_size)
+            produced = list(completion.token_ids)
+            if produced:
+                token = int(produced[0])
+            elif completion.finish_reason == "stop" and info.eos_token_ids:
+                # the TensorRT backend strips the end id from token_ids: the model chose an EOS token
+                token = max(info.eos_token_ids, key=lambda t: row[t] if t < row.shape[0] else -np.inf)
+            else:
+                raise MalformedResponseError(
+                    f"engine {self.name!r} returned no token for a glimpse (finish_reason="
+                    f"{completion.finish_reason!r})",
+                    engine=self.name,
+                )
+            if not 0 <= token < info.vocab_size:
+                raise MalformedResponseError(
+                    f"engine {self.name!r} produced token {token} outside the {info.vocab_size}-token vocabulary",
+                    engine=self.name,
+                )
+            reused = self._count_prompt(out, len(ids))
+        is_eos = token in info.eos_token_ids
+        self._stats.glimpses += 1
+        return Glimpse(
+            token_id=token,
+            text="" if is_eos else await self.detokenize([token]),
+            logprob=token_logprob(row, token),
+            entropy=entropy,
+            entropy_kind="exact",
+            is_eos=is_eos,
+            top_logprobs=tuple(top_k_logprobs(row, top_logprobs, info.vocab_size)) if top_logprobs > 0 else (),
+            seconds=time.perf_counter() - t0,
+            cached_tokens=reused,
+        )
+
+    async def generate(
+        self,
+        context: Sequence[int],
+        *,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        sampling: SamplingParams = SamplingParams(),
+        on_token: TokenCallback | None = None,
+    ) -> Completion:
+        if max_tokens < 1:
+            raise InvalidRequestError(f"max_tokens={max_tokens}: ask for at least one token")
+        ids = self._context(context, 1)
+        info = self.info
+        max_tokens = min(max_tokens, info.context_window - len(ids))
+        stops = [s for s in stop if s]
+        fields: dict[str, Any] = {"max_tokens": max_tokens, "stop_token_ids": sorted(info.eos_token_ids)}
+        if stops:
+            fields["stop"] = stops
+            fields["include_stop_str_in_output"] = True
+        params = self._params(sampling, **fields)
+        collector = _Collector(
+            decoder=_IncrementalText(lambda t: str(self._tokenizer.decode(t, skip_special_tokens=False))),
+            eos_ids=info.eos_token_ids,
+            matcher=StopMatcher(stops),
+            on_token=on_token,
+        )
+        streaming = bool(stops) or on_token is not None
+        t0 = time.perf_counter()
+        async with self._request(ids, params, streaming=streaming) as out:
+            if streaming:
+                part = out
+                async for part in out:
+                    if collector.feed(part.outputs[0].token_ids):
+                        break
+                completion = part.outputs[0]
+            else:
+                await out
+                completion = out.outputs[0]
+                collector.feed(completion.token_ids)
+            collector.close()
+            self._check_finish(completion)
+            reused = self._count_prompt(out, len(ids))
+        finish, stop_string = collector.finish, collector.stop_string
+        if finish is None:
+            finish, stop_string = self._runtime_finish(completion)
+        self._stats.generate_calls += 1
+        self._stats.tokens_generated += len(collector.tokens)
+        return Completion(
+            token_ids=tuple(collector.tokens),
+            text=collector.matcher.text,
+            finish_reason=finish,
+            stop_string=stop_string,
+            prompt_tokens=len(ids),
+            cached_tokens=reused,
+            seconds=time.perf_counter() - t0,
+        )
+
+    def _runtime_finish(self, completion: Any) -> tuple[FinishReason, str | None]:
+        """Map the runtime's finish reason when our own checks saw no EOS token and no stop string."""
+        reason = completion.finish_reason
+        if reason == "length":
+            return "length", None
+        if reason == "cancelled":
+            return "cancelled", None
+        if reason == "stop":
+            stop_reason = getattr(completion, "stop_reason", None)
+            if isinstance(stop_reason, str):
+                return "stop", stop_reason
+            return "eos", None  # the end id (or a stop token id = an EOS id), which the runtime strips
+        raise MalformedResponseError(
+            f"engine {self.name!r} ended a request with finish_reason={reason!r}; expected stop/length/cancelled",
+            engine=self.name,
+        )

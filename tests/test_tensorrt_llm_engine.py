@@ -1,0 +1,397 @@
+"""The TensorRT-LLM driver on a faithful fake of the tensorrt_llm API (tests/fakes/tensorrt_llm).
+
+The fake is put on sys.path only inside these tests (fixture ``trt``) and removed afterwards, so no other
+test — nor the ``gpu`` test — can mistake it for the real package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+from fakes.model_dirs import FAKES, OLD_FORMAT_CONFIG, REAL_VOCAB, make_engine_dir, make_hf_dir
+
+from glimp_llm.config import GlimpConfig, RouterConfig, TensorRTLLMEngineConfig
+from glimp_llm.engines.base import Delta, Engine, SamplingParams
+from glimp_llm.engines.tensorrt_llm import TENSORRT_LLM_NAMES, TensorRTLLMEngine
+from glimp_llm.engines.tensorrt_llm_validate import tokenizer_facts
+from glimp_llm.entropy import entropy_from_logits
+from glimp_llm.errors import (
+    ConfigurationError,
+    ContextTooLongError,
+    EngineFailureError,
+    EngineUnavailableError,
+    InvalidRequestError,
+)
+from glimp_llm.manager import BackendManager
+from glimp_llm.router import Router
+
+FAKE_PACKAGES = ("tensorrt_llm", "transformers")
+
+
+def _drop_fake_modules() -> None:
+    for name in list(sys.modules):
+        if name.split(".")[0] in FAKE_PACKAGES:
+            mod = sys.modules[name]
+            if mod is None or str(getattr(mod, "__file__", "") or "").startswith(str(FAKES)):
+                del sys.modules[name]
+
+
+@pytest.fixture
+def trt(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The fake tensorrt_llm, importable for the duration of one test."""
+    for pkg in FAKE_PACKAGES:
+        if pkg in sys.modules and not str(getattr(sys.modules[pkg], "__file__", "")).startswith(str(FAKES)):
+            pytest.skip(f"a real {pkg} is imported in this process; the fake cannot replace it")
+    _drop_fake_modules()
+    monkeypatch.syspath_prepend(str(FAKES))
+    import tensorrt_llm._fake as fake
+
+    fake.INSTANCES.clear()
+    yield fake
+    _drop_fake_modules()
+
+
+STEPS = "First we add the numbers.\n\nThen we check the total.\n\nThe answer is 4."
+
+
+def engine_on(path: Path, **kwargs: Any) -> TensorRTLLMEngine:
+    return TensorRTLLMEngine(path, name=kwargs.pop("name", "small"), **kwargs)
+
+
+async def started(path: Path, **kwargs: Any) -> TensorRTLLMEngine:
+    eng = engine_on(path, **kwargs)
+    await eng.start()
+    return eng
+
+
+async def prompt_ids(eng: TensorRTLLMEngine, text: str = "What is 2 plus 2?") -> list[int]:
+    return await eng.tokenize(await eng.render_chat([{"role": "user", "content": text}]))
+
+
+# --------------------------------------------------------------------------------------- the fake itself
+
+
+def test_fake_sampling_params_rejects_unknown_fields(trt: ModuleType) -> None:
+    from tensorrt_llm import SamplingParams as TrtSamplingParams
+
+    with pytest.raises(TypeError, match="return_logits"):
+        TrtSamplingParams(max_tokens=1, return_logits=True)
+
+
+def test_fake_pytorch_llm_rejects_tensorrt_only_arguments(trt: ModuleType, tmp_path: Path) -> None:
+    from tensorrt_llm import LLM, BuildConfig
+
+    hf = make_hf_dir(tmp_path / "hf")
+    with pytest.raises(ValueError, match="_tensorrt_engine import LLM"):
+        LLM(model=str(hf), build_config=BuildConfig())
+    with pytest.raises(ValueError, match="invalid argument"):
+        LLM(model=str(hf), gather_logits=True)
+
+
+def test_fake_generate_async_outside_a_running_loop_cannot_be_awaited(trt: ModuleType, tmp_path: Path) -> None:
+    from tensorrt_llm import LLM
+    from tensorrt_llm import SamplingParams as TrtSamplingParams
+
+    llm = LLM(model=str(make_hf_dir(tmp_path / "hf")))
+    out = llm.generate_async([1, 2, 3], TrtSamplingParams(max_tokens=1))
+
+    async def wait() -> Any:
+        return await out
+
+    with pytest.raises(RuntimeError, match="event loop was not present"):
+        asyncio.run(wait())
+
+
+# -------------------------------------------------------------------------------------------- glimpse
+
+
+async def test_glimpse_entropy_is_exact_over_the_real_vocabulary(trt: ModuleType, tmp_path: Path) -> None:
+    eng = await started(make_engine_dir(tmp_path / "e", STEPS, entropies=[1.7, 0.4, 0.2]))
+    ctx = await prompt_ids(eng)
+    g = await eng.glimpse(ctx, SamplingParams())
+    (llm,) = trt.INSTANCES
+    # independently: the model's logits as the runtime returned them (fp16 -> float), padded beyond the vocab
+    returned = llm.model_logits(ctx).astype(np.float16).astype(np.float32)
+    padded = np.zeros(llm.vocab_padded, np.float32)
+    padded[:REAL_VOCAB] = returned
+    assert llm.vocab_padded > REAL_VOCAB
+    assert g.entropy == pytest.approx(entropy_from_logits(padded, REAL_VOCAB), abs=1e-9)
+    assert g.entropy == pytest.approx(1.7, abs=2e-3)  # the script's first-step entropy
+    assert entropy_from_logits(padded) > g.entropy + 1.0  # the padded rows would have inflated it
+    assert g.entropy_kind == "exact"
+    assert g.text == "First" and not g.is_eos
+    assert g.logprob == pytest.approx(
+        float(np.log(np.exp(returned - returned.max())[g.token_id] / np.exp(returned - returned.max()).sum())), abs=1e-6
+    )
+    call = llm.executor.calls[-1]
+    assert call["inputs"] == ctx  # token ids, not text: exact prefixes for block reuse
+    assert call["sampling_params"].max_tokens == 1
+    assert call["sampling_params"].return_generation_logits is True
+    assert call["streaming"] is False
+
+
+async def test_glimpse_top_logprobs_and_eos(trt: ModuleType, tmp_path: Path) -> None:
+    eng = await started(make_engine_dir(tmp_path / "e", "Done."))
+    ctx = await prompt_ids(eng)
+    g = await eng.glimpse(ctx, SamplingParams(), top_logprobs=5)
+    assert len(g.top_logprobs) == 5 and g.top_logprobs[0][0] == g.token_id
+    done = ctx + await eng.tokenize("Done.")
+    end = await eng.glimpse(done, SamplingParams())
+    assert end.is_eos and end.text == "" and end.token_id in eng.info.eos_token_ids
+
+
+async def test_loader_passes_the_runtime_switches(trt: ModuleType, tmp_path: Path) -> None:
+    hf = make_hf_dir(tmp_path / "hf")
+    engine_dir = make_engine_dir(tmp_path / "e", with_tokenizer=False)
+    eng = await started(engine_dir, tokenizer=hf, free_gpu_memory_fraction=0.15, max_batch_size=32)
+    (llm,) = trt.INSTANCES
+    assert type(llm).__name__ == "TrtLLM"  # engine dir -> tensorrt_llm._tensorrt_engine.LLM
+    assert llm.args["gather_generation_logits"] is True
+    assert llm.args["tokenizer"] == str(hf)
+    assert llm.args["max_batch_size"] == 32
+    kv = llm.args["kv_cache_config"]
+    assert kv.enable_block_reuse is True and kv.free_gpu_memory_fraction == 0.15
+    info = eng.info
+    assert info.batches_in_flight and info.entropy_kind == "exact" and info.backend == "tensorrt_llm[tensorrt]"
+    assert info.vocab_size == REAL_VOCAB and info.context_window == 2048
+    facts = tokenizer_facts(hf)
+    assert facts is not None and info.tokenizer_fingerprint == facts.fingerprint  # same rule as validate
+
+
+async def test_hf_checkpoint_runs_on_the_pytorch_backend(trt: ModuleType, tmp_path: Path) -> None:
+    eng = await started(make_hf_dir(tmp_path / "hf", STEPS, [0.3]), max_seq_len=1024)
+    (llm,) = trt.INSTANCES
+    assert type(llm).__name__ == "TorchLLM" and eng.info.backend == "tensorrt_llm[pytorch]"
+    assert "build_config" not in llm.args and llm.args["max_seq_len"] == 1024
+    g = await eng.glimpse(await prompt_ids(eng), SamplingParams())
+    assert g.entropy == pytest.approx(0.3, abs=2e-3)
+
+
+async def test_prefix_blocks_are_reused_across_steps(trt: ModuleType, tmp_path: Path) -> None:
+    eng = await started(make_engine_dir(tmp_path / "e", STEPS))
+    ctx = await prompt_ids(eng)
+    first = await eng.glimpse(ctx, SamplingParams())
+    step = await eng.generate(ctx, max_tokens=64, stop=["\n\n"])
+    later = await eng.glimpse(ctx + list(step.token_ids), SamplingParams())
+    assert first.cached_tokens == 0
+    assert later.cached_tokens >= len(ctx) - 4  # whole 4-token blocks of the shared prefix
+    assert eng.stats.tokens_reused >= later.cached_tokens
+
+
+# ------------------------------------------------------------------------------------------ generate
+
+
+async def test_step_stops_at_the_delimiter_and_streams_deltas(trt: ModuleType, tmp_path: Path) -> None:
+    eng = await started(make_engine_dir(tmp_path / "e", STEPS))
+    ctx = await prompt_ids(eng)
+    deltas: list[Delta] = []
+    c = await eng.generate(ctx, max_tokens=64, stop=["\n\n"], on_token=deltas.append)
+    assert c.text == "First we add the numbers.\n\n"
+    assert c.finish_reason == "stop" and c.stop_string == "\n\n"
+    assert "".join(d.text for d in deltas) == c.text
+    assert tuple(t for d in deltas for t in d.token_ids) == c.token_ids
+    assert await eng.detokenize(c.token_ids) == c.text
+    assert trt.INSTANCES[0].executor.calls[-1]["streaming"] is True
+
+
+async def test_stop_string_inside_a_merged_token_is_caught_and_the_request_aborted(
+    trt: ModuleType, tmp_path: Path
+) -> None:
+    # the model writes the token " step"; the runtime matches stop strings as token sequences (encode("step")
+    # is the different token "step"), so only the driver's text check sees it — and aborts the request.
+    eng = await started(make_engine_dir(tmp_path / "e", "Then the step is done and more words follow here."))
+    ctx = await prompt_ids(eng)
+    c = await eng.generate(ctx, max_tokens=40, stop=["step"])
+    assert c.text == "Then the step" and c.finish_reason == "stop" and c.stop_string == "step"
+    ex = trt.INSTANCES[0].executor
+    assert ex.aborted, "the driver must abort a request it stopped reading"
+    for _ in range(20):
+        await asyncio.sleep(0.002)
+    assert not ex.running
+
+
+async def test_eos_ends_a_step_without_the_eos_token(trt: ModuleType, tmp_path: Path) -> None:
+    eng = await started(make_engine_dir(tmp_path / "e", "Short answer."))
+    ctx = await prompt_ids(eng)
+    for stop in ([], ["\n\n"]):  # non-streaming and streaming paths
+        c = await eng.generate(ctx, max_tokens=40, stop=stop)
+        assert c.text == "Short answer." and c.finish_reason == "eos"
+        assert not set(c.token_ids) & eng.info.eos_token_ids
+
+
+async def test_length_cap_and_sampling_settings(trt: ModuleType, tmp_path: Path) -> None:
+    eng = await started(make_engine_dir(tmp_path / "e", STEPS))
+    ctx = await prompt_ids(eng)
+    c = await eng.generate(ctx, max_tokens=3)
+    assert len(c.token_ids) == 3 and c.finish_reason == "length"
+    greedy = trt.INSTANCES[0].executor.calls[-1]["sampling_params"]
+    assert greedy._greedy_decoding and greedy.temperature is None
+    await eng.generate(ctx, max_tokens=3, sampling=SamplingParams(temperature=0.7, seed=5))
+    sampled = trt.INSTANCES[0].executor.calls[-1]["sampling_params"]
+    # top_p must be explicit: with top_k and top_p unset the runtime decodes greedily whatever the temperature
+    assert not sampled._greedy_decoding and sampled.temperature == 0.7 and sampled.top_p == 1.0
+    assert sampled.seed == 5 and sampled.stop_token_ids == sorted(eng.info.eos_token_ids)
+
+
+async def test_cancellation_aborts_the_runtime_request(trt: ModuleType, tmp_path: Path) -> None:
+    long = " ".join(["then we check the total"] * 60)
+    eng = await started(make_engine_dir(tmp_path / "e", long))
+    trt.INSTANCES[0].executor.iteration_seconds = 0.01
+    ctx = await prompt_ids(eng)
+    task = asyncio.create_task(eng.generate(ctx, max_tokens=300, stop=["\n\n"]))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    ex = trt.INSTANCES[0].executor
+    assert len(ex.aborted) == 1 and eng.stats.cancelled_calls == 1
+    await asyncio.sleep(0.05)
+    assert not ex.running and (await eng.health()).in_flight == 0
+
+
+async def test_fifty_concurrent_glimpses_are_batched_in_flight(trt: ModuleType, tmp_path: Path) -> None:
+    eng = await started(make_engine_dir(tmp_path / "e", STEPS, [0.9]), max_concurrency=16)
+    base = await prompt_ids(eng)
+    words = await eng.tokenize(" the step")
+    contexts = [base + words * (i % 7) for i in range(50)]
+    glimpses = await asyncio.gather(*(eng.glimpse(c, SamplingParams()) for c in contexts))
+    assert len(glimpses) == 50 and all(np.isfinite(g.entropy) for g in glimpses)
+    ex = trt.INSTANCES[0].executor
+    assert 1 < ex.max_batch_seen <= 16  # in flight together, bounded by max_concurrency
+    assert eng.stats.extra["max_in_flight"] == 16 and eng.stats.glimpses == 50
+
+
+# -------------------------------------------------------------------------------------------- errors
+
+
+async def test_missing_tensorrt_llm_names_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, trt: ModuleType, tmp_path: Path
+) -> None:
+    eng = engine_on(make_engine_dir(tmp_path / "e"))
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)
+    with pytest.raises(EngineUnavailableError, match=r"tensorrt-llm>=1.0,<1.3.*pypi.nvidia.com"):
+        await eng.start()
+
+
+async def test_tensorrt_backend_removed_in_newer_releases(
+    monkeypatch: pytest.MonkeyPatch, trt: ModuleType, tmp_path: Path
+) -> None:
+    eng = engine_on(make_engine_dir(tmp_path / "e"))
+    monkeypatch.setitem(sys.modules, "tensorrt_llm._tensorrt_engine", None)
+    with pytest.raises(EngineUnavailableError, match=r"removed after 1.3.0rc20.*backend: pytorch"):
+        await eng.start()
+
+
+async def test_unusable_directories_are_configuration_errors(trt: ModuleType, tmp_path: Path) -> None:
+    old = make_engine_dir(tmp_path / "old", config=OLD_FORMAT_CONFIG)
+    with pytest.raises(ConfigurationError, match="pre-0.8"):
+        await engine_on(old).start()
+    no_logits = make_engine_dir(tmp_path / "nl", gather_generation_logits=False)
+    with pytest.raises(ConfigurationError, match="gather_generation_logits"):
+        await engine_on(no_logits).start()
+    bare = make_engine_dir(tmp_path / "bare", with_tokenizer=False)
+    with pytest.raises(ConfigurationError, match="tokenizer"):
+        await engine_on(bare).start()
+    with pytest.raises(ConfigurationError, match="only the TensorRT backend"):
+        await engine_on(make_engine_dir(tmp_path / "ok"), backend="pytorch").start()
+    narrow = make_engine_dir(tmp_path / "narrow", vocab_size=REAL_VOCAB - 10)
+    with pytest.raises(ConfigurationError, match="another model"):
+        await engine_on(narrow).start()
+    assert not trt.INSTANCES  # every mistake was caught before the runtime was asked to load anything
+
+
+async def test_load_failures_are_typed(trt: ModuleType, tmp_path: Path) -> None:
+    hf = make_hf_dir(tmp_path / "hf")
+    with pytest.raises(EngineUnavailableError, match="GPUs are available"):
+        await engine_on(hf, tensor_parallel_size=2).start()
+    with pytest.raises(ConfigurationError):
+        TensorRTLLMEngine(hf, free_gpu_memory_fraction=1.5)
+
+
+async def test_request_errors_are_typed(trt: ModuleType, tmp_path: Path) -> None:
+    eng = await started(make_engine_dir(tmp_path / "e", STEPS, max_seq_len=64))
+    ctx = await prompt_ids(eng)
+    with pytest.raises(ContextTooLongError):
+        await eng.glimpse(ctx * 10, SamplingParams())
+    with pytest.raises(InvalidRequestError):
+        await eng.generate([], max_tokens=4)
+    ex = trt.INSTANCES[0].executor
+    ex.fail_next.append(RuntimeError("Encountered an error in forwardAsync"))
+    with pytest.raises(EngineFailureError, match="forwardAsync"):
+        await eng.glimpse(ctx, SamplingParams())
+    assert eng.stats.failed_calls == 1
+    ex.drop_logits = True
+    with pytest.raises(EngineFailureError, match="gather_generation_logits"):
+        await eng.glimpse(ctx, SamplingParams())
+    ex.drop_logits = False
+    assert (await eng.glimpse(ctx, SamplingParams())).text == "First"  # still usable afterwards
+
+
+async def test_calls_from_another_event_loop_are_refused(trt: ModuleType, tmp_path: Path) -> None:
+    eng = await started(make_engine_dir(tmp_path / "e", STEPS))
+    ctx = await prompt_ids(eng)
+    with pytest.raises(EngineUnavailableError, match="inside the loop"):
+        await asyncio.to_thread(lambda: asyncio.run(eng.glimpse(ctx, SamplingParams())))
+
+
+async def test_close_shuts_down_and_refuses_later_calls(trt: ModuleType, tmp_path: Path) -> None:
+    eng = await started(make_engine_dir(tmp_path / "e", STEPS))
+    ctx = await prompt_ids(eng)
+    await eng.close()
+    assert trt.INSTANCES[0]._shutdown
+    assert not (await eng.health()).ok
+    with pytest.raises(EngineUnavailableError, match="closed"):
+        await eng.glimpse(ctx, SamplingParams())
+    with pytest.raises(EngineUnavailableError):
+        await eng.start()
+
+
+# -------------------------------------------------------------------------------------------- routing
+
+
+async def test_routed_generation_with_two_fake_engines(trt: ModuleType, tmp_path: Path) -> None:
+    small = await started(
+        make_engine_dir(tmp_path / "small", STEPS, entropies=[0.2, 2.5, 0.2]),
+        name="small",
+        free_gpu_memory_fraction=0.15,
+    )
+    large_text = "Large one.\n\nLarge writes the check.\n\nLarge three."
+    large = await started(make_hf_dir(tmp_path / "large", large_text, 0.1), name="large", free_gpu_memory_fraction=0.8)
+    assert isinstance(small, Engine) and isinstance(large, Engine)
+    router = Router(small, large, RouterConfig(threshold=1.0, thinking="off"))
+    results = await asyncio.gather(*(router.generate("What is 2 plus 2?") for _ in range(8)))
+    r = results[0]
+    assert [s.model for s in r.steps] == ["small", "large", "small"]
+    assert r.text == "First we add the numbers.\n\nLarge writes the check.\n\nThe answer is 4."
+    assert r.finish_reason == "eos" and all(x.text == r.text for x in results)
+    small_llm, large_llm = trt.INSTANCES
+    assert small_llm.executor.max_batch_seen > 1 and large_llm.executor.max_batch_seen > 1
+
+
+async def test_manager_builds_tensorrt_llm_engines_from_config(trt: ModuleType, tmp_path: Path) -> None:
+    cfg = GlimpConfig(
+        small=TensorRTLLMEngineConfig(
+            model=str(make_engine_dir(tmp_path / "s", STEPS, [0.1])), free_gpu_memory_fraction=0.15
+        ),
+        large=TensorRTLLMEngineConfig(model=str(make_hf_dir(tmp_path / "l", STEPS)), backend="pytorch"),
+        router=RouterConfig(thinking="off"),
+    )
+    async with BackendManager(cfg) as manager:
+        assert isinstance(manager.small, TensorRTLLMEngine) and manager.small.name == "small"
+        result = await manager.router.generate("What is 2 plus 2?")
+        assert result.text == STEPS and result.usage.large_steps == 0
+        assert (await manager.health())["ok"]
+    assert all(llm._shutdown for llm in trt.INSTANCES)
+
+
+def test_every_tensorrt_llm_name_is_listed() -> None:
+    source = Path(__import__("glimp_llm.engines.tensorrt_llm", fromlist=["x"]).__file__).read_text()
+    for name in ("_tensorrt_engine", "KvCacheConfig", "generate_async", "generation_logits", "abort", "shutdown"):
+        assert name in source and any(name in k for k in TENSORRT_LLM_NAMES), name
