@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
@@ -19,7 +20,7 @@ CONFIGS = sorted((ROOT / "build_engines" / "configs").glob("*.yaml"))
 
 
 @pytest.fixture
-def be(monkeypatch: pytest.MonkeyPatch):
+def be(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.syspath_prepend(str(ROOT))
     from build_engines import build
 
@@ -220,3 +221,36 @@ def test_pair_without_tokenizers_and_different_widths_needs_tokenizers(
     narrow = make_engine_dir(tmp_path / "narrow", with_tokenizer=False, vocab_size=REAL_VOCAB - 1)
     assert be.main(["validate", str(narrow), "--tokenizer", str(hf)]) == 1
     assert "another model" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------- backends/tensorrt_llm
+
+BACKEND = ROOT / "backends" / "tensorrt_llm"
+
+
+def test_trtllm_serve_options_switch_on_logits_and_block_reuse() -> None:
+    for role in ("small", "large"):
+        options = yaml.safe_load((BACKEND / f"{role}.yaml").read_text())
+        assert options["gather_generation_logits"] is True
+        assert options["kv_cache_config"]["enable_block_reuse"] is True
+        assert 0 < options["kv_cache_config"]["free_gpu_memory_fraction"] < 1
+
+
+def test_glimp_config_for_the_two_servers_is_valid() -> None:
+    cfg = GlimpConfig.load(BACKEND / "glimp-openai.yaml", env={})
+    assert cfg.small.kind == cfg.large.kind == "openai"
+    assert cfg.small.base_urls[0].endswith(":8001/v1") and cfg.large.base_urls[0].endswith(":8002/v1")
+
+
+def test_serve_script_dry_run(tmp_path: Path) -> None:
+    import subprocess
+
+    engine = make_engine_dir(tmp_path / "engine")
+    hf = make_hf_dir(tmp_path / "hf")
+    out = subprocess.run(
+        ["bash", str(BACKEND / "serve.sh"), "--dry-run", str(engine), str(hf)],
+        capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin", "LARGE_TP": "2"},
+    )  # fmt: skip
+    small, large = out.stdout.splitlines()
+    assert "--backend tensorrt" in small and f"{BACKEND}/small.yaml" in small and "--port 8001" in small
+    assert "--backend pytorch" in large and "--tp_size 2" in large and f"{BACKEND}/large.yaml" in large
