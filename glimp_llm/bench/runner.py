@@ -1,0 +1,238 @@
+"""The mode runner: every mode on the same problems, interleaved per problem, one record per run.
+
+Why interleaved: on a shared machine the load changes over an hour. Running problem i in every mode
+before problem i+1 spreads that drift over all modes alike (the load average is recorded per run).
+Why the cache is primed before each run: the engines keep their KV prefix from the previous call, so a
+mode that ran right after another on the same problem would get that problem's prompt for free. Each
+run therefore starts with both engines holding only the chat template's shared header (what any
+deployment with a system prompt keeps warm) and pays for its own problem prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from glimp_llm.bench.answers import extract_answer, format_number, is_correct
+from glimp_llm.bench.baseline import single_model_generate
+from glimp_llm.bench.datasets import Problem
+from glimp_llm.config import RouterConfig
+from glimp_llm.engines.base import Engine, SamplingParams
+from glimp_llm.engines.slots import common_prefix_length
+from glimp_llm.errors import GlimpError
+from glimp_llm.router import Router, RouteRequest
+from glimp_llm.trace import RoutedResult
+
+ModeKind = Literal["small", "large", "routed"]
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One way of answering: a single model, or routing at ``threshold`` (ours or paper-faithful).
+    ``sweep`` marks the extra taus that run only on the sweep subset."""
+
+    name: str
+    kind: ModeKind
+    threshold: float | None = None
+    paper_faithful: bool = False
+    target_share: float | None = None
+    sweep: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Record:
+    """One (mode, problem) run: correctness, latency, tokens, steps and where the time went."""
+
+    problem: str
+    mode: str
+    threshold: float | None
+    correct: bool
+    predicted: str | None
+    gold: str
+    wall_s: float
+    glimpse_s: float
+    small_s: float
+    large_s: float
+    queue_s: float
+    small_tokens: int
+    large_tokens: int
+    small_steps: int
+    large_steps: int
+    glimpses: int
+    finish_reason: str
+    load1: float
+    step_models: list[str] = field(default_factory=list)
+    entropies: list[float | None] = field(default_factory=list)
+    entropy_kind: str | None = None
+    text: str = ""
+
+    @property
+    def engine_s(self) -> float:
+        return self.glimpse_s + self.small_s + self.large_s
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["engine_s"] = self.engine_s
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def record_of(problem: Problem, mode: Mode, result: RoutedResult, load1: float) -> Record:
+    predicted = extract_answer(result.text)
+    t, u = result.timings, result.usage
+    kinds = {s.entropy_kind for s in result.steps if s.entropy_kind}
+    return Record(
+        problem=problem.id,
+        mode=mode.name,
+        threshold=mode.threshold,
+        correct=is_correct(predicted, problem.gold),
+        predicted=format_number(predicted),
+        gold=format_number(problem.gold) or "",
+        wall_s=t.wall_seconds,
+        glimpse_s=t.glimpse_seconds,
+        small_s=t.small_seconds,
+        large_s=t.large_seconds,
+        queue_s=t.queue_seconds,
+        small_tokens=u.small_tokens,
+        large_tokens=u.large_tokens,
+        small_steps=u.small_steps,
+        large_steps=u.large_steps,
+        glimpses=u.glimpses,
+        finish_reason=result.finish_reason,
+        load1=load1,
+        step_models=[s.model for s in result.steps],
+        entropies=[s.entropy for s in result.steps],
+        entropy_kind=kinds.pop() if len(kinds) == 1 else None,
+        text=result.text,
+    )
+
+
+def load_average() -> float:
+    """1-minute load average (0 where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
+
+
+class ModeRunner:
+    """Runs one problem in one mode on a small and a large engine, from a primed cache."""
+
+    def __init__(self, small: Engine, large: Engine, router_config: RouterConfig) -> None:
+        self.small = small
+        self.large = large
+        self.config = router_config
+        self._header: list[int] | None = None
+
+    async def _header_ids(self) -> list[int]:
+        """The token ids every prompt starts with (chat template and system turn)."""
+        if self._header is None:
+            router = Router(self.small, self.large, self.config)
+            a = await router.prepare_prompt(RouteRequest(prompt="alpha question"), self.small)
+            b = await router.prepare_prompt(RouteRequest(prompt="zulu problem"), self.small)
+            self._header = a[: max(1, common_prefix_length(a, b))]
+        return self._header
+
+    async def prime(self) -> None:
+        """Leave both engines holding only the shared header, so no run inherits another's prompt."""
+        header = await self._header_ids()
+        engines = [self.small] if self.small is self.large else [self.small, self.large]
+        for engine in engines:
+            await engine.glimpse(header, SamplingParams())
+
+    async def run(self, problem: Problem, mode: Mode, max_tokens: int) -> Record:
+        await self.prime()
+        load1 = load_average()
+        request = RouteRequest(prompt=problem.prompt, max_tokens=max_tokens, threshold=mode.threshold)
+        if mode.kind == "small":
+            result = await single_model_generate(self.small, "small", request, self.config)
+        elif mode.kind == "large":
+            result = await single_model_generate(self.large, "large", request, self.config)
+        else:
+            cfg = self.config.model_copy(update={"paper_faithful": mode.paper_faithful})
+            result = await Router(self.small, self.large, cfg).generate(request)
+        return record_of(problem, mode, result, load1)
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """Which problems run in which modes. Main modes run on every problem; sweep modes on the first
+    ``sweep_problems`` (so the sweep is complete early if the run must be cut short)."""
+
+    modes: Sequence[Mode]
+    max_tokens: int
+    sweep_problems: int = 0
+
+    def runs(self, problems: Sequence[Problem]) -> list[tuple[Problem, Mode]]:
+        out: list[tuple[Problem, Mode]] = []
+        for i, problem in enumerate(problems):
+            for mode in self.modes:
+                if not mode.sweep or i < self.sweep_problems:
+                    out.append((problem, mode))
+        return out
+
+
+async def run_plan(
+    runner: ModeRunner,
+    problems: Sequence[Problem],
+    plan: BenchPlan,
+    *,
+    jsonl: str | os.PathLike[str] | None = None,
+    on_record: Callable[[Record], None] | None = None,
+    done: Sequence[Record] = (),
+) -> list[Record]:
+    """Run the plan, appending each record to ``jsonl`` as it finishes (a crash loses one run, and a
+    rerun with the same file resumes: ``done`` records are skipped)."""
+    finished = {(r.problem, r.mode) for r in done}
+    records = list(done)
+    for problem, mode in plan.runs(problems):
+        if (problem.id, mode.name) in finished:
+            continue
+        try:
+            record = await runner.run(problem, mode, plan.max_tokens)
+        except GlimpError as exc:  # one failed run must not lose an hour of others; it is reported
+            print(f"run failed: {problem.id} {mode.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            continue
+        records.append(record)
+        if jsonl is not None:
+            append_record(jsonl, record)
+        if on_record is not None:
+            on_record(record)
+    return records
+
+
+def append_record(path: str | os.PathLike[str], record: Record) -> None:
+    """One JSON line per finished run (milliseconds next to a run of seconds: no need for async IO)."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+
+
+def read_records(path: str | os.PathLike[str]) -> list[Record]:
+    """Records of an earlier (possibly unfinished) run."""
+    out: list[Record] = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                out.append(Record.from_dict(json.loads(line)))
+    return out
+
+
+def finite_or_none(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else x
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,0 +1,118 @@
+"""Per-mode statistics from run records: accuracy, latency percentiles, tokens, shares, time split.
+
+Latency ratios are *paired*: a mode is compared with large-only on exactly the problems both ran, so a
+sweep mode measured on a subset is not compared with a mean over other problems.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from glimp_llm.bench.runner import Record
+
+REFERENCE_MODE = "large"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
+
+
+def summarize_mode(records: Sequence[Record]) -> dict[str, Any]:
+    """Aggregate one mode's records."""
+    n = len(records)
+    if n == 0:
+        return {"n": 0}
+    walls = [r.wall_s for r in records]
+    steps = sum(r.small_steps + r.large_steps for r in records)
+    small_tok = sum(r.small_tokens for r in records)
+    large_tok = sum(r.large_tokens for r in records)
+    wall = sum(walls)
+    glimpse = sum(r.glimpse_s for r in records)
+    gen_small = sum(r.small_s for r in records)
+    gen_large = sum(r.large_s for r in records)
+    queue = sum(r.queue_s for r in records)
+    engine = glimpse + gen_small + gen_large
+    other = wall - queue - engine
+    return {
+        "n": n,
+        "correct": sum(r.correct for r in records),
+        "accuracy": sum(r.correct for r in records) / n,
+        "latency_median_s": percentile(walls, 50),
+        "latency_p90_s": percentile(walls, 90),
+        "latency_mean_s": wall / n,
+        "tokens_small_mean": small_tok / n,
+        "tokens_large_mean": large_tok / n,
+        "steps_mean": steps / n,
+        "large_step_share": sum(r.large_steps for r in records) / steps if steps else 0.0,
+        "large_token_share": large_tok / (small_tok + large_tok) if small_tok + large_tok else 0.0,
+        "time_glimpse_s": glimpse / n,
+        "time_small_s": gen_small / n,
+        "time_large_s": gen_large / n,
+        "time_other_s": other / n,
+        "glimpse_share": glimpse / wall if wall else 0.0,
+        "engine_share": (gen_small + gen_large) / wall if wall else 0.0,
+        "other_share": other / wall if wall else 0.0,
+        "router_overhead": (wall - queue) / engine - 1.0 if engine else 0.0,
+        "hit_budget": sum(r.finish_reason == "length" for r in records),
+        "load1_median": percentile([r.load1 for r in records], 50),
+        "glimpses": sum(r.glimpses for r in records),
+    }
+
+
+def paired_ratio(records: Sequence[Record], mode: str, reference: str = REFERENCE_MODE) -> dict[str, Any]:
+    """Latency of ``mode`` over ``reference`` on the problems both ran: mean/mean and median per problem,
+    and the reference's accuracy on the same problems (for "within 2 points" on a subset)."""
+    by_ref = {r.problem: r for r in records if r.mode == reference}
+    pairs = [(r, by_ref[r.problem]) for r in records if r.mode == mode and r.problem in by_ref]
+    if not pairs:
+        return {"n_paired": 0}
+    mine = [a.wall_s for a, _ in pairs]
+    ref = [b.wall_s for _, b in pairs]
+    return {
+        "n_paired": len(pairs),
+        "latency_ratio_mean": sum(mine) / sum(ref),
+        "latency_ratio_median": percentile([a / b for a, b in zip(mine, ref, strict=True)], 50),
+        "accuracy_paired": sum(a.correct for a, _ in pairs) / len(pairs),
+        "reference_accuracy_paired": sum(b.correct for _, b in pairs) / len(pairs),
+    }
+
+
+def summarize(records: Sequence[Record], modes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Every mode's summary, with its paired ratio to large-only."""
+    out: dict[str, dict[str, Any]] = {}
+    for mode in modes:
+        mine = [r for r in records if r.mode == mode]
+        if not mine:
+            continue
+        out[mode] = {**summarize_mode(mine), **paired_ratio(records, mode)}
+    return out
+
+
+def subset(records: Sequence[Record], problems: set[str]) -> list[Record]:
+    return [r for r in records if r.problem in problems]
+
+
+def decode_speed_bound(small_tokens_per_s: float, large_tokens_per_s: float, small_token_share: float) -> float:
+    """The best latency ratio routing can reach with a share of tokens on the small model and *free*
+    glimpses and hand-offs: ``(1 - f) + f * large_speed / small_speed``."""
+    if small_tokens_per_s <= 0 or large_tokens_per_s <= 0:
+        return float("nan")
+    f = small_token_share
+    return (1.0 - f) + f * large_tokens_per_s / small_tokens_per_s
+
+
+def decode_speeds(records: Sequence[Record]) -> dict[str, float]:
+    """Tokens per second of generation in the single-model modes (includes their prompt prefill)."""
+    small = [r for r in records if r.mode == "small"]
+    large = [r for r in records if r.mode == "large"]
+    s_tok, s_t = sum(r.small_tokens for r in small), sum(r.small_s for r in small)
+    l_tok, l_t = sum(r.large_tokens for r in large), sum(r.large_s for r in large)
+    out = {
+        "small_tokens_per_s": s_tok / s_t if s_t else float("nan"),
+        "large_tokens_per_s": l_tok / l_t if l_t else float("nan"),
+    }
+    out["speed_ratio"] = out["small_tokens_per_s"] / out["large_tokens_per_s"] if l_t and s_t else float("nan")
+    return out

@@ -1,0 +1,140 @@
+"""Set tau from data: glimpse the small model along sample solutions, pick the entropy quantile.
+
+Why calibrate at all: tau is in nats of *one* model's next-token distribution, measured *one* way.
+A 0.5B model is less certain than a 7B one; full-vocabulary entropy, a bounded top-k estimate and the
+paper's renormalised top-20 entropy are three different numbers for the same distribution (the last is
+capped at log 20). So a tau from a paper or another pair means nothing here; what transfers is the
+*share of steps* the user is willing to send to the large model. (docs/calibration.md has the details.)
+
+How: for each calibration prompt, a sample solution is written step by step by the small and/or the
+large model (no routing, so the sample does not depend on the tau being chosen). At every step start
+the small model is glimpsed on the context so far, with its top-k logprobs, which yields both the exact
+entropy and the paper's renormalised top-k entropy of the same distribution. The tau for a target share
+S is the (1 - S) quantile of those entropies, placed midway between neighbouring samples so that the
+router's comparison (``>`` for ours, ``>=`` for the paper's) sends the same share of the samples.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from glimp_llm.bench.baseline import single_model_generate
+from glimp_llm.config import RouterConfig
+from glimp_llm.engines.base import Engine, SamplingParams
+from glimp_llm.entropy import renormalized_topk_entropy
+from glimp_llm.router import Router, RouteRequest
+
+EntropyChoice = Literal["exact", "paper"]
+Trajectory = Literal["small", "large"]
+
+
+@dataclass(frozen=True)
+class GlimpseSample:
+    """The small model's entropies at one step start of a sample solution."""
+
+    prompt: int
+    trajectory: Trajectory
+    step: int
+    exact: float
+    topk_renormalized: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What ``glimp calibrate`` found: the tau for the target share, and the evidence."""
+
+    target_large_share: float
+    entropy: EntropyChoice
+    threshold: float
+    realised_share: float
+    samples: int
+    quantiles: dict[str, float]
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+async def collect_glimpses(
+    small: Engine,
+    large: Engine,
+    prompts: Sequence[str],
+    config: RouterConfig,
+    *,
+    trajectories: Sequence[Trajectory] = ("small", "large"),
+    max_tokens: int | None = None,
+    on_prompt: Callable[[int], None] | None = None,
+) -> list[GlimpseSample]:
+    """Glimpse ``small`` at every step start of sample solutions to ``prompts``."""
+    samples: list[GlimpseSample] = []
+    prompt_router = Router(small, small, config)
+    greedy = SamplingParams()
+    for i, prompt in enumerate(prompts):
+        request = RouteRequest(prompt=prompt, max_tokens=max_tokens)
+        prompt_ids = await prompt_router.prepare_prompt(request, small)
+        for trajectory in trajectories:
+            engine = small if trajectory == "small" else large
+            result = await single_model_generate(engine, trajectory, request, config)
+            context = list(prompt_ids)
+            for step in result.steps:
+                g = await small.glimpse(context, greedy, top_logprobs=config.paper_top_k)
+                topk = renormalized_topk_entropy([lp for _, lp in g.top_logprobs])
+                samples.append(GlimpseSample(i, trajectory, step.index, g.entropy, topk))
+                context += step.token_ids
+        if on_prompt is not None:
+            on_prompt(i)
+    return samples
+
+
+def threshold_for_share(entropies: Sequence[float], share: float) -> float:
+    """The tau that sends ``share`` of ``entropies`` to the large model, under ``>`` and ``>=`` alike
+    (midway between the two samples around the cut; ties make the realised share differ: it is reported)."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"target share must be within 0..1; got {share}")
+    values = sorted(entropies)
+    if not values:
+        raise ValueError("no glimpses to calibrate on: the sample generations produced no steps")
+    n = len(values)
+    to_large = round(share * n)
+    if to_large <= 0:
+        return values[-1] + max(1e-6, abs(values[-1]) * 1e-6)
+    if to_large >= n:
+        return max(0.0, values[0] / 2.0)
+    return (values[n - to_large - 1] + values[n - to_large]) / 2.0
+
+
+def realised_share(entropies: Sequence[float], threshold: float, entropy: EntropyChoice) -> float:
+    """Share of ``entropies`` the router would send to the large model at ``threshold``."""
+    if not entropies:
+        return 0.0
+    if entropy == "paper":
+        return sum(h >= threshold for h in entropies) / len(entropies)
+    return sum(h > threshold for h in entropies) / len(entropies)
+
+
+def calibrate(samples: Sequence[GlimpseSample], share: float, entropy: EntropyChoice = "exact") -> Calibration:
+    """The tau for ``share`` from glimpse samples, for our exact entropy or the paper's top-k one."""
+    values = [s.exact if entropy == "exact" else s.topk_renormalized for s in samples]
+    tau = threshold_for_share(values, share)
+    return Calibration(
+        target_large_share=share,
+        entropy=entropy,
+        threshold=tau,
+        realised_share=realised_share(values, tau, entropy),
+        samples=len(values),
+        quantiles=quantiles(values),
+    )
+
+
+def quantiles(values: Sequence[float], points: Sequence[int] = (10, 25, 50, 70, 85, 95)) -> dict[str, float]:
+    """Empirical quantiles ("p50": ...) of a sample, nearest-rank on the sorted values."""
+    ordered = sorted(values)
+    if not ordered:
+        return {}
+    out: dict[str, float] = {}
+    for p in points:
+        k = min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))
+        out[f"p{p}"] = ordered[k]
+    return out

@@ -1,0 +1,147 @@
+"""``glimp calibrate --target-large-share S --data FILE``: set tau from your own prompts.
+
+It glimpses the small model at every step start of sample solutions to the prompts, draws the entropy
+distribution in the terminal, and writes a config file whose ``router.threshold`` sends share ``S`` of
+the steps to the large model (see :mod:`glimp_llm.calibrate` and docs/calibration.md for why tau must be
+calibrated per model pair and entropy kind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from glimp_llm.cli.common import add_config_options, config_from_args
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("calibrate", help="choose tau for a target share of large-model steps, from your prompts")
+    add_config_options(p)
+    p.add_argument("--target-large-share", type=float, required=True, metavar="S", help="share of steps (0..1)")
+    p.add_argument("--data", metavar="FILE", help="GSM8K-format JSONL, or any JSONL with a 'question'/'prompt'")
+    p.add_argument("--limit", type=int, default=8, help="prompts to use (each: small and large sample solutions)")
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--seed", type=int, default=42, help="seed of the generated dataset when --data is not given")
+    p.add_argument(
+        "--entropy",
+        choices=["exact", "paper"],
+        help="entropy kind tau is for (default: paper with --paper-faithful, else exact)",
+    )
+    p.add_argument(
+        "--trajectories", default="small,large", help="whose sample solutions to glimpse along (small,large)"
+    )
+    p.add_argument("--out", metavar="FILE", default="glimp.yaml", help="config file to write (.yaml/.json/.toml)")
+    p.set_defaults(handler=main)
+
+
+def read_prompts(path: str, *, offset: int, limit: int) -> list[str]:
+    """User messages from a JSONL file: GSM8K records get the benchmark's math prompt; other rows give
+    their ``prompt`` (or ``question``) as is."""
+    import json
+
+    from glimp_llm.bench.datasets import MATH_INSTRUCTION
+    from glimp_llm.errors import ConfigurationError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigurationError(f"--data {p}: no such file")
+    prompts: list[str] = []
+    for index, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
+        if index < offset or not line.strip():
+            continue
+        if len(prompts) >= limit:
+            break
+        row = json.loads(line)
+        if "prompt" in row:
+            prompts.append(str(row["prompt"]))
+        elif "question" in row:
+            prompts.append(f"{MATH_INSTRUCTION}\n\n{row['question'].strip()}")
+        else:
+            raise ConfigurationError(f"{p}:{index + 1}: a row needs 'prompt' or 'question'")
+    return prompts
+
+
+def main(args: argparse.Namespace) -> int:
+    from glimp_llm.errors import ConfigurationError
+
+    if not 0.0 <= args.target_large_share <= 1.0:
+        raise ConfigurationError(f"--target-large-share must be within 0..1; got {args.target_large_share}")
+    if args.data:
+        prompts = read_prompts(args.data, offset=args.offset, limit=args.limit)
+    else:
+        from glimp_llm.bench.datasets import gsm_symbolic
+
+        prompts = [p.prompt for p in gsm_symbolic(offset=args.offset, limit=args.limit, seed=args.seed)]
+    if not prompts:
+        raise ConfigurationError("no prompts to calibrate on; check --data, --offset and --limit")
+    return asyncio.run(_calibrate(args, prompts))
+
+
+async def _calibrate(args: argparse.Namespace, prompts: list[str]) -> int:
+    from rich.console import Console
+
+    from glimp_llm.calibrate import calibrate, collect_glimpses
+    from glimp_llm.manager import BackendManager
+    from glimp_llm.render import entropy_histogram
+
+    console = Console(stderr=True)
+    config = config_from_args(args)
+    entropy = args.entropy or ("paper" if config.router.paper_faithful else "exact")
+    trajectories: Any = tuple(t.strip() for t in args.trajectories.split(",") if t.strip())
+    async with BackendManager(config) as manager:
+        with console.status(f"glimpsing along sample solutions to {len(prompts)} prompts..."):
+            samples = await collect_glimpses(
+                manager.small, manager.large, prompts, config.router, trajectories=trajectories
+            )
+    result = calibrate(samples, args.target_large_share, entropy)
+    values = [s.exact if entropy == "exact" else s.topk_renormalized for s in samples]
+    console.print(f"[bold]{entropy} glimpse entropies of the small model[/bold] ({len(values)} step starts)")
+    console.print(entropy_histogram(values, threshold=result.threshold))
+    console.print(
+        "quantiles: " + ", ".join(f"{k} {v:.3f}" for k, v in result.quantiles.items()),
+        highlight=False,
+    )
+    updated = config.with_router(threshold=result.threshold, paper_faithful=entropy == "paper")
+    write_config(Path(args.out), updated.model_dump(mode="json"))
+    console.print(
+        f"tau = {result.threshold:.4f} nats sends {result.realised_share:.1%} of the sampled steps to the large "
+        f"model (target {args.target_large_share:.1%}); wrote {args.out}",
+        highlight=False,
+    )
+    print(f"{result.threshold:.6g}")
+    return 0
+
+
+def write_config(path: Path, data: dict[str, Any]) -> None:
+    """A config file ``GlimpConfig.load`` reads back, in the format its extension names."""
+    import json
+
+    from glimp_llm.errors import ConfigurationError
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        text = yaml.safe_dump(data, sort_keys=False)
+    elif path.suffix == ".json":
+        text = json.dumps(data, indent=2) + "\n"
+    elif path.suffix == ".toml":
+        text = _toml(data)
+    else:
+        raise ConfigurationError(f"--out {path}: use a .yaml, .json or .toml file name")
+    path.write_text(text, encoding="utf-8")
+
+
+def _toml(data: dict[str, Any], prefix: str = "") -> str:
+    import json
+
+    scalars, tables = [], []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append(_toml(value, f"{prefix}{key}."))
+        elif value is not None:
+            scalars.append(f"{key} = {json.dumps(value)}")
+    head = f"[{prefix[:-1]}]\n" if prefix and scalars else ""
+    return head + "".join(s + "\n" for s in scalars) + "".join(tables)
