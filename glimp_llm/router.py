@@ -23,6 +23,7 @@ The router knows nothing about engines beyond :class:`~glimp_llm.engines.base.En
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -110,6 +111,11 @@ def validate_request(request: RouteRequest) -> None:
             raise InvalidRequestError("prompt is empty: pass the question or instruction to answer")
         if "\x00" in request.prompt:
             raise InvalidRequestError("prompt contains NUL characters (binary data?); pass text")
+        if not _is_utf8(request.prompt):
+            raise InvalidRequestError(
+                "prompt is not valid Unicode text (lone surrogates: bytes decoded with errors='surrogateescape'?); "
+                "decode it as UTF-8 first"
+            )
     else:
         if isinstance(request.messages, str | bytes) or not request.messages:
             raise InvalidRequestError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
@@ -129,13 +135,40 @@ def validate_request(request: RouteRequest) -> None:
             raise InvalidRequestError(f"threshold must be a finite number of nats; got {t!r}")
         if t < 0:
             raise InvalidRequestError(f"threshold must be >= 0 nats (entropy is never negative); got {t}")
-    if request.temperature is not None and not (0.0 <= request.temperature <= 5.0):
-        raise InvalidRequestError(f"temperature must be within 0..5; got {request.temperature}")
-    if request.timeout_s is not None and request.timeout_s <= 0:
-        raise InvalidRequestError(f"timeout_s must be > 0; got {request.timeout_s}")
-    stops = list(request.stop or ())
+    # Non-numbers used to escape as TypeError, NaN slipped through every comparison (a NaN timeout_s
+    # disabled the deadline), and a bad seed was blamed on the engine (tests/test_bad_input.py).
+    if request.temperature is not None and not (_is_number(request.temperature) and 0.0 <= request.temperature <= 5.0):
+        raise InvalidRequestError(f"temperature must be a number within 0..5 (0 = greedy); got {request.temperature!r}")
+    if request.top_p is not None and not (_is_number(request.top_p) and 0.0 < request.top_p <= 1.0):
+        raise InvalidRequestError(f"top_p must be a number in (0, 1] (1 = no nucleus cut); got {request.top_p!r}")
+    if request.seed is not None and (not isinstance(request.seed, int) or isinstance(request.seed, bool)):
+        raise InvalidRequestError(f"seed must be an integer (or None for unseeded sampling); got {request.seed!r}")
+    if request.timeout_s is not None and not (_is_number(request.timeout_s) and request.timeout_s > 0):
+        raise InvalidRequestError(f"timeout_s must be a number of seconds > 0 (or None); got {request.timeout_s!r}")
+    if request.stop is not None and not isinstance(request.stop, str | Sequence):
+        raise InvalidRequestError(f"stop must be a string or a list of strings; got {type(request.stop).__name__}")
+    stops = stop_list(request.stop)
     if len(stops) > MAX_STOP_SEQUENCES or not all(isinstance(s, str) and s for s in stops):
         raise InvalidRequestError(f"stop must be at most {MAX_STOP_SEQUENCES} non-empty strings; got {stops!r:.80}")
+
+
+def stop_list(stop: str | Sequence[str] | None) -> list[str]:
+    """``stop`` as a list. A single string is one stop sequence (as in the OpenAI API), not its characters."""
+    if isinstance(stop, str):
+        return [stop]
+    return list(stop or ())
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Router:
@@ -238,7 +271,7 @@ class Router:
             contexts={"small": list(small_ids), "large": list(large_ids) if not shared else []},
             shared_tokens=shared,
             budget=budget,
-            stops=tuple(req.stop or ()),
+            stops=tuple(stop_list(req.stop)),
             sampling=sampling,
             threshold=cfg.threshold if req.threshold is None else float(req.threshold),
             sink=sink,
