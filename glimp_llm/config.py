@@ -72,9 +72,23 @@ class OpenAICompatEngineConfig(_Strict):
     token_ids: Literal["auto", "always", "never"] = Field(
         "auto", description="send token-id prompts (exact prefixes) when the server accepts them"
     )
-    max_concurrency: int = Field(64, ge=1)
-    health_interval_s: float = Field(10.0, gt=0)
-    tokenizer_from: str | None = Field(None, description="a GGUF/HF source for local tokenisation, if any")
+    max_concurrency: int = Field(64, ge=1, description="requests in flight to this model, over all replicas")
+    health_interval_s: float = Field(10.0, gt=0, description="seconds between health checks of the replicas")
+    tokenizer_from: str | None = Field(
+        None, description="a Hugging Face model directory: its chat template and tokenizer.json, for servers without"
+    )
+    dialect: Literal["auto", "llama.cpp", "vllm", "sglang", "trtllm"] = Field(
+        "auto",
+        description=(
+            "the server's protocol flavour (docs/deployment.md): llama.cpp = llama-server's native /completion "
+            "with n_probs; vllm/sglang/trtllm = /v1/completions with logprobs; auto = from /v1/models owned_by"
+        ),
+    )
+    chat_template: str | None = Field(None, description="Jinja chat template, if the server does not expose one")
+    context_window: int | None = Field(None, ge=16, description="context tokens per request, if the server hides it")
+    replica_retry_s: float = Field(
+        5.0, gt=0, description="a replica that failed is left out this long, then health-checked and tried again"
+    )
 
 
 class TensorRTLLMEngineConfig(_Strict):

@@ -297,7 +297,8 @@ class OpenAICompatEngine:
         except EngineFailureError as exc:
             if exc.transient:
                 self._stats.extra["replica_failures"] += 1
-                self.pool.release(replica, failed=str(exc)[:200])
+                refused = isinstance(exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout)
+                self.pool.release(replica, failed=str(exc)[:200], hard=refused or isinstance(exc, EngineTimeoutError))
             else:
                 self.pool.release(replica)
             raise
@@ -812,7 +813,8 @@ class OpenAICompatEngine:
             finish, matched = "stop", str(final.get("stopping_word") or "") or None
             # llama-server withholds the stop string (and what followed it in the same token) from `content`;
             # the token ids are complete, so the exact text is theirs
-            full = await self._detokenize_on(replica, ids)
+            # (its own retried call: a pooled connection the server closed meanwhile must not fail the step)
+            full = await self.detokenize(ids)
             emit(Delta((), full[len(text) :] if full.startswith(text) else ""))
             text = full
         timings = final.get("timings") or {}
@@ -824,13 +826,6 @@ class OpenAICompatEngine:
             prompt_tokens=len(prompt) if isinstance(prompt, list) else int(final.get("tokens_evaluated", 0)),
             cached_tokens=int(timings.get("cache_n", 0)),
         )
-
-    async def _detokenize_on(self, replica: Replica, ids: list[int]) -> str:
-        data = await self._post_json(replica, "/detokenize", {"tokens": ids})
-        text = data.get("content")
-        if not isinstance(text, str):
-            raise MalformedResponseError(f"engine {self.name!r}: /detokenize gave no text", engine=self.name)
-        return text
 
     async def _generate_openai(
         self,

@@ -81,11 +81,18 @@ class ReplicaPool:
         choice.in_flight += 1
         return choice
 
-    def release(self, replica: Replica, *, key: int | None = None, failed: str | None = None) -> None:
-        """End a call. ``failed`` (a reason) takes the replica out for ``retry_after_s``."""
+    def release(
+        self, replica: Replica, *, key: int | None = None, failed: str | None = None, hard: bool = False
+    ) -> None:
+        """End a call. ``failed`` (a reason) counts a failure; a ``hard`` one (connection refused) or a second
+        in a row takes the replica out for ``retry_after_s``. One dropped connection alone does not: a pooled
+        keep-alive connection the server closed meanwhile fails once and the retry succeeds."""
         replica.in_flight -= 1
         if failed is not None:
-            self.mark_down(replica, failed)
+            replica.failures += 1
+            replica.last_error = failed
+            if hard or replica.failures >= 2:
+                self.mark_down(replica, failed)
             return
         replica.served += 1
         replica.failures = 0
@@ -96,7 +103,7 @@ class ReplicaPool:
                 self._affinity.popitem(last=False)
 
     def mark_down(self, replica: Replica, reason: str) -> None:
-        replica.failures += 1
+        replica.failures = max(replica.failures, 1)
         replica.last_error = reason
         replica.down_until = time.monotonic() + self.retry_after_s
 
