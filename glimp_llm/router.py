@@ -403,6 +403,8 @@ class Router:
             if not cfg.fallback_on_engine_failure or fallback is not None:
                 raise
             other: ModelRole = "large" if role == "small" else "small"
+            if glimpse is not None:  # the other model starts afresh: the glimpsed token is dropped after all
+                run.usage.glimpse_tokens_discarded += 1
             return await self._write_step(run, other, None, cap, fallback=f"{role} failed: {exc}")
         seconds = time.perf_counter() - t0
         ids = prefix_ids + list(completion.token_ids)
