@@ -148,15 +148,25 @@ def _micro_lines(micro: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_results_file(path: str | Path, generated: str, *, title: str = "# Benchmark results") -> None:
-    """Put ``generated`` between the markers of ``path`` (created with a title when missing)."""
+def markers(name: str = "glimp-bench") -> tuple[str, str]:
+    """The comment lines around one generated block of a results file."""
+    if name == "glimp-bench":
+        return BEGIN, END
+    return f"<!-- {name}:begin (generated; edit outside these markers) -->", f"<!-- {name}:end -->"
+
+
+def update_results_file(
+    path: str | Path, generated: str, *, title: str = "# Benchmark results", name: str = "glimp-bench"
+) -> None:
+    """Put ``generated`` between the markers ``name`` of ``path`` (created with a title when missing)."""
     p = Path(path)
-    block = f"{BEGIN}\n{generated}{END}\n"
+    begin, end = markers(name)
+    block = f"{begin}\n{generated}{end}\n"
     if p.is_file():
         text = p.read_text(encoding="utf-8")
-        if BEGIN in text and END in text:
-            head, rest = text.split(BEGIN, 1)
-            tail = rest.split(END, 1)[1].lstrip("\n")
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            tail = rest.split(end, 1)[1].lstrip("\n")
             p.write_text(head + block + ("\n" + tail if tail else ""), encoding="utf-8")
             return
         p.write_text(text.rstrip("\n") + "\n\n" + block, encoding="utf-8")

@@ -251,6 +251,8 @@ def build_document(
     from glimp_llm.bench.runner import now_iso
     from glimp_llm.bench.stats import decode_speeds, percentile, summarize
 
+    ids = {p.id for p in problems}
+    records = [r for r in records if r.problem in ids]  # a resumed run cut short: only the evaluated range
     names = [m.name for m in modes]
     main_names = [m.name for m in modes if not m.sweep]
     sweep_ids = {p.id for p in problems[: plan.sweep_problems]}
