@@ -92,8 +92,9 @@ def tool_names(tools: Sequence[Mapping[str, Any]] | None) -> list[str]:
 def parse_tool_calls(text: str, known_tools: Collection[str] | None = None) -> ToolCallParse:
     """Split ``text`` into content and tool calls (see the module docstring for the accepted forms).
 
-    ``<tool_call>`` blocks are always calls. A code fence or a bare JSON answer is taken as a call only
-    when it names one of ``known_tools`` (when given), so ordinary JSON in an answer stays content.
+    ``<tool_call>`` blocks are always calls. A code fence or a bare JSON answer is a call only when it is
+    call-shaped (``name`` plus ``arguments``/``parameters``); with extra keys it must also name one of
+    ``known_tools``. Ordinary JSON in an answer stays content.
     """
     calls: list[ParsedToolCall] = []
     invalid: list[InvalidToolCall] = []
@@ -136,13 +137,27 @@ def _as_calls(text: str, known_tools: Collection[str] | None) -> list[ParsedTool
     items = data if isinstance(data, list) else [data]
     out: list[ParsedToolCall] = []
     for item in items:
+        if not _call_shaped(item):
+            return None
         call = _call_from_obj(item)
         if not isinstance(call, ParsedToolCall):
             return None
-        if known_tools is not None and call.name not in known_tools:
+        if known_tools is not None and call.name not in known_tools and set(item) - {"name", "arguments", "parameters"}:
             return None
         out.append(call)
     return out or None
+
+
+def _call_shaped(item: Any) -> bool:
+    """``{"name": ..., "arguments"|"parameters": {...}}`` or the OpenAI ``{"function": {...}}`` shape.
+
+    A JSON object of exactly this shape is a call even when it names a tool that does not exist (small
+    models invent names): the framework then tells the model which tools exist, which is how agents
+    recover. Any other JSON stays content."""
+    if not isinstance(item, dict):
+        return False
+    fn = item.get("function") if isinstance(item.get("function"), dict) else item
+    return isinstance(fn.get("name"), str) and ("arguments" in fn or "parameters" in fn)
 
 
 def _read_call_body(
@@ -277,4 +292,5 @@ def tool_choice_prefill(tool_choice: Any, names: Sequence[str]) -> str | None:
         return TOOL_CALL_OPEN + '\n{"name": "'
     if name not in names:
         raise InvalidRequestError(f"tool_choice names {name!r}, which is not a bound tool; bound tools: {names}")
-    return TOOL_CALL_OPEN + "\n" + json.dumps({"name": name})[:-1] + ', "arguments": '
+    # the arguments are opened too: they must be an object, and small models otherwise write bare text
+    return TOOL_CALL_OPEN + "\n" + json.dumps({"name": name})[:-1] + ', "arguments": {'

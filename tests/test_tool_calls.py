@@ -1,0 +1,114 @@
+"""The framework-free tool-call parsing, rendering and forcing both adapters share, and the stream filter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from glimp_llm.errors import InvalidRequestError
+from glimp_llm.integrations._common import StreamingText
+from glimp_llm.integrations.tool_calls import (
+    fallback_messages,
+    format_tool_call,
+    parse_tool_calls,
+    tool_choice_prefill,
+    tool_names,
+)
+
+ADD = {"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {"type": "object"}}}
+MUL = {"type": "function", "function": {"name": "mul", "description": "Multiply.", "parameters": {"type": "object"}}}
+
+
+def test_qwen_blocks_multiple_calls_and_content() -> None:
+    text = (
+        'Let me compute.\n<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "mul", "arguments": "{\\"a\\": 3}"}\n</tool_call>'
+    )
+    parsed = parse_tool_calls(text, ["add", "mul"])
+    assert [(c.name, c.arguments) for c in parsed.calls] == [("add", {"a": 1, "b": 2}), ("mul", {"a": 3})]
+    assert parsed.content.strip() == "Let me compute."
+    assert parsed.calls[0].id != parsed.calls[1].id
+
+
+def test_code_fence_and_bare_json_and_parameters_key() -> None:
+    fenced = '```json\n{\n  "name": "add",\n  "parameters": {"a": 1}\n}\n```'
+    assert [c.name for c in parse_tool_calls(fenced, ["add"]).calls] == ["add"]
+    bare = '{"function": {"name": "add", "arguments": {"a": 1}}}'
+    parsed = parse_tool_calls(bare, ["add"])
+    assert parsed.calls[0].arguments == {"a": 1} and parsed.content == ""
+
+
+def test_ordinary_json_and_code_stay_content() -> None:
+    for text in ('Here: {"x": 1}', '```json\n{"x": 1}\n```', '```python\nprint("hi")\n```'):
+        parsed = parse_tool_calls(text, ["add"])
+        assert not parsed.has_calls and parsed.content == text
+
+
+def test_malformed_calls_become_invalid_not_exceptions() -> None:
+    parsed = parse_tool_calls('<tool_call>\n{"name": "add", "arguments": {"a": 1,}\n</tool_call>', ["add"])
+    assert parsed.calls == [] and len(parsed.invalid) == 1
+    bad = parsed.invalid[0]
+    assert bad.name == "add" and "not valid JSON" in bad.error and '"a": 1,' in bad.arguments
+    no_name = parse_tool_calls('<tool_call>{"arguments": {}}</tool_call>')
+    assert no_name.invalid[0].error == "the tool call has no 'name'"
+    not_object = parse_tool_calls('<tool_call>{"name": "add", "arguments": [1, 2]}</tool_call>')
+    assert "must be a JSON object" in not_object.invalid[0].error
+
+
+def test_unclosed_block_and_trailing_brace_are_recovered() -> None:
+    parsed = parse_tool_calls('<tool_call>\n{"name": "add", "arguments": {"a": 1}}}\n')
+    assert [(c.name, c.arguments) for c in parsed.calls] == [("add", {"a": 1})]
+
+
+def test_prefill_forces_a_call_and_round_trips_through_the_parser() -> None:
+    assert tool_choice_prefill(None, ["add"]) is None and tool_choice_prefill("auto", ["add"]) is None
+    named = tool_choice_prefill("mul", ["add", "mul"])
+    assert named is not None
+    assert parse_tool_calls(named + '"a": 2}}\n</tool_call>').calls[0].arguments == {"a": 2}
+    anyone = tool_choice_prefill("any", ["add", "mul"])
+    assert anyone is not None and anyone.endswith('{"name": "')
+    assert tool_choice_prefill("required", ["add"]) == tool_choice_prefill("add", ["add"])  # the only tool
+    assert tool_choice_prefill({"type": "function", "function": {"name": "add"}}, ["add"]) is not None
+    with pytest.raises(InvalidRequestError, match="not a bound tool"):
+        tool_choice_prefill("sub", ["add", "mul"])
+    with pytest.raises(InvalidRequestError, match="tool_choice must be"):
+        tool_choice_prefill(3, ["add"])
+
+
+def test_fallback_messages_render_calls_and_results_as_text() -> None:
+    history = [
+        {"role": "user", "content": "1+2?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1}'}}],
+        },
+        {"role": "tool", "content": "3", "tool_call_id": "c1"},
+    ]
+    out = fallback_messages(history, [ADD, MUL])
+    assert out[0]["role"] == "system" and '"name": "mul"' in out[0]["content"]
+    assert out[2] == {"role": "assistant", "content": format_tool_call("add", {"a": 1})}
+    assert out[3] == {"role": "user", "content": "<tool_response>\n3\n</tool_response>"}
+    assert tool_names([ADD, MUL]) == ["add", "mul"]
+    assert json.loads(format_tool_call("add", {"a": 1}).splitlines()[1]) == {"name": "add", "arguments": {"a": 1}}
+
+
+def test_streaming_text_never_shows_a_stop_string_even_split_across_tokens() -> None:
+    s = StreamingText(stops=["STOP"])
+    shown = [s.push(t) for t in ["Hello ", "wor", "ld S", "TO", "P and more"]]
+    assert "".join(shown) == "Hello world "
+    assert s.finish("Hello world ") == ""
+
+
+def test_streaming_text_releases_a_false_alarm_and_pauses_at_tool_calls() -> None:
+    s = StreamingText(stops=["STOP"])
+    assert s.push("a ST") == "a "
+    assert s.push("ART") == "START"
+    t = StreamingText(pause_markers=["<tool_call>"], pause_on_leading_json=True)
+    assert t.push("  ") == ""
+    assert t.push("Sure. <tool") == "  Sure. "
+    assert t.push('_call>{"name"') == ""
+    assert t.finish("  Sure. \n") == "\n"
+    j = StreamingText(pause_on_leading_json=True)
+    assert j.push(' {"name": ') == "" and j.finish("") == ""
