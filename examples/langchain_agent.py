@@ -8,7 +8,8 @@
 carries its routing trace in ``response_metadata["glimp"]``: which model (small or large) wrote each
 step, at what glimpse entropy. A middleware requires a tool call until the calculator has answered
 (``tool_choice="any"``, which ``ChatGlimp`` implements by prefilling a ``<tool_call>`` opening) and then
-asks for the answer (``"none"``); ``--no-force`` leaves every choice to the model. The output ends with lines a test can check (``TOOL CALL``, ``ANSWER``).
+asks for the answer (``"none"``); ``--no-force`` leaves every choice to the model.
+The output ends with lines a test can check (``TOOL CALL``, ``ANSWER``).
 Needs the ``langchain`` extra: ``pip install 'glimp-llm[cpu,langchain]'``.
 """
 

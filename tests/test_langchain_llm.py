@@ -1,0 +1,246 @@
+"""GlimpLLM (LangChain BaseLLM) and ChatGlimp behaviour the standard suite does not pin down: concurrent
+batches, streaming with token callbacks, stop strings, usage, the routing trace, construction, tools.
+
+langchain-tests has no suite for BaseLLM, so these are its equivalents. Mechanics run on scripted engines
+(deterministic, instant); one test runs the real SmolLM2 model through llama.cpp."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import require
+
+require("langchain_core", "the LangChain adapter tests need the langchain extra")
+
+from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler  # noqa: E402
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage  # noqa: E402
+
+from glimp_llm import Glimp, GlimpConfig, LlamaCppEngineConfig, ScriptedEngineConfig  # noqa: E402
+from glimp_llm.integrations.langchain import ChatGlimp, GlimpLLM, to_template_messages  # noqa: E402
+
+SMALL = "The answer is 4.\n\nDone here."
+LARGE = "Large says 4.\n\nLarge done."
+CALL = '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>'
+
+
+def scripted(small: str = SMALL, large: str = LARGE, entropies: float | list[float] = 0.05) -> GlimpConfig:
+    return GlimpConfig(
+        small=ScriptedEngineConfig(response=small, entropies=entropies),
+        large=ScriptedEngineConfig(response=large),
+    )
+
+
+@pytest.fixture
+def glimp() -> Iterator[Glimp]:
+    client = Glimp(scripted())
+    yield client
+    client.close()
+
+
+class Counter(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+        self.starts = 0
+        self.ends: list[Any] = []
+
+    def on_llm_start(self, *args: Any, **kwargs: Any) -> None:
+        self.starts += 1
+
+    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+        self.tokens.append(token)
+
+    def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+        self.ends.append(response)
+
+
+class AsyncCounter(AsyncCallbackHandler):
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    async def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+        self.tokens.append(token)
+
+
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+# ------------------------------------------------------------------------------------ GlimpLLM
+def test_invoke_returns_only_the_answer(glimp: Glimp) -> None:
+    llm = GlimpLLM(glimp=glimp)
+    assert llm.invoke("What is 2+2?") == SMALL  # low entropy: the small model wrote every step
+
+
+def test_batch_routes_all_prompts_in_one_concurrent_call(glimp: Glimp, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    original = glimp.batch
+
+    def spy(prompts: Any, **options: Any) -> Any:
+        calls.append(len(prompts))
+        return original(prompts, **options)
+
+    monkeypatch.setattr(glimp, "batch", spy)
+    counter = Counter()
+    out = GlimpLLM(glimp=glimp).batch(["a", "b", "c"], config={"callbacks": [counter]})
+    assert out == [SMALL] * 3
+    assert calls == [3]  # one Glimp.batch over all prompts, not three sequential calls
+    assert counter.starts == 3 and len(counter.ends) == 3
+
+
+async def test_abatch_and_ainvoke(glimp: Glimp, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    original = glimp.abatch
+
+    async def spy(prompts: Any, **options: Any) -> Any:
+        calls.append(len(prompts))
+        return await original(prompts, **options)
+
+    monkeypatch.setattr(glimp, "abatch", spy)
+    llm = GlimpLLM(glimp=glimp)
+    assert await llm.abatch(["a", "b"]) == [SMALL, SMALL]
+    assert await llm.ainvoke("a") == SMALL
+    assert calls == [2, 1]
+
+
+def test_stream_chunks_add_up_and_each_fires_one_callback(glimp: Glimp) -> None:
+    counter = Counter()
+    chunks = list(GlimpLLM(glimp=glimp).stream("hi", config={"callbacks": [counter]}))
+    assert "".join(chunks) == SMALL
+    assert len([c for c in chunks if c]) > 5  # token by token, not one piece
+    assert counter.tokens == chunks  # exactly one on_llm_new_token per chunk, in order
+
+
+async def test_astream_fires_async_callbacks(glimp: Glimp) -> None:
+    counter = AsyncCounter()
+    chunks = [c async for c in GlimpLLM(glimp=glimp).astream("hi", config={"callbacks": [counter]})]
+    assert "".join(chunks) == SMALL
+    assert counter.tokens == chunks
+
+
+def test_stop_is_honoured_and_excluded_in_invoke_stream_and_field(glimp: Glimp) -> None:
+    llm = GlimpLLM(glimp=glimp)
+    assert llm.invoke("hi", stop=["is 4"]) == "The answer "
+    streamed = "".join(llm.stream("hi", stop=["is 4"]))
+    assert streamed == "The answer "
+    assert GlimpLLM(glimp=glimp, stop=["Done"]).invoke("hi") == "The answer is 4.\n\n"
+    assert GlimpLLM(glimp=glimp, stop=["Done"]).invoke("hi", stop=["4"]) == "The answer is "  # call overrides
+
+
+def test_usage_and_routing_trace(glimp: Glimp) -> None:
+    result = GlimpLLM(glimp=glimp).generate(["a", "b"])
+    usage = result.llm_output["token_usage"]  # type: ignore[index]
+    assert usage["completion_tokens"] == 2 * len(glimp.tokenize(SMALL))
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    info = result.generations[0][0].generation_info
+    assert info is not None and info["finish_reason"] == "eos"
+    trace = info["glimp"]
+    assert trace["small_steps"] == 2 and trace["large_steps"] == 0
+    assert [s["model"] for s in trace["steps_detail"]] == ["small", "small"]
+
+
+def test_high_entropy_steps_are_written_by_the_large_model() -> None:
+    with Glimp(scripted(entropies=5.0)) as client:
+        result = GlimpLLM(glimp=client).generate(["a"])
+    trace = result.generations[0][0].generation_info["glimp"]  # type: ignore[index]
+    assert trace["large_steps"] == 2 and result.generations[0][0].text == LARGE
+
+
+def test_streaming_field_makes_invoke_emit_tokens(glimp: Glimp) -> None:
+    counter = Counter()
+    text = GlimpLLM(glimp=glimp, streaming=True).invoke("hi", config={"callbacks": [counter]})
+    assert text == SMALL and "".join(counter.tokens) == SMALL
+
+
+def test_get_token_ids_uses_the_models_tokenizer(glimp: Glimp) -> None:
+    llm = GlimpLLM(glimp=glimp)
+    assert llm.get_token_ids("the answer") == glimp.tokenize("the answer")
+    assert llm.get_num_tokens("the answer") == 2
+
+
+def test_construction_loads_nothing_and_rejects_ambiguity() -> None:
+    llm = GlimpLLM()
+    assert llm.model_label == "qwen2.5-coder-0.5b-instruct->qwen2.5-coder-1.5b-instruct"
+    assert llm.client._loop is None  # no engine started
+    assert GlimpLLM(config=scripted()).model_label == "scripted:scripted"
+    assert GlimpLLM(config=scripted(), model="my-pair")._get_ls_params()["ls_model_name"] == "my-pair"
+    with pytest.raises(ValueError, match="not both"):
+        GlimpLLM(glimp=Glimp(scripted()), config=scripted())
+
+
+def test_identifying_params_separate_configurations() -> None:
+    a = GlimpLLM(config=scripted())._identifying_params
+    b = GlimpLLM(config=scripted(small="Other."))._identifying_params
+    assert a != b and GlimpLLM(config=scripted(), threshold=0.5)._identifying_params != a
+
+
+# ----------------------------------------------------------------------------- ChatGlimp tools
+def test_chat_tool_call_parsed_and_tool_result_rendered_back() -> None:
+    with Glimp(scripted(small=CALL, large=CALL)) as client:
+        model = ChatGlimp(glimp=client).bind_tools([add])
+        msg = model.invoke("add 1 and 2")
+        assert isinstance(msg, AIMessage)
+        assert [(c["name"], c["args"]) for c in msg.tool_calls] == [("add", {"a": 1, "b": 2})]
+        assert msg.content == "" and msg.response_metadata["finish_reason"] == "tool_calls"
+        history = [HumanMessage("add 1 and 2"), msg, ToolMessage("3", tool_call_id=msg.tool_calls[0]["id"])]
+        rendered = client.render_chat(to_template_messages(history))
+        assert '<tool_call>{"name": "add", "arguments": {"a": 1, "b": 2}}</tool_call>' in rendered
+        assert "<|tool|>\n3" in rendered
+
+
+def test_chat_stream_puts_calls_usage_and_metadata_on_one_final_chunk() -> None:
+    with Glimp(scripted(small=CALL, large=CALL)) as client:
+        chunks = list(ChatGlimp(glimp=client).bind_tools([add]).stream("add"))
+    assert all(c.content == "" for c in chunks)  # the call's JSON is never streamed as text
+    last = chunks[-1]
+    assert last.chunk_position == "last" and last.usage_metadata is not None
+    assert sum(1 for c in chunks if c.usage_metadata) == 1
+    total = chunks[0]
+    for c in chunks[1:]:
+        total += c
+    assert [c["args"] for c in total.tool_calls] == [{"a": 1, "b": 2}]
+
+
+def test_chat_forced_tool_choice_prefills_the_call() -> None:
+    # The scripted engine reads its position from the tokens after the assistant turn opened, so the
+    # prefilled opening counts as already written: the engine generates only the rest of the call, and
+    # the adapter must put the prefill back in front to parse it.
+    forced = '<tool_call>\n{"name": "add", "arguments": {"a": 5, "b": 6}}\n</tool_call>'
+    with Glimp(scripted(small=forced, large=forced)) as client:
+        msg = ChatGlimp(glimp=client).bind_tools([add], tool_choice="add").invoke("go")
+        assert [(c["name"], c["args"]) for c in msg.tool_calls] == [("add", {"a": 5, "b": 6})]
+        assert msg.usage_metadata["output_tokens"] < len(client.tokenize(forced)) - 5  # type: ignore[index]
+        with pytest.raises(ValueError, match="not a bound tool"):
+            ChatGlimp(glimp=client).bind_tools([add], tool_choice="sub")
+
+
+def test_chat_malformed_call_becomes_invalid_tool_call() -> None:
+    bad = '<tool_call>\n{"name": "add", "arguments": {"a": 1,}\n</tool_call>'
+    with Glimp(scripted(small=bad, large=bad)) as client:
+        msg = ChatGlimp(glimp=client).bind_tools([add]).invoke("go")
+    assert msg.tool_calls == [] and msg.invalid_tool_calls[0]["name"] == "add"
+
+
+def test_chat_without_tools_keeps_json_as_text(glimp: Glimp) -> None:
+    msg = ChatGlimp(glimp=glimp).invoke([HumanMessage("hi")])
+    assert msg.content == SMALL and msg.tool_calls == []
+    assert msg.response_metadata["glimp"]["small_steps"] == 2
+    assert msg.usage_metadata["output_tokens"] == len(glimp.tokenize(SMALL))  # type: ignore[index]
+
+
+# ------------------------------------------------------------------------------- real model
+@pytest.mark.llama_cpp
+def test_real_model_invoke_stream_batch_stop(smollm2_path: str) -> None:
+    engine = LlamaCppEngineConfig(model=smollm2_path, n_ctx=1024)
+    with Glimp(GlimpConfig(small=engine, large=engine)) as client:
+        llm = GlimpLLM(glimp=client, max_tokens=12, temperature=0)
+        text = llm.invoke("Name three colours.")
+        assert text and "Name three colours" not in text  # the prompt is not echoed
+        assert "".join(llm.stream("Name three colours.")) == text  # greedy: same text streamed
+        assert len(llm.batch(["Say hi.", "Say bye."])) == 2
+        first_word = text.split()[0]
+        cut = llm.invoke("Name three colours.", stop=[first_word])
+        assert first_word not in cut
+        assert llm.get_token_ids("hello") == client.tokenize("hello")
