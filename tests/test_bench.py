@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from fractions import Fraction
 from pathlib import Path
 
@@ -210,7 +211,7 @@ def test_bench_on_smollm2(tmp_path: Path, smollm2_path: str) -> None:
     rc = glimp_main(
         ["bench", "--small", smollm2_path, "--large", smollm2_path, "--data", str(_dataset(tmp_path, 4)),
          "--limit", "2", "--calibrate-problems", "1", "--sweep-shares", "0.8", "--sweep-problems", "1",
-         "--budget", "24", "--step-cap", "12", "--n-ctx", "512", "--json", str(out / "r.json"),
+         "--budget", "24", "--step-cap", "12", "--n-ctx", "512", "--n-threads", "1", "--json", str(out / "r.json"),
          "--results-md", str(out / "RESULTS.md"), "--plots", str(out / "plots"), "--quiet"]
     )  # fmt: skip
     assert rc == 0
@@ -236,3 +237,25 @@ def _scripted_config(tmp_path: Path) -> Path:
     }
     path.write_text(json.dumps(config), encoding="utf-8")
     return path
+
+
+def test_micro_glimpse_benchmark_reuses_the_prefix() -> None:
+    from glimp_llm.bench.micro import glimpse_cost_ratio, overhead_ratio
+
+    async def go() -> dict:
+        engine = ScriptedEngine(SMALL_TEXT, entropies=ENTROPIES, name="small", n_slots=2, context_window=8192)
+        await engine.start()
+        try:
+            words = ["the", "total", "cost", "of", "each", "item", "sells", "buys", "hours", "days", "week", "price"]
+            rng = random.Random(0)  # not periodic: the two sequences must not share a prefix
+            tokens = await engine.tokenize(" ".join(rng.choice(words) for _ in range(3000)))
+            result = await glimpse_cost_ratio(engine, tokens, repeats=3)
+            routed = await Router(engine, engine, RouterConfig()).generate(RouteRequest(prompt="q"))
+        finally:
+            await engine.close()
+        result["overhead"] = overhead_ratio([routed])
+        return result
+
+    result = asyncio.run(go())
+    assert result["tokens_evaluated_per_glimpse"] == {"2000": 40, "200": 40}  # only the new step is evaluated
+    assert result["ratio"] > 0 and set(result["overhead"]) >= {"ratio", "wall_s", "engine_s", "detail"}
