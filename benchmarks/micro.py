@@ -73,7 +73,12 @@ async def run(args: argparse.Namespace, prompts: list[str], text: str) -> dict[s
     from glimp_llm.router import Router
 
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    out: dict[str, Any] = {"tau": args.tau, "load1_start": micro.load1(), "started": time.strftime("%H:%M:%S")}
+    out: dict[str, Any] = {
+        "tau": args.tau,
+        "concurrency": args.concurrency,
+        "load1_start": micro.load1(),
+        "started": time.strftime("%H:%M:%S"),
+    }
     config = micro.default_router_config(args.tau, args.step_cap, args.budget)
     if not {"glimpse", "overhead"} <= skip:
         small = LlamaCppEngine(args.small, name="small", n_ctx=4096, n_threads=args.threads, n_slots=2)
@@ -143,12 +148,13 @@ def render(result: dict[str, Any]) -> str:
     names = {
         "glimpse_cost_2000_over_200": "glimpse cost, 2,000 / 200 tokens of context",
         "router_overhead": "router overhead (wall / inside engine calls - 1)",
-        "concurrency_8_over_1": "throughput, 8 concurrent routed requests / 1",
+        "concurrency_8_over_1": "throughput, {n} concurrent routed requests / 1",
     }
     for key, label in names.items():
         item = result.get(key)
         if item is None:
             continue
+        label = label.format(n=result.get("concurrency", 8))
         if "missing" in item:
             lines.append(f"- **{label}**: not measured: {item['missing']}")
         else:
