@@ -16,7 +16,7 @@ import argparse
 import sys
 from typing import Any
 
-from llama_index.core import Document, VectorStoreIndex
+from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload, TokenCountingHandler
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 
@@ -84,10 +84,12 @@ def main() -> None:
     docs = [Document(text=text, metadata={"file_name": name}) for name, text in DOCUMENTS.items()]
     counter = TokenCountingHandler()
     traces = RoutingTraces()
+    # The query engine hands its callback manager (Settings.callback_manager unless given one) to the LLM
+    # it drives, replacing the LLM's own: handlers given to the LLM alone would never see the query's calls.
+    callbacks = CallbackManager([counter, traces])
+    Settings.callback_manager = callbacks
     with Glimp(config) as glimp:
-        llm = GlimpLlamaIndexLLM(
-            glimp=glimp, max_tokens=args.max_tokens, callback_manager=CallbackManager([counter, traces])
-        )
+        llm = GlimpLlamaIndexLLM(glimp=glimp, max_tokens=args.max_tokens, callback_manager=callbacks)
         index = VectorStoreIndex.from_documents(docs, embed_model=HashEmbedding())
         engine = index.as_query_engine(llm=llm, streaming=True, similarity_top_k=1)
         print(f"question: {args.question}\nanswer (streamed): ", end="", flush=True)

@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import http.server
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from conftest import require
+from llama_servers import LlamaServer
 
 from glimp_llm.engines.base import SamplingParams
 from glimp_llm.engines.openai_compat import OpenAICompatEngine
@@ -31,42 +28,7 @@ from glimp_llm.errors import (
 
 pytestmark = pytest.mark.server
 
-LAUNCH = Path(__file__).resolve().parents[1] / "backends" / "llama_cpp" / "launch.py"
 PROMPT = [{"role": "user", "content": "List three colours. Write one short paragraph about each."}]
-
-
-class LlamaServer:
-    """One xllamacpp server process on 127.0.0.1 (killed on teardown, whatever happened)."""
-
-    def __init__(self, model: str, *, parallel: int = 2) -> None:
-        require("xllamacpp", "the OpenAI-compatible engine is tested against llama.cpp's server")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(LAUNCH), "--model", model, "--parallel", str(parallel), "--ctx", "4096"]
-            + ["--threads", "1"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        ready: list[str] = []
-        reader = threading.Thread(target=lambda: ready.append(self.proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(60)
-        if not ready or not ready[0].startswith("READY "):
-            self.stop()
-            pytest.fail(f"llama server did not start within 60 s (said {ready!r})")
-        self.url = ready[0].split()[1]
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture(scope="module")

@@ -401,8 +401,8 @@ class OpenAICompatEngine:
     # ------------------------------------------------------------------------------ start-up facts
     async def _describe(self, replica: Replica) -> EngineInfo:
         if self._dialect is None:
-            models = await self._get_json(replica, "/v1/models")
-            owned = {str(m.get("owned_by", "")) for m in models.get("data", []) if isinstance(m, dict)}
+            models = await self._model_cards(replica)
+            owned = {str(m.get("owned_by", "")) for m in models}
             found = [OWNED_BY[o] for o in owned if o in OWNED_BY]
             if not found:
                 raise ConfigurationError(
@@ -414,12 +414,25 @@ class OpenAICompatEngine:
             return await self._describe_llama_cpp(replica)
         return await self._describe_openai(replica)
 
+    async def _model_cards(self, replica: Replica) -> list[dict[str, Any]]:
+        """The model cards of ``GET /v1/models`` (``{"data": [...]}``); anything else is a typed error, since
+        every fact the engine starts from (dialect, vocabulary, window) is read from them."""
+        models = await self._get_json(replica, "/v1/models")
+        data = models.get("data", [])
+        if not isinstance(data, list):
+            raise MalformedResponseError(
+                f"engine {self.name!r}: {replica.url}/v1/models answered 'data' as {type(data).__name__}, "
+                "not a list of model cards: is this an OpenAI-compatible server? Check base_urls",
+                engine=self.name,
+            )
+        return [m for m in data if isinstance(m, dict)]
+
     async def _describe_llama_cpp(self, replica: Replica) -> EngineInfo:
         props = await self._get_json(replica, "/props")
-        models = await self._get_json(replica, "/v1/models")
+        models = await self._model_cards(replica)
         meta: dict[str, Any] = {}
-        for m in models.get("data", []):
-            if isinstance(m, dict) and isinstance(m.get("meta"), dict):
+        for m in models:
+            if isinstance(m.get("meta"), dict):
                 meta = m["meta"]
         vocab = self._vocab_size or meta.get("n_vocab")
         window = self._context_window or (props.get("default_generation_settings") or {}).get("n_ctx")
@@ -437,10 +450,10 @@ class OpenAICompatEngine:
         return await self._finish_info(replica, vocab, window, template, bos, eos, len(special) > len(plain), eos_ids)
 
     async def _describe_openai(self, replica: Replica) -> EngineInfo:
-        models = await self._get_json(replica, "/v1/models")
-        card = next((m for m in models.get("data", []) if isinstance(m, dict) and m.get("id") == self.model), None)
+        models = await self._model_cards(replica)
+        card = next((m for m in models if m.get("id") == self.model), None)
         if card is None:
-            ids = [m.get("id") for m in models.get("data", []) if isinstance(m, dict)]
+            ids = [m.get("id") for m in models]
             raise ConfigurationError(f"engine {self.name!r}: the server serves {ids}, not model={self.model!r}")
         window = self._context_window or card.get("max_model_len")
         if self._vocab_size is None or not isinstance(window, int):
