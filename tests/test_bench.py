@@ -10,6 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from conftest import require
 
 from glimp_llm.bench.answers import boxed_contents, extract_answer, format_number, gold_number, is_correct
 from glimp_llm.bench.baseline import single_model_generate
@@ -72,6 +73,21 @@ def test_gsm8k_loader(tmp_path: Path) -> None:
     assert [p.id for p in problems] == ["tiny:1", "tiny:2", "tiny:3"]
     assert problems[0].gold == 18
     assert problems[0].prompt.startswith(MATH_INSTRUCTION)
+
+
+def test_default_dataset_is_seeded_gsm_symbolic() -> None:
+    """Without --data the benchmark generates GSM8K-style problems with reasoning-gym, reproducibly."""
+    require("reasoning_gym", "the default benchmark dataset comes from the bench extra")
+    from glimp_llm.bench.datasets import load_problems
+
+    first = load_problems(None, offset=2, limit=3, seed=7)
+    again = load_problems(None, offset=2, limit=3, seed=7)
+    other = load_problems(None, offset=2, limit=3, seed=8)
+    assert [p.id for p in first] == ["gsm_symbolic:7:2", "gsm_symbolic:7:3", "gsm_symbolic:7:4"]
+    assert [(p.question, p.gold) for p in first] == [(p.question, p.gold) for p in again]
+    assert [p.question for p in first] != [p.question for p in other]
+    assert all(p.question.strip() and p.prompt.startswith(MATH_INSTRUCTION) for p in first)
+    assert all(isinstance(p.gold, Fraction) for p in first)
 
 
 # ------------------------------------------------------------------------------ calibration
