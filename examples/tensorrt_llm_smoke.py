@@ -9,7 +9,7 @@ It checks, and prints a short report of:
 
 1. both engines load with gather_generation_logits and KV block reuse (and validate, for engine dirs);
 2. glimpse entropy == the entropy computed independently (torch, float64) from the logits the runtime
-   returns for the same context, over the real vocabulary, and that the padded rows would change it;
+   returns for the same context, over the real vocabulary (and reports what all rows, padded ones included, would give);
 3. a second glimpse on an extended context reuses KV blocks (``cached_tokens`` > 0);
 4. a routed generation: ``--concurrency`` requests at once through the router (in-flight batching), all
    finished, with the share of large-model steps and the wall time.

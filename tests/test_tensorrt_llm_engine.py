@@ -391,6 +391,61 @@ async def test_manager_builds_tensorrt_llm_engines_from_config(trt: ModuleType, 
     assert all(llm._shutdown for llm in trt.INSTANCES)
 
 
+async def test_hf_checkpoint_on_the_tensorrt_backend_is_built_for_the_whole_window(
+    trt: ModuleType, tmp_path: Path
+) -> None:
+    """Building at load time, BuildConfig's default max_input_len (1,024) would refuse the long contexts the
+    router was promised: the driver builds for the context window, with logits and paged context FMHA."""
+    eng = await started(make_hf_dir(tmp_path / "hf", STEPS, [0.3]), backend="tensorrt", max_seq_len=1800)
+    (llm,) = trt.INSTANCES
+    assert type(llm).__name__ == "TrtLLM"
+    bc = llm.args["build_config"]
+    assert (bc.max_seq_len, bc.max_input_len) == (1800, 1799) == (eng.info.context_window, llm.max_input_len)
+    assert bc.gather_generation_logits and bc.plugin_config.use_paged_context_fmha
+    long_context = (await prompt_ids(eng)) * 90  # well past 1,024 tokens
+    assert 1024 < len(long_context) < 1799
+    g = await eng.glimpse(long_context, SamplingParams())
+    assert g.entropy == pytest.approx(0.3, abs=2e-3)
+
+
+async def test_a_tokenizer_object_is_passed_to_the_runtime_as_it_is(trt: ModuleType, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    hf = make_hf_dir(tmp_path / "hf")
+    tok = AutoTokenizer.from_pretrained(str(hf))
+    await started(make_engine_dir(tmp_path / "e", with_tokenizer=False), tokenizer=tok)
+    (llm,) = trt.INSTANCES
+    assert llm.args["tokenizer"] is tok  # not the engine directory, which holds no tokenizer files
+
+
+async def test_manager_loads_the_small_engine_before_the_large_one(
+    trt: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory fractions are shares of what is free at load time, so loads must never interleave."""
+    events: list[str] = []
+    original = TensorRTLLMEngine.start
+
+    async def start(self: TensorRTLLMEngine) -> None:
+        events.append(f"{self.name} begins")
+        await asyncio.sleep(0.01)  # a real load yields; interleaving would show here
+        await original(self)
+        events.append(f"{self.name} loaded")
+
+    monkeypatch.setattr(TensorRTLLMEngine, "start", start)
+    config = GlimpConfig(
+        small=TensorRTLLMEngineConfig(model=str(make_hf_dir(tmp_path / "s", STEPS)), backend="pytorch"),
+        large=TensorRTLLMEngineConfig(model=str(make_hf_dir(tmp_path / "l", STEPS)), backend="pytorch"),
+    )
+    async with BackendManager(config):
+        assert events == ["small begins", "small loaded", "large begins", "large loaded"]
+
+
+def test_fake_build_config_rejects_misspelt_plugin_fields(trt: ModuleType) -> None:
+    bc = trt.BuildConfig()
+    with pytest.raises(AttributeError):
+        bc.plugin_config.use_paged_context_fhma = True  # type: ignore[attr-defined]
+
+
 def test_every_tensorrt_llm_name_is_listed() -> None:
     source = Path(__import__("glimp_llm.engines.tensorrt_llm", fromlist=["x"]).__file__).read_text()
     for name in ("_tensorrt_engine", "KvCacheConfig", "generate_async", "generation_logits", "abort", "shutdown"):

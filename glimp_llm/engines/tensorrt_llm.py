@@ -30,7 +30,7 @@ Why it is written this way:
 * **Cancellation** of a caller aborts its request (``RequestOutput.abort()``), which frees the slot.
 * **Two engines in one process**: ``free_gpu_memory_fraction`` is a fraction of the memory that is free
   *when that engine allocates its KV cache*, so start the small engine first with a small fraction (the
-  manager starts ``small`` before ``large``; ``start()`` loads synchronously, so loads never interleave).
+  manager starts ``small`` and only then ``large``: ``start_in_order``).
   Whether two executors coexist in one process is open point 3 of the reference; the documented fallback
   is one process per model (``backends/tensorrt_llm``: two ``trtllm-serve`` servers and the
   OpenAI-compatible engine).
@@ -105,6 +105,8 @@ TENSORRT_LLM_NAMES: dict[str, str] = {
     "tensorrt_llm.llmapi.KvCacheConfig": "KV cache: enable_block_reuse, free_gpu_memory_fraction",
     "LLM(model, tokenizer, gather_generation_logits, kv_cache_config, tensor_parallel_size, "
     "pipeline_parallel_size, max_batch_size, max_num_tokens, max_seq_len)": "constructor keywords",
+    "tensorrt_llm.BuildConfig(max_seq_len, max_input_len, max_batch_size, max_num_tokens, gather_generation_logits)"
+    " + plugin_config.use_paged_context_fmha": "TensorRT backend building from an HF checkpoint at load time",
     "LLM.generate_async(inputs, sampling_params, streaming, cache_salt)": "every model call",
     "LLM.shutdown()": "close()",
     "SamplingParams(max_tokens, temperature, top_k, top_p, seed, stop, stop_token_ids, "
@@ -114,7 +116,8 @@ TENSORRT_LLM_NAMES: dict[str, str] = {
 }
 
 INSTALL_HINT = (
-    "install tensorrt-llm>=1.0,<1.3 on a Linux host with an NVIDIA GPU and a CUDA 13 driver, Python 3.10 or 3.12: "
+    "install tensorrt-llm>=1.0,<1.3 on a Linux host with an NVIDIA GPU and a CUDA 13 driver, Python 3.12 "
+    "(tensorrt-llm 1.2 ships wheels for 3.10 and 3.12; glimp-llm needs 3.11+): "
     "`pip install 'glimp-llm[tensorrt]' --extra-index-url https://pypi.nvidia.com` (PyPI alone holds only a stub "
     "that downloads the real wheel from NVIDIA's index), or run inside the NGC container "
     "nvcr.io/nvidia/tensorrt-llm/release:1.2.1 (see docs/deploy-nvidia.md). Without a GPU, use the OpenAI-compatible "
@@ -128,6 +131,7 @@ class _Runtime:
     SamplingParams: Any
     KvCacheConfig: Any
     version: str
+    BuildConfig: Any = None  # the TensorRT backend only: sizes of an engine built at load time
 
 
 def _installed_version() -> str:
@@ -151,8 +155,10 @@ def import_runtime(backend: Backend) -> _Runtime:
     except (ImportError, OSError) as exc:
         raise EngineUnavailableError(f"TensorRT-LLM cannot be imported ({exc}); {INSTALL_HINT}") from exc
     version = _installed_version()
+    build_config: Any = None
     if backend == "tensorrt":
         try:
+            from tensorrt_llm import BuildConfig as build_config
             from tensorrt_llm._tensorrt_engine import LLM
         except ImportError as exc:
             raise EngineUnavailableError(
@@ -165,7 +171,13 @@ def import_runtime(backend: Backend) -> _Runtime:
             from tensorrt_llm import LLM
         except ImportError as exc:
             raise EngineUnavailableError(f"tensorrt_llm.LLM cannot be imported ({exc}); {INSTALL_HINT}") from exc
-    return _Runtime(LLM=LLM, SamplingParams=TrtSamplingParams, KvCacheConfig=KvCacheConfig, version=version)
+    return _Runtime(
+        LLM=LLM,
+        SamplingParams=TrtSamplingParams,
+        KvCacheConfig=KvCacheConfig,
+        version=version,
+        BuildConfig=build_config,
+    )
 
 
 def load_hf_tokenizer(path: Path) -> Any:
@@ -314,10 +326,14 @@ class LoadPlan:
     pipeline_parallel_size: int
     engine_report: EngineDirReport | None
 
-    def llm_kwargs(self, kv_cache_config: Any, engine: TensorRTLLMEngine) -> dict[str, Any]:
+    def llm_kwargs(self, runtime: _Runtime, kv_cache_config: Any, engine: TensorRTLLMEngine) -> dict[str, Any]:
+        tokenizer = engine._tokenizer_arg
         kwargs: dict[str, Any] = {
             "model": str(self.model_dir),
-            "tokenizer": str(self.tokenizer_dir),
+            # the runtime takes a tokenizer object as well as a directory: a given object is passed as it is
+            "tokenizer": tokenizer
+            if tokenizer is not None and not isinstance(tokenizer, str | Path)
+            else str(self.tokenizer_dir),
             "gather_generation_logits": True,
             "kv_cache_config": kv_cache_config,
             "tensor_parallel_size": self.tensor_parallel_size,
@@ -329,13 +345,31 @@ class LoadPlan:
             kwargs["max_num_tokens"] = engine.max_num_tokens
         if self.backend == "pytorch" and engine.max_seq_len is not None:
             kwargs["max_seq_len"] = engine.max_seq_len  # an engine's own max_seq_len always wins on TensorRT
+        if self.backend == "tensorrt" and self.engine_report is None:
+            kwargs["build_config"] = self.build_config(runtime, engine)
         return kwargs
+
+    def build_config(self, runtime: _Runtime, engine: TensorRTLLMEngine) -> Any:
+        """The engine the TensorRT backend builds from an HF checkpoint at load time: the context window the
+        router was told (BuildConfig's own default would cap prompts at 1,024 tokens), generation logits,
+        and paged context FMHA for KV block reuse, as ``build_engines`` would build it."""
+        sizes: dict[str, int] = {"max_seq_len": self.context_window, "max_input_len": self.context_window - 1}
+        if engine.max_batch_size is not None:
+            sizes["max_batch_size"] = engine.max_batch_size
+        if engine.max_num_tokens is not None:
+            sizes["max_num_tokens"] = engine.max_num_tokens
+        bc = runtime.BuildConfig(gather_generation_logits=True, **sizes)
+        bc.plugin_config.use_paged_context_fmha = True
+        return bc
 
 
 class TensorRTLLMEngine:
     """The engine contract (:class:`~glimp_llm.engines.base.Engine`) on TensorRT-LLM. See the module docstring."""
 
     backend_name = "tensorrt_llm"
+    #: BackendManager starts such engines one after the other (small first), never concurrently: see
+    #: "Two engines in one process" in the module docstring.
+    start_in_order = True
 
     def __init__(
         self,
@@ -457,8 +491,8 @@ class TensorRTLLMEngine:
         else:
             if backend == "tensorrt":
                 log.warning(
-                    "%s: the TensorRT backend will build an engine from %s at load time (slow, and the build is not "
-                    "validated); prefer python -m build_engines",
+                    "%s: the TensorRT backend will build an engine from %s at load time (slow; built with generation "
+                    "logits, paged context FMHA and max_seq_len = the context window); prefer python -m build_engines",
                     self.name,
                     model_dir,
                 )
@@ -528,7 +562,7 @@ class TensorRTLLMEngine:
                     f"{plan.model_vocab_size}-wide vocabulary: the tokenizer belongs to another model"
                 )
             kv = runtime.KvCacheConfig(enable_block_reuse=True, free_gpu_memory_fraction=self.free_gpu_memory_fraction)
-            kwargs = plan.llm_kwargs(kv, self)
+            kwargs = plan.llm_kwargs(runtime, kv, self)
             log.info(
                 "%s: loading %s on the %s backend (tensorrt-llm %s)",
                 self.name,

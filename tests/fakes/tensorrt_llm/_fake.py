@@ -173,7 +173,7 @@ class KvCacheConfig:
             raise ValueError(f"free_gpu_memory_fraction must be within [0, 1], got {f}")
 
 
-@dataclass
+@dataclass(slots=True)  # slots: a misspelt attribute raises AttributeError, as on the real pydantic models
 class PluginConfig:
     use_paged_context_fmha: bool = True
     tokens_per_block: int = 32
@@ -181,7 +181,7 @@ class PluginConfig:
     gemm_plugin: str | None = "auto"
 
 
-@dataclass
+@dataclass(slots=True)
 class BuildConfig:
     max_input_len: int = 1024
     max_seq_len: int | None = None
@@ -518,16 +518,27 @@ class _LLMBase:
         self.kv_cache_config: KvCacheConfig = kwargs.get("kv_cache_config") or KvCacheConfig()
         self.gather_generation_logits = bool(kwargs.get("gather_generation_logits", False))
         self.model_dir = path
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or model)
+        # like the real LLM: a tokenizer directory (or the model's own), or a tokenizer object used as it is
+        is_path = tokenizer is None or isinstance(tokenizer, str | Path)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer or model)) if is_path else tokenizer
         if self.is_engine:
             pre, build = cfg["pretrained_config"], cfg["build_config"]
             self.vocab_padded = pre["vocab_size"]
             self.max_seq_len = build["max_seq_len"]
+            self.max_input_len = build.get("max_input_len", self.max_seq_len)
             self.tokens_per_block = build["plugin_config"].get("tokens_per_block", 32)
             self.build_config = build
+        elif self._backend == "tensorrt":  # builds an engine at load time, with BuildConfig's sizes
+            bc = kwargs.get("build_config") or BuildConfig()
+            self.vocab_padded = cfg["vocab_size"]
+            self.max_seq_len = bc.max_seq_len or cfg["max_position_embeddings"]
+            self.max_input_len = bc.max_input_len
+            self.tokens_per_block = bc.plugin_config.tokens_per_block
+            self.build_config = bc
         else:
             self.vocab_padded = cfg["vocab_size"]
             self.max_seq_len = kwargs.get("max_seq_len") or cfg["max_position_embeddings"]
+            self.max_input_len = self.max_seq_len
             self.tokens_per_block = self.kv_cache_config.tokens_per_block
             self.build_config = kwargs.get("build_config")
         script = _read_json(path / "fake_script.json")
@@ -574,6 +585,10 @@ class _LLMBase:
             raise TypeError(f"The inputs must be type str or list of int, but got {type(inputs)}")
         if any(not 0 <= t < self.vocab_padded for t in prompt):
             raise ValueError("Token ID out of range")
+        if len(prompt) > self.max_input_len:
+            raise ValueError(
+                f"The prompt length ({len(prompt)}) exceeds the engine's max_input_len ({self.max_input_len})"
+            )
         if len(prompt) + sp.max_tokens > self.max_seq_len:
             raise ValueError(
                 f"The sum of prompt length ({len(prompt)}) and max_tokens ({sp.max_tokens}) should not exceed "
