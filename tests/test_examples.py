@@ -38,7 +38,7 @@ def test_langchain_agent_calls_the_calculator() -> None:
     assert "TOOL CALL calculator(" in stdout
     assert "TOOL RESULT calculator: 72" in stdout  # the model's expression evaluated to the right number
     assert "[ai] small/large steps" in stdout  # the routed trace of each model turn is printed
-    assert "\nANSWER " in stdout
+    assert "\nANSWER 72 (expected 72)" in stdout  # and the final answer used it
 
 
 @pytest.mark.llama_cpp
@@ -48,7 +48,7 @@ def test_llamaindex_query_engine_cites_the_right_document(smollm2_path: str) -> 
     sources = [line for line in stdout.splitlines() if line.startswith("SOURCE ")]
     assert sources and sources[0].startswith("SOURCE lighthouse.txt")
     answer = next(line for line in stdout.splitlines() if line.startswith("ANSWER "))
-    assert len(answer) > len("ANSWER ")
+    assert "1871" in answer  # the fact is in lighthouse.txt only
     assert "ROUTING small/large steps" in stdout
     tokens = next(line for line in stdout.splitlines() if line.startswith("TOKENS "))
     assert "completion=0" not in tokens  # TokenCountingHandler saw the usage of the streamed answer

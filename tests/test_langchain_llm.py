@@ -174,6 +174,33 @@ def test_identifying_params_separate_configurations() -> None:
     a = GlimpLLM(config=scripted())._identifying_params
     b = GlimpLLM(config=scripted(small="Other."))._identifying_params
     assert a != b and GlimpLLM(config=scripted(), threshold=0.5)._identifying_params != a
+    # the stop field changes the output, so it must change LangChain's cache key too
+    assert GlimpLLM(config=scripted(), stop=["4"])._identifying_params != a
+    assert ChatGlimp(config=scripted(), stop=["4"])._identifying_params != ChatGlimp(config=scripted())._identifying_params
+
+
+def test_streamed_llm_output_matches_the_batch_path(glimp: Glimp) -> None:
+    batch = GlimpLLM(glimp=glimp).generate(["hi"]).llm_output
+    streamed = GlimpLLM(glimp=glimp, streaming=True).generate(["hi"], callbacks=[Counter()]).llm_output
+    assert streamed == batch and streamed["glimp"]["small_tokens"] > 0  # type: ignore[index]
+
+
+def test_custom_get_token_ids_is_honoured(glimp: Glimp) -> None:
+    llm = GlimpLLM(glimp=glimp, custom_get_token_ids=lambda text: [7] * len(text))
+    chat = ChatGlimp(glimp=glimp, custom_get_token_ids=lambda text: [1, 2, 3])
+    assert llm.get_token_ids("abcd") == [7, 7, 7, 7] and llm.get_num_tokens("abcd") == 4
+    assert chat.get_num_tokens_from_messages([HumanMessage("hello")]) == 3
+
+
+def test_closing_an_adapter_leaves_a_shared_client_to_its_owner(glimp: Glimp) -> None:
+    GlimpLLM(glimp=glimp).close()
+    ChatGlimp(glimp=glimp).close()
+    assert GlimpLLM(glimp=glimp).invoke("still there?") == SMALL
+    own = GlimpLLM(config=scripted())
+    assert own.invoke("x") == SMALL
+    own.close()
+    with pytest.raises(Exception, match="closed"):
+        own.invoke("x")
 
 
 # ----------------------------------------------------------------------------- ChatGlimp tools
@@ -221,6 +248,21 @@ def test_chat_malformed_call_becomes_invalid_tool_call() -> None:
     with Glimp(scripted(small=bad, large=bad)) as client:
         msg = ChatGlimp(glimp=client).bind_tools([add]).invoke("go")
     assert msg.tool_calls == [] and msg.invalid_tool_calls[0]["name"] == "add"
+
+
+def test_a_truncated_call_stays_invalid_when_streamed() -> None:
+    """LangChain repairs streamed partial JSON; a call cut off mid-way must not come back as a valid one."""
+    cut = '<tool_call>\n{"name": "add", "arguments": {"a": 1'
+    with Glimp(scripted(small=cut, large=cut)) as client:
+        model = ChatGlimp(glimp=client).bind_tools([add])
+        invoked = model.invoke("go")
+        chunks = list(model.stream("go"))
+    total = chunks[0]
+    for c in chunks[1:]:
+        total += c
+    for msg in (invoked, total):
+        assert msg.tool_calls == [], msg.tool_calls
+        assert [c["name"] for c in msg.invalid_tool_calls] == ["add"]
 
 
 def test_chat_without_tools_keeps_json_as_text(glimp: Glimp) -> None:

@@ -138,9 +138,19 @@ def test_token_counting_handler_counts_sync_async_and_streams(glimp: Glimp) -> N
     llm = GlimpLlamaIndexLLM(glimp=glimp, callback_manager=CallbackManager([counter]))
     expected = llm.complete("hi").raw["usage"]
     list(llm.stream_chat(USER))
+    list(llm.stream_complete("hi"))
     asyncio.run(llm.acomplete("hi"))
-    assert len(counter.llm_token_counts) == 3
-    assert [e.completion_token_count for e in counter.llm_token_counts] == [expected["completion_tokens"]] * 3
+    asyncio.run(llm.achat(USER))
+
+    async def drain_async_streams() -> None:
+        async for _ in await llm.astream_complete("hi"):
+            pass
+        async for _ in await llm.astream_chat(USER):
+            pass
+
+    asyncio.run(drain_async_streams())
+    assert len(counter.llm_token_counts) == 7  # complete, stream_chat, stream_complete, and the async four
+    assert [e.completion_token_count for e in counter.llm_token_counts] == [expected["completion_tokens"]] * 7
     assert counter.llm_token_counts[0].prompt_token_count == expected["prompt_tokens"]
 
 
@@ -166,6 +176,36 @@ def test_tools_chat_with_tools_and_predict_and_call() -> None:
         plain = GlimpLlamaIndexLLM(glimp=client).chat_with_tools([tool], user_msg="hi")
         with pytest.raises(ValueError, match="no"):
             GlimpLlamaIndexLLM(glimp=client).get_tool_calls_from_response(plain)
+
+
+async def test_async_tool_calling_methods() -> None:
+    tool = FunctionTool.from_defaults(add)
+    with Glimp(scripted(CALL)) as client:
+        llm = GlimpLlamaIndexLLM(glimp=client)
+        response = await llm.achat_with_tools([tool], user_msg="add 1 and 2")
+        calls = llm.get_tool_calls_from_response(response)
+        assert [(c.tool_name, c.tool_kwargs) for c in calls] == [("add", {"a": 1, "b": 2})]
+        streamed = [r async for r in await llm.astream_chat_with_tools([tool], user_msg="add")]
+        assert all(r.delta == "" for r in streamed)
+        assert llm.get_tool_calls_from_response(streamed[-1])[0].tool_kwargs == {"a": 1, "b": 2}
+        assert str(await llm.apredict_and_call([tool], user_msg="add 1 and 2")) == "3"
+
+
+async def test_formatted_is_honoured_by_the_async_and_streaming_completions(
+    glimp: Glimp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Any] = []
+    for name in ("agenerate", "astream", "stream"):
+        original = getattr(glimp, name)
+        monkeypatch.setattr(glimp, name, lambda req, _o=original: seen.append(req) or _o(req))
+    llm = GlimpLlamaIndexLLM(glimp=glimp)
+    raw = "<|user|>\nhi<|end|>\n<|assistant|>"
+    await llm.acomplete(raw, formatted=True)
+    [r async for r in await llm.astream_complete(raw, formatted=True)]
+    await asyncio.to_thread(lambda: list(llm.stream_complete(raw, formatted=True)))
+    await llm.acomplete("hi")
+    assert [r.raw for r in seen] == [True, True, True, False]
+    assert all(r.prompt == raw for r in seen[:3]) and seen[3].messages[0]["content"] == "hi"
 
 
 def test_hash_embedding_retrieves_lexically() -> None:

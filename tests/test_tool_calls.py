@@ -112,3 +112,5 @@ def test_streaming_text_releases_a_false_alarm_and_pauses_at_tool_calls() -> Non
     assert t.finish("  Sure. \n") == "\n"
     j = StreamingText(pause_on_leading_json=True)
     assert j.push(' {"name": ') == "" and j.finish("") == ""
+    listed = StreamingText(pause_on_leading_json=True)  # a bare JSON list of calls is held back too
+    assert listed.push('[{"name": "add"') == "" and listed.finish("") == ""

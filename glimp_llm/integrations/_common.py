@@ -113,8 +113,8 @@ class StreamingText:
       back until the next token decides (the router cuts its final text the same way).
     * ``pause_markers`` (e.g. ``<tool_call>``): from the first one on, nothing more is streamed; the
       adapter parses the whole text at the end and sends the remainder of the visible content then.
-    * ``pause_on_leading_json``: a response that starts with ``{`` may be a bare JSON tool call, so it
-      is held back too.
+    * ``pause_on_leading_json``: a response that starts with ``{`` (or ``[``, a list of calls) may be a
+      bare JSON tool call, so it is held back too.
 
     :meth:`finish` reconciles with the authoritative final text: what was shown is always a prefix of
     it, so streamed chunks add up to exactly what ``invoke`` returns.
@@ -147,7 +147,7 @@ class StreamingText:
             lead = buf.lstrip()
             if not lead:
                 return ""  # only whitespace so far: it might still open a JSON object
-            if lead.startswith("{"):
+            if lead.startswith(("{", "[")):
                 self._paused = True
                 return ""
             self._json = False

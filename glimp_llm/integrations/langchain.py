@@ -61,6 +61,7 @@ try:
     from langchain_core.runnables import Runnable
     from langchain_core.tools import BaseTool
     from langchain_core.utils.function_calling import convert_to_openai_tool
+    from langchain_core.utils.json import parse_partial_json
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "glimp_llm.integrations.langchain needs langchain-core: pip install 'glimp-llm[langchain]'"
@@ -125,10 +126,12 @@ class _GlimpParams(BaseModel):
     streaming: bool = Field(default=False, description="stream tokens internally on invoke (callbacks see them)")
 
     _client: Glimp = PrivateAttr()
+    _owns_client: bool = PrivateAttr(default=False)
 
     @model_validator(mode="after")
     def _build_glimp_client(self) -> Any:
         self._client = resolve_glimp(self.glimp, self.config)
+        self._owns_client = self.glimp is None
         return self
 
     @property
@@ -141,8 +144,9 @@ class _GlimpParams(BaseModel):
         return self.model_name or pair_label(self._client.config)
 
     def close(self) -> None:
-        """Release the engines. Only needed for a client this adapter built; a shared one is closed by its owner."""
-        self._client.close()
+        """Release the engines of a client this adapter built; a shared one (``glimp=``) is left to its owner."""
+        if self._owns_client:
+            self._client.close()
 
     def _params_identity(self) -> dict[str, Any]:
         """Everything that changes what a prompt produces: LangChain's cache key and the traced invocation."""
@@ -154,6 +158,7 @@ class _GlimpParams(BaseModel):
             "top_p": self.top_p,
             "seed": self.seed,
             "threshold": self.threshold,
+            "stop": list(self.stop) if self.stop else None,
             "config_sha256": hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16],
         }
 
@@ -187,6 +192,23 @@ class _GlimpParams(BaseModel):
         if stops:
             params["ls_stop"] = list(stops)
         return params
+
+
+def _unrepairable(raw: str | None) -> str | None:
+    """The text of an invalid call, as a tool-call chunk's ``args`` that stays invalid.
+
+    LangChain re-parses streamed ``args`` with ``parse_partial_json``, which closes what a truncated call
+    left open: ``{"name": "add", "arguments": {"a": 1`` would come back as a *valid* call (with the whole
+    block as its arguments) while ``invoke`` reports it in ``invalid_tool_calls``. Text it would repair into
+    an object is passed as a JSON string instead, which it keeps invalid.
+    """
+    if not raw:
+        return raw
+    try:
+        repaired = parse_partial_json(raw)
+    except ValueError:
+        return raw
+    return json.dumps(raw, ensure_ascii=False) if isinstance(repaired, dict) else raw
 
 
 def _add_glimp_version(model: Any) -> None:
@@ -225,7 +247,10 @@ class GlimpLLM(_GlimpParams, BaseLLM):
         return self._ls_params("llm", stop, kwargs)
 
     def get_token_ids(self, text: str) -> list[int]:
-        """Token ids from the small model's own tokenizer (the LangChain default would fetch GPT-2)."""
+        """Token ids from the small model's own tokenizer (the LangChain default would fetch GPT-2), unless
+        ``custom_get_token_ids`` is set."""
+        if self.custom_get_token_ids is not None:
+            return self.custom_get_token_ids(text)
         return self._client.tokenize(text)
 
     def _request(self, prompt: str, stop: list[str] | None, kwargs: Mapping[str, Any]) -> RouteRequest:
@@ -260,13 +285,7 @@ class GlimpLLM(_GlimpParams, BaseLLM):
             final: GenerationChunk | None = None
             for chunk in self._stream(prompts[0], stop=stop, run_manager=run_manager, **kwargs):
                 final = chunk if final is None else final + chunk
-            assert final is not None
-            info = dict(final.generation_info or {})
-            usage = info.pop("token_usage", {})
-            return LLMResult(
-                generations=[[Generation(text=final.text, generation_info=info)]],
-                llm_output={"token_usage": usage, "model_name": self.model_label},
-            )
+            return self._streamed_result(final)
         requests = [self._request(p, stop, kwargs) for p in prompts]
         return self._result(self._client.batch(requests))
 
@@ -281,15 +300,21 @@ class GlimpLLM(_GlimpParams, BaseLLM):
             final: GenerationChunk | None = None
             async for chunk in self._astream(prompts[0], stop=stop, run_manager=run_manager, **kwargs):
                 final = chunk if final is None else final + chunk
-            assert final is not None
-            info = dict(final.generation_info or {})
-            usage = info.pop("token_usage", {})
-            return LLMResult(
-                generations=[[Generation(text=final.text, generation_info=info)]],
-                llm_output={"token_usage": usage, "model_name": self.model_label},
-            )
+            return self._streamed_result(final)
         requests = [self._request(p, stop, kwargs) for p in prompts]
         return self._result(await self._client.abatch(requests))
+
+    def _streamed_result(self, final: GenerationChunk | None) -> LLMResult:
+        """The LLMResult of a streamed call: the same ``llm_output`` as the batch path."""
+        assert final is not None
+        info = dict(final.generation_info or {})
+        usage = info.pop("token_usage", {})
+        trace = info.get("glimp", {})
+        routing = {k: trace.get(k, 0) for k in ("small_tokens", "large_tokens", "small_steps", "large_steps")}
+        return LLMResult(
+            generations=[[Generation(text=final.text, generation_info=info)]],
+            llm_output={"token_usage": usage, "model_name": self.model_label, "glimp": routing},
+        )
 
     def _final_chunk(self, result: RoutedResult) -> GenerationChunk:
         return GenerationChunk(
@@ -451,14 +476,17 @@ class ChatGlimp(_GlimpParams, BaseChatModel):
         return self._ls_params("chat", stop, kwargs)
 
     def get_token_ids(self, text: str) -> list[int]:
-        """Token ids from the small model's own tokenizer (the LangChain default would fetch GPT-2)."""
+        """Token ids from the small model's own tokenizer (the LangChain default would fetch GPT-2), unless
+        ``custom_get_token_ids`` is set."""
+        if self.custom_get_token_ids is not None:
+            return self.custom_get_token_ids(text)
         return self._client.tokenize(text)
 
     def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
         """Prompt tokens exactly as the model sees them: the messages (and tools) through its template."""
         formatted = [convert_to_openai_tool(t) for t in tools] if tools else None
         rendered = self._client.render_chat(to_template_messages(messages), tools=formatted)
-        return len(self._client.tokenize(rendered))
+        return len(self.get_token_ids(rendered))
 
     def bind_tools(
         self,
@@ -541,7 +569,7 @@ class ChatGlimp(_GlimpParams, BaseChatModel):
             for i, c in enumerate(parsed.calls)
         ]
         calls += [
-            tool_call_chunk(name=c.name, args=c.arguments, id=c.id, index=len(calls) + i)
+            tool_call_chunk(name=c.name, args=_unrepairable(c.arguments), id=c.id, index=len(calls) + i)
             for i, c in enumerate(parsed.invalid)
         ]
         last = AIMessageChunk(

@@ -175,10 +175,12 @@ class GlimpLlamaIndexLLM(FunctionCallingLLM):
     context_window: int | None = Field(default=None, description="override; default: read from the engines")
 
     _client: Glimp = PrivateAttr()
+    _owns_client: bool = PrivateAttr(default=False)
 
     @model_validator(mode="after")
     def _build_glimp_client(self) -> GlimpLlamaIndexLLM:
         self._client = resolve_glimp(self.glimp, self.config)
+        self._owns_client = self.glimp is None
         return self
 
     @classmethod
@@ -194,8 +196,9 @@ class GlimpLlamaIndexLLM(FunctionCallingLLM):
         return self.model_name or pair_label(self._client.config)
 
     def close(self) -> None:
-        """Release the engines (of a client this adapter built; a shared one is closed by its owner)."""
-        self._client.close()
+        """Release the engines of a client this adapter built; a shared one (``glimp=``) is left to its owner."""
+        if self._owns_client:
+            self._client.close()
 
     @property
     def metadata(self) -> LLMMetadata:
