@@ -176,7 +176,8 @@ def test_identifying_params_separate_configurations() -> None:
     assert a != b and GlimpLLM(config=scripted(), threshold=0.5)._identifying_params != a
     # the stop field changes the output, so it must change LangChain's cache key too
     assert GlimpLLM(config=scripted(), stop=["4"])._identifying_params != a
-    assert ChatGlimp(config=scripted(), stop=["4"])._identifying_params != ChatGlimp(config=scripted())._identifying_params
+    chat = ChatGlimp(config=scripted())._identifying_params
+    assert ChatGlimp(config=scripted(), stop=["4"])._identifying_params != chat
 
 
 def test_streamed_llm_output_matches_the_batch_path(glimp: Glimp) -> None:
