@@ -65,31 +65,6 @@ class TestChatGlimpUnit(ChatModelUnitTests):
 
 
 _QUALITY = "SmolLM2-135M cannot follow tool/JSON instructions reliably; the mechanics are tested with scripted engines"
-
-
-class TestChatGlimpSmolLM2(ChatModelIntegrationTests):
-    pytestmark = pytest.mark.llama_cpp
-
-    @property
-    def chat_model_class(self) -> type[BaseChatModel]:
-        return ChatGlimp
-
-    @property
-    def chat_model_params(self) -> dict[str, Any]:
-        glimp = _client("smollm2", "smollm2-135m-instruct", "smollm2-135m-instruct")
-        return {"glimp": glimp, "max_tokens": 48, "temperature": 0}
-
-    @property
-    def supports_model_override(self) -> bool:
-        return False  # the pair is fixed by the client; ``model=`` only renames it in metadata
-
-    @pytest.fixture(autouse=True)
-    def _quality_xfails(self, request: pytest.FixtureRequest) -> None:
-        """The tests whose pass depends on the model writing valid tool-call JSON: a 135M model cannot."""
-        if request.node.originalname in _NEEDS_TOOL_JSON:
-            request.applymarker(pytest.mark.xfail(reason=_QUALITY, strict=False))
-
-
 _NEEDS_TOOL_JSON = {
     "test_tool_calling",
     "test_tool_calling_async",
@@ -104,11 +79,11 @@ _NEEDS_TOOL_JSON = {
 }
 
 
-class TestChatGlimpQwenPair(ChatModelIntegrationTests):
-    """The whole integration suite on the embedded default pair (Qwen2.5-Coder 0.5B -> 1.5B), tool calling
-    and structured output included: Qwen2.5 writes ``<tool_call>`` JSON through its own chat template."""
+class _RealPair(ChatModelIntegrationTests):
+    """The integration suite on a real model pair, loaded once (``_client``); subclasses name the pair."""
 
-    pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.llama_cpp, pytest.mark.qwen, pytest.mark.slow]
+    pair: ClassVar[tuple[str, str, str]]  # (client key, small model, large model)
+    max_tokens: ClassVar[int] = 48
 
     @property
     def chat_model_class(self) -> type[BaseChatModel]:
@@ -116,9 +91,28 @@ class TestChatGlimpQwenPair(ChatModelIntegrationTests):
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        glimp = _client("qwen", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
-        return {"glimp": glimp, "max_tokens": 96, "temperature": 0}
+        return {"glimp": _client(*self.pair), "max_tokens": self.max_tokens, "temperature": 0}
 
     @property
     def supports_model_override(self) -> bool:
-        return False
+        return False  # the pair is fixed by the client; ``model=`` only renames it in metadata
+
+
+class TestChatGlimpSmolLM2(_RealPair):
+    pytestmark = pytest.mark.llama_cpp
+    pair = ("smollm2", "smollm2-135m-instruct", "smollm2-135m-instruct")
+
+    @pytest.fixture(autouse=True)
+    def _quality_xfails(self, request: pytest.FixtureRequest) -> None:
+        """The tests whose pass depends on the model writing valid tool-call JSON: a 135M model cannot."""
+        if request.node.originalname in _NEEDS_TOOL_JSON:
+            request.applymarker(pytest.mark.xfail(reason=_QUALITY, strict=False))
+
+
+class TestChatGlimpQwenPair(_RealPair):
+    """The whole integration suite on the embedded default pair (Qwen2.5-Coder 0.5B -> 1.5B), tool calling
+    and structured output included: Qwen2.5 writes ``<tool_call>`` JSON through its own chat template."""
+
+    pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.llama_cpp, pytest.mark.qwen, pytest.mark.slow]
+    pair = ("qwen", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
+    max_tokens = 96
