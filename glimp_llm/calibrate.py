@@ -23,11 +23,11 @@ from typing import Literal
 
 from glimp_llm.bench.baseline import single_model_generate
 from glimp_llm.config import RouterConfig
-from glimp_llm.engines.base import Engine, SamplingParams
+from glimp_llm.engines.base import Engine, Glimpse, SamplingParams
 from glimp_llm.entropy import renormalized_topk_entropy
 from glimp_llm.router import Router, RouteRequest
 
-EntropyChoice = Literal["exact", "paper"]
+EntropyChoice = Literal["exact", "paper", "look-ahead"]
 Trajectory = Literal["small", "large"]
 
 
@@ -38,8 +38,12 @@ class GlimpseSample:
     prompt: int
     trajectory: Trajectory
     step: int
-    exact: float
-    topk_renormalized: float
+    exact: float  # of the first glimpsed token, full vocabulary
+    topk_renormalized: float  # of the first glimpsed token, the paper's renormalised top-k
+    look_ahead: float  # the largest exact entropy over the first ``glimpse_tokens`` tokens (= exact for 1)
+
+    def value(self, entropy: EntropyChoice) -> float:
+        return {"exact": self.exact, "paper": self.topk_renormalized, "look-ahead": self.look_ahead}[entropy]
 
 
 @dataclass(frozen=True)
@@ -81,11 +85,25 @@ async def collect_glimpses(
             for step in result.steps:
                 g = await small.glimpse(context, greedy, top_logprobs=config.paper_top_k)
                 topk = renormalized_topk_entropy([lp for _, lp in g.top_logprobs])
-                samples.append(GlimpseSample(i, trajectory, step.index, g.entropy, topk))
+                ahead = await _look_ahead_signal(small, context, g, config)
+                samples.append(GlimpseSample(i, trajectory, step.index, g.entropy, topk, ahead))
                 context += step.token_ids
         if on_prompt is not None:
             on_prompt(i)
     return samples
+
+
+async def _look_ahead_signal(small: Engine, context: list[int], first: Glimpse, config: RouterConfig) -> float:
+    """The router's signal at a step start: the first glimpse's entropy, or with ``glimpse_tokens`` > 1 the
+    largest entropy over the small model's own next tokens (greedy here, as the sample solutions are),
+    stopping where the router's look-ahead stops: end of sequence or the step delimiter."""
+    entropy, ahead, g, text = first.entropy, [first.token_id], first, first.text
+    while len(ahead) < config.glimpse_tokens and not g.is_eos and config.step_delimiter not in text:
+        g = await small.glimpse(context + ahead, SamplingParams())
+        entropy = max(entropy, g.entropy)
+        ahead.append(g.token_id)
+        text += g.text
+    return entropy
 
 
 def threshold_for_share(entropies: Sequence[float], share: float) -> float:
@@ -115,8 +133,9 @@ def realised_share(entropies: Sequence[float], threshold: float, entropy: Entrop
 
 
 def calibrate(samples: Sequence[GlimpseSample], share: float, entropy: EntropyChoice = "exact") -> Calibration:
-    """The tau for ``share`` from glimpse samples, for our exact entropy or the paper's top-k one."""
-    values = [s.exact if entropy == "exact" else s.topk_renormalized for s in samples]
+    """The tau for ``share`` from glimpse samples: for our exact entropy, the paper's top-k one, or the
+    look-ahead signal of ``router.glimpse_tokens`` > 1."""
+    values = [s.value(entropy) for s in samples]
     tau = threshold_for_share(values, share)
     return Calibration(
         target_large_share=share,

@@ -136,6 +136,18 @@ class RouterConfig(_Strict):
             "`glimp calibrate`"
         ),
     )
+    glimpse_tokens: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "tokens the small model glimpses before a step is routed; the routing signal is the largest "
+            "entropy among them, and they are kept when the small model writes the step. 1 = the paper's "
+            "one-token glimpse. Instruct models that number their steps start most of them with a list "
+            "marker whose entropy is ~0 whatever follows; a few tokens look past it (see benchmarks/RESULTS.md). "
+            "Ignored in paper_faithful mode; calibrate tau for the value you use"
+        ),
+    )
     step_delimiter: str = Field("\n\n", min_length=1, description="text that ends a reasoning step")
     step_max_tokens: int = Field(512, ge=1, le=1 << 16, description="a step longer than this is cut (as the paper)")
     max_tokens: int = Field(2048, ge=1, le=1 << 20, description="budget of generated tokens per request")

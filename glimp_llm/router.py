@@ -306,7 +306,7 @@ class Router:
             if remaining <= 0:
                 return "length"
             if run.phase == "answer" and cfg.answer_model != "router":
-                step = await self._write_step(run, cfg.answer_model, None, min(remaining, cfg.answer_max_tokens))
+                step = await self._write_step(run, cfg.answer_model, (), min(remaining, cfg.answer_max_tokens))
             else:
                 step = await self._routed_step(run, min(remaining, cfg.step_max_tokens))
             other_ids: list[int] = []
@@ -326,10 +326,11 @@ class Router:
             g = await self.small.glimpse(
                 run.contexts["small"], glimpse_sampling, top_logprobs=cfg.paper_top_k if paper else 0
             )
+            ahead = [g] if paper or cfg.glimpse_tokens == 1 else await self._look_ahead(run, g, cap)
         except EngineFailureError as exc:
             if not cfg.fallback_on_engine_failure:
                 raise
-            return await self._write_step(run, "large", None, cap, fallback=f"small glimpse failed: {exc}")
+            return await self._write_step(run, "large", (), cap, fallback=f"small glimpse failed: {exc}")
         glimpse_seconds = time.perf_counter() - t0
         run.timings.glimpse_seconds += glimpse_seconds
         run.usage.glimpses += 1
@@ -338,35 +339,62 @@ class Router:
             kind, bound = "top-k renormalized", 0.0
             to_large = entropy >= run.threshold
         else:
-            entropy, kind, bound = g.entropy, g.entropy_kind, g.entropy_error_bound
+            # one token: the paper's signal; several: the most uncertain of them (see RouterConfig.glimpse_tokens)
+            peak = max(ahead, key=lambda x: x.entropy)
+            entropy, kind, bound = peak.entropy, peak.entropy_kind, peak.entropy_error_bound
             to_large = entropy > run.threshold
         reuse = not paper and not to_large
         if not reuse:
-            run.usage.glimpse_tokens_discarded += 1
+            run.usage.glimpse_tokens_discarded += len(ahead)
         step = await self._write_step(
-            run, "large" if to_large else "small", g if reuse else None, cap, glimpse_seconds=glimpse_seconds
+            run, "large" if to_large else "small", ahead if reuse else (), cap, glimpse_seconds=glimpse_seconds
         )
         step.entropy, step.entropy_kind, step.entropy_error_bound = entropy, kind, bound
-        step.glimpse_token = g.text
+        step.glimpse_token = "".join(x.text for x in ahead)
+        step.glimpse_tokens = len(ahead)
         return step
+
+    async def _look_ahead(self, run: _Run, first: Glimpse, cap: int) -> list[Glimpse]:
+        """Glimpse on past ``first``, one token at a time (each glimpse extends the context by the token
+        before it, so an engine with prefix reuse evaluates one token per glimpse), up to
+        ``router.glimpse_tokens``, and not past end of sequence, a stop string or the step cap: what the
+        small model would have written first, had it been given the step."""
+        ahead = [first]
+        text = first.text
+        stops = self._step_stops(run)
+        while (
+            len(ahead) < min(self.config.glimpse_tokens, cap)
+            and not ahead[-1].is_eos
+            and _first_stop(text, stops) is None
+        ):
+            context = run.contexts["small"] + [x.token_id for x in ahead]
+            ahead.append(await self.small.glimpse(context, run.sampling))
+            text += ahead[-1].text
+        return ahead
+
+    def _step_stops(self, run: _Run) -> list[str]:
+        """What ends the next step: the delimiter while thinking (or when the router writes the answer),
+        the end-of-thinking marker for thinking models, and the caller's stop strings."""
+        cfg = self.config
+        stops = [cfg.step_delimiter] if run.phase == "thinking" or cfg.answer_model == "router" else []
+        if run.phase == "thinking" and self._thinking(self.small):
+            stops.append(cfg.end_of_thinking)
+        return stops + list(run.stops)
 
     async def _write_step(
         self,
         run: _Run,
         role: ModelRole,
-        glimpse: Glimpse | None,
+        glimpsed: Sequence[Glimpse],
         cap: int,
         *,
         glimpse_seconds: float = 0.0,
         fallback: str | None = None,
     ) -> Step:
-        """One step by ``role``; with ``glimpse``, the step starts with the glimpsed token."""
+        """One step by ``role``; with ``glimpsed`` tokens, the step starts with them."""
         cfg = self.config
         index = len(run.steps)
-        stops = [cfg.step_delimiter] if run.phase == "thinking" or cfg.answer_model == "router" else []
-        if run.phase == "thinking" and self._thinking(self.small):
-            stops.append(cfg.end_of_thinking)
-        stops += run.stops
+        stops = self._step_stops(run)
 
         def on_token(delta: Delta) -> None:
             if delta.text:
@@ -376,17 +404,24 @@ class Router:
         prefix_text = ""
         completion: Completion | None = None
         t0 = time.perf_counter()
-        if glimpse is not None:
-            if glimpse.is_eos:
-                return self._make_step(run, index, role, [], "", "eos", glimpse, glimpse_seconds, 0.0, fallback)
-            prefix_ids, prefix_text = [glimpse.token_id], glimpse.text
-            if run.sink is not None:
-                on_token(Delta((glimpse.token_id,), glimpse.text))
-            hit = _first_stop(prefix_text, stops)
-            if hit is not None or cap == 1:
-                ended = self._ended_by(hit, run, cap) if hit is not None else self._cap_end(run, cap)
+        reused = bool(glimpsed)
+        for g in glimpsed:
+            if g.is_eos:
                 return self._make_step(
-                    run, index, role, prefix_ids, prefix_text, ended, glimpse, glimpse_seconds, 0.0, fallback
+                    run, index, role, prefix_ids, prefix_text, "eos", reused, glimpse_seconds, 0.0, fallback
+                )
+            prefix_ids.append(g.token_id)
+            prefix_text += g.text
+            if run.sink is not None:
+                on_token(Delta((g.token_id,), g.text))
+        if glimpsed:
+            hit = _first_stop(prefix_text, stops)
+            if hit is not None or len(prefix_ids) >= cap:
+                ended = self._ended_by(hit, run, cap) if hit is not None else self._cap_end(run, cap)
+                if "\ufffd" in prefix_text:
+                    prefix_text = await self.small.detokenize(prefix_ids)
+                return self._make_step(
+                    run, index, role, prefix_ids, prefix_text, ended, reused, glimpse_seconds, 0.0, fallback
                 )
         engine = self.small if role == "small" else self.large
         context = run.contexts[role] + prefix_ids
@@ -403,9 +438,9 @@ class Router:
             if not cfg.fallback_on_engine_failure or fallback is not None:
                 raise
             other: ModelRole = "large" if role == "small" else "small"
-            if glimpse is not None:  # the other model starts afresh: the glimpsed token is dropped after all
-                run.usage.glimpse_tokens_discarded += 1
-            return await self._write_step(run, other, None, cap, fallback=f"{role} failed: {exc}")
+            # the other model starts afresh: the glimpsed tokens are dropped after all
+            run.usage.glimpse_tokens_discarded += len(glimpsed)
+            return await self._write_step(run, other, (), cap, fallback=f"{role} failed: {exc}")
         seconds = time.perf_counter() - t0
         ids = prefix_ids + list(completion.token_ids)
         text = prefix_text + completion.text
@@ -419,7 +454,7 @@ class Router:
             ended = "cancelled"
         else:
             ended = self._cap_end(run, cap)
-        return self._make_step(run, index, role, ids, text, ended, glimpse, glimpse_seconds, seconds, fallback)
+        return self._make_step(run, index, role, ids, text, ended, reused, glimpse_seconds, seconds, fallback)
 
     def _ended_by(self, stop: str | None, run: _Run, cap: int) -> StepEnd:
         if stop == self.config.step_delimiter:
@@ -439,7 +474,7 @@ class Router:
         ids: list[int],
         text: str,
         ended: StepEnd,
-        glimpse: Glimpse | None,
+        glimpse_reused: bool,
         glimpse_seconds: float,
         seconds: float,
         fallback: str | None,
@@ -452,7 +487,7 @@ class Router:
             index=index,
             model=role,
             phase=run.phase,
-            glimpse_reused=glimpse is not None,
+            glimpse_reused=glimpse_reused,
             tokens=len(ids),
             token_ids=ids,
             text=text,

@@ -126,6 +126,34 @@ def test_calibrate_on_scripted_engines_gives_the_requested_share(share: float) -
     assert ENTROPIES[round((1 - share) * 5) - 1] < tau < ENTROPIES[round((1 - share) * 5)]
 
 
+def test_calibration_measures_the_look_ahead_signal_the_router_uses() -> None:
+    """With glimpse_tokens > 1 the samples are the largest entropy over the first tokens, as in routing."""
+
+    async def go() -> tuple[list[float], list[float], float]:
+        small = ScriptedEngine(SMALL_TEXT, entropies=[0.0, 1.5, 0.0, 0.0, 0.0], inner_entropy=0.7, name="small")
+        large = ScriptedEngine(LARGE_TEXT, entropies=0.1, name="large")
+        await small.start()
+        await large.start()
+        try:
+            one = await collect_glimpses(small, large, ["q"], RouterConfig(), trajectories=("small",))
+            config = RouterConfig(glimpse_tokens=3)
+            three = await collect_glimpses(small, large, ["q"], config, trajectories=("small",))
+            assert [s.exact for s in three] == [s.exact for s in one]  # the first-token entropy is kept too
+            tau = calibrate(three, 0.2, "look-ahead").threshold
+            routed = await Router(small, large, config.model_copy(update={"threshold": tau})).generate(
+                RouteRequest(prompt="q")
+            )
+            return [s.look_ahead for s in one], [s.look_ahead for s in three], routed.large_step_share
+        finally:
+            await small.close()
+            await large.close()
+
+    one, three, share = asyncio.run(go())
+    assert one == pytest.approx([0.0, 1.5, 0.0, 0.0, 0.0], abs=1e-3)
+    assert three == pytest.approx([0.7, 1.5, 0.7, 0.7, 0.7], abs=1e-3)  # every step opens certain, then hesitates
+    assert share == pytest.approx(0.2)
+
+
 def test_single_model_baseline_takes_no_glimpses() -> None:
     async def go() -> None:
         engine = ScriptedEngine(SMALL_TEXT, entropies=ENTROPIES, name="small")

@@ -9,7 +9,8 @@ trustworthy must hold:
 * token counts add up: per step, per model, usage against steps, glimpses against steps;
 * the token budget and the step cap are never exceeded;
 * every request ends with a finish reason that matches how it ended;
-* a step the small model writes after its glimpse starts with the glimpsed token;
+* a step the small model writes after its glimpse starts with the glimpsed token(s) (one, or up to
+  ``glimpse_tokens`` looked ahead, the signal being the largest of their entropies);
 * each step went to the model its entropy and the threshold say (unless recorded as a fallback);
 * concurrent requests on shared engines give exactly what each gives alone.
 
@@ -72,6 +73,7 @@ class Case:
     temperature: float
     seed: int | None
     fail_every: int
+    glimpse_tokens: int = 1
 
 
 CASES = st.builds(
@@ -87,6 +89,7 @@ CASES = st.builds(
     temperature=st.sampled_from([0.0, 0.0, 1.0]),
     seed=st.one_of(st.none(), st.integers(0, 2**16)),
     fail_every=st.sampled_from([0, 0, 0, 3, 5, 7]),
+    glimpse_tokens=st.sampled_from([1, 1, 2, 4]),
 )
 
 
@@ -123,6 +126,7 @@ def router_for(case: Case, small: ScriptedEngine, large: ScriptedEngine) -> Rout
             threshold=case.threshold,
             step_max_tokens=case.step_max_tokens,
             paper_faithful=case.paper,
+            glimpse_tokens=case.glimpse_tokens,
             fallback_on_engine_failure=True,  # only the small engine fails: every request can finish
         ),
     )
@@ -184,20 +188,33 @@ def check_invariants(case: Case, result: RoutedResult, glimpses: list[Glimpse], 
     if result.finish_reason == "repetition":
         assert len(steps) >= 2 and steps[-1].text == steps[-2].text
 
-    # glimpses: one per routed step, reused only by small steps, first token = the glimpsed token
+    # glimpses: one routing decision per routed step, over 1..glimpse_tokens glimpsed tokens, reused only by
+    # small steps, which then start with exactly the glimpsed tokens
     glimpsed = [s for s in steps if s.glimpse_token is not None]
-    assert len(glimpsed) == len(glimpses) == usage.glimpses
-    assert usage.glimpse_tokens_discarded == usage.glimpses - sum(s.glimpse_reused for s in steps)
-    for step, g in zip(glimpsed, glimpses, strict=True):
-        assert step.glimpse_token == g.text
-        assert step.entropy is not None
+    assert len(glimpsed) == usage.glimpses
+    per_step = 1 if case.paper else case.glimpse_tokens
+    assert all(1 <= s.glimpse_tokens <= per_step for s in glimpsed)
+    assert usage.glimpse_tokens_discarded == sum(s.glimpse_tokens for s in glimpsed if not s.glimpse_reused)
+    if case.fail_every:  # a glimpse that failed part-way through a look-ahead leaves recorded glimpses unused
+        assert sum(s.glimpse_tokens for s in glimpsed) <= len(glimpses)
+        groups: list[list[Glimpse]] = []
+    else:
+        assert sum(s.glimpse_tokens for s in glimpsed) == len(glimpses)
+        groups, i = [], 0
+        for step in glimpsed:
+            groups.append(glimpses[i : i + step.glimpse_tokens])
+            i += step.glimpse_tokens
+    for step, group in zip(glimpsed, groups, strict=False):
+        assert step.glimpse_token == "".join(g.text for g in group)
+        assert step.entropy == pytest.approx(max(g.entropy for g in group)) or case.paper
         if step.glimpse_reused:
             assert step.model == "small" and not case.paper
-            if g.is_eos:
-                assert step.tokens == 0 and step.ended_by == "eos"
-            else:
-                assert step.token_ids[0] == g.token_id
-                assert step.text.startswith(g.text)
+            live = [g for g in group if not g.is_eos]
+            assert step.token_ids[: len(live)] == [g.token_id for g in live]
+            if group[-1].is_eos:
+                assert step.tokens == len(live) and step.ended_by == "eos"
+    for step in glimpsed:
+        assert step.entropy is not None
         if step.fallback is None:  # routed where entropy and threshold say
             if case.paper:
                 assert (step.model == "large") == (step.entropy >= case.threshold)

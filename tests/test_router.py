@@ -58,6 +58,47 @@ async def test_high_entropy_step_goes_to_large_and_glimpse_is_dropped() -> None:
     assert large.stats.generate_calls == 1
 
 
+async def test_look_ahead_glimpse_routes_on_the_most_uncertain_of_the_first_tokens() -> None:
+    """A step that opens with a certain token ("First", a list number) but hesitates right after it:
+    one glimpsed token sees only the certainty; three see the hesitation and send the step large."""
+    kwargs = {"small_kwargs": {"inner_entropy": 2.0}}  # every token after a step's first is uncertain
+    one, _, _ = await make_router([0.01, 0.01, 0.01], threshold=1.0, **kwargs)
+    assert [s.model for s in (await one.generate("hello")).steps] == ["small"] * 3
+    three, small, large = await make_router([0.01, 0.01, 0.01], threshold=1.0, glimpse_tokens=3, **kwargs)
+    result = await three.generate("hello")
+    assert [s.model for s in result.steps] == ["large"] * 3
+    assert result.text == LARGE
+    assert [s.glimpse_tokens for s in result.steps] == [3, 3, 3]
+    assert result.steps[0].glimpse_token == "First we add"  # what the small model would have written
+    assert result.steps[0].entropy == pytest.approx(2.0, abs=1e-3)
+    assert result.usage.glimpses == 3 and result.usage.glimpse_tokens_discarded == 9
+
+
+async def test_look_ahead_tokens_are_kept_when_the_small_model_writes_the_step() -> None:
+    router, small, _ = await make_router([0.1, 0.2, 0.3], threshold=1.0, glimpse_tokens=4)
+    result = await router.generate("hello")
+    assert result.text == SMALL and [s.model for s in result.steps] == ["small"] * 3
+    first = result.steps[0]
+    assert first.glimpse_reused and first.glimpse_tokens == 4 and first.glimpse_token == "First we add 2"
+    assert first.token_ids[:4] == await small.tokenize("First we add 2")
+    assert result.usage.glimpse_tokens_discarded == 0
+    # and they cost nothing extra: the small engine evaluates exactly the tokens it would with one glimpse
+    plain, plain_small, _ = await make_router([0.1, 0.2, 0.3], threshold=1.0)
+    assert (await plain.generate("hello")).text == SMALL
+    assert small.stats.tokens_evaluated == plain_small.stats.tokens_evaluated
+
+
+async def test_look_ahead_stops_at_the_step_delimiter_and_the_step_cap() -> None:
+    short = "Yes.\n\nNo.\n\nDone."
+    router, _, _ = await make_router([0.1, 0.1, 0.1], small=short, threshold=1.0, glimpse_tokens=8)
+    result = await router.generate("hello")
+    assert [s.text for s in result.steps] == ["Yes.\n\n", "No.\n\n", "Done."]
+    assert all(s.glimpse_reused for s in result.steps)
+    capped, _, _ = await make_router([0.1], threshold=1.0, glimpse_tokens=8, step_max_tokens=2)
+    steps = (await capped.generate("hello", max_tokens=6)).steps
+    assert all(s.tokens <= 2 and s.glimpse_tokens <= 2 for s in steps)
+
+
 async def test_threshold_boundary_is_inclusive_for_small() -> None:
     router, small, _ = await make_router([0.7, 0.7, 0.7])
     prompt_ids = await router.prepare_prompt(RouteRequest(prompt="hello"), small)

@@ -43,6 +43,7 @@ class Mode:
     paper_faithful: bool = False
     target_share: float | None = None
     sweep: bool = False
+    glimpse_tokens: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,7 +163,9 @@ class ModeRunner:
         elif mode.kind == "large":
             result = await single_model_generate(self.large, "large", request, self.config)
         else:
-            cfg = self.config.model_copy(update={"paper_faithful": mode.paper_faithful})
+            cfg = self.config.model_copy(
+                update={"paper_faithful": mode.paper_faithful, "glimpse_tokens": mode.glimpse_tokens}
+            )
             result = await Router(self.small, self.large, cfg).generate(request)
         return record_of(problem, mode, result, load1)
 

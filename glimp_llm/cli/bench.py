@@ -45,6 +45,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--sweep-problems", type=int, default=20, help="the sweep runs on the first N problems")
     r.add_argument("--calibrate-problems", type=int, default=8, help="held-out problems (after the evaluated ones)")
     r.add_argument("--taus", help="explicit taus for ours instead of calibration: MAIN[,SWEEP...]")
+    r.add_argument(
+        "--glimpse-tokens",
+        type=int,
+        default=1,
+        metavar="K",
+        help="also run ours with a K-token look-ahead glimpse (router.glimpse_tokens), calibrated at the main share",
+    )
     r.add_argument("--paper-tau", type=float, help="explicit tau for the paper-faithful mode")
     r.add_argument("--step-cap", type=int, default=256, help="tokens per step at most")
     r.add_argument("--budget", type=int, default=768, help="generated tokens per problem at most")
@@ -203,7 +210,9 @@ async def _choose_modes(
         modes += [Mode(f"ours@tau={t:g}", "routed", t, sweep=True) for t in taus[1:]]
         return modes, None
     console.print(f"calibrating on {len(held_out)} held-out problems (small and large sample solutions)...")
-    samples = await collect_glimpses(small, large, [p.prompt for p in held_out], config.router, max_tokens=args.budget)
+    k = args.glimpse_tokens
+    router_config = config.router.model_copy(update={"glimpse_tokens": k})
+    samples = await collect_glimpses(small, large, [p.prompt for p in held_out], router_config, max_tokens=args.budget)
     rows = []
     main_exact = calibrate(samples, args.main_share, "exact")
     main_paper = calibrate(samples, args.main_share, "paper")
@@ -212,6 +221,10 @@ async def _choose_modes(
         Mode("paper", "routed", main_paper.threshold, paper_faithful=True, target_share=args.main_share),
     ]
     rows += [{"mode": "ours", **main_exact.to_dict()}, {"mode": "paper", **main_paper.to_dict()}]
+    if k > 1:
+        ahead = calibrate(samples, args.main_share, "look-ahead")
+        modes.append(Mode(f"ours+k{k}", "routed", ahead.threshold, target_share=args.main_share, glimpse_tokens=k))
+        rows.append({"mode": f"ours+k{k}", **ahead.to_dict()})
     for share in _shares(args.sweep_shares):
         c = calibrate(samples, share, "exact")
         name = f"ours@{share:.2f}"
@@ -230,6 +243,7 @@ async def _choose_modes(
         "samples": {
             "exact": [s.exact for s in samples],
             "top-20 renormalised": [s.topk_renormalized for s in samples],
+            **({f"look-ahead k={k}": [s.look_ahead for s in samples]} if k > 1 else {}),
         },
     }
     return modes, calibration

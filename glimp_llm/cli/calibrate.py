@@ -26,8 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--seed", type=int, default=42, help="seed of the generated dataset when --data is not given")
     p.add_argument(
         "--entropy",
-        choices=["exact", "paper"],
-        help="entropy kind tau is for (default: paper with --paper-faithful, else exact)",
+        choices=["exact", "paper", "look-ahead"],
+        help="entropy kind tau is for (default: paper with --paper-faithful, look-ahead with router.glimpse_tokens "
+        "> 1, else exact)",
     )
     p.add_argument(
         "--trajectories", default="small,large", help="whose sample solutions to glimpse along (small,large)"
@@ -88,7 +89,15 @@ async def _calibrate(args: argparse.Namespace, prompts: list[str]) -> int:
 
     console = Console(stderr=True)
     config = config_from_args(args)
-    entropy = args.entropy or ("paper" if config.router.paper_faithful else "exact")
+    if config.router.glimpse_tokens > 1 and args.entropy == "exact":
+        from glimp_llm.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"router.glimpse_tokens={config.router.glimpse_tokens} routes on the look-ahead signal, not on the "
+            "first token's exact entropy: drop --entropy exact (or set glimpse_tokens to 1)"
+        )
+    default = "look-ahead" if config.router.glimpse_tokens > 1 else "exact"
+    entropy = args.entropy or ("paper" if config.router.paper_faithful else default)
     trajectories: Any = tuple(t.strip() for t in args.trajectories.split(",") if t.strip())
     async with BackendManager(config) as manager:
         with console.status(f"glimpsing along sample solutions to {len(prompts)} prompts..."):
@@ -96,7 +105,7 @@ async def _calibrate(args: argparse.Namespace, prompts: list[str]) -> int:
                 manager.small, manager.large, prompts, config.router, trajectories=trajectories
             )
     result = calibrate(samples, args.target_large_share, entropy)
-    values = [s.exact if entropy == "exact" else s.topk_renormalized for s in samples]
+    values = [s.value(entropy) for s in samples]
     console.print(f"[bold]{entropy} glimpse entropies of the small model[/bold] ({len(values)} step starts)")
     console.print(entropy_histogram(values, threshold=result.threshold))
     console.print(
