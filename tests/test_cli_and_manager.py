@@ -40,6 +40,16 @@ def test_run_json_has_the_documented_shape(scripted_config_file: Path, capsys: p
     assert all({"model", "entropy", "tokens", "text"} <= set(s) for s in data["steps"])
     assert data["text"] == "".join(s["text"] for s in data["steps"])
     assert data["usage"]["completion_tokens"] == sum(s["tokens"] for s in data["steps"])
+    assert all(s["glimpse_tokens"] == 1 for s in data["steps"])
+
+
+def test_run_glimpse_tokens_flag_sets_the_look_ahead(
+    scripted_config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", "What is 3+4?", "--config", str(scripted_config_file), "--json", "--glimpse-tokens", "3"]
+    assert glimp_main(argv) == 0
+    steps = json.loads(capsys.readouterr().out)["steps"]
+    assert [s["glimpse_tokens"] for s in steps] == [min(3, s["tokens"]) if s["model"] == "small" else 3 for s in steps]
 
 
 def test_run_prints_a_coloured_trace(

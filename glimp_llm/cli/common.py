@@ -41,6 +41,8 @@ def config_from_args(args: argparse.Namespace) -> GlimpConfig:
         router["sampling"] = {"temperature": args.temperature}
     if getattr(args, "paper_faithful", False):
         router["paper_faithful"] = True
+    if getattr(args, "router_glimpse_tokens", None) is not None:
+        router["glimpse_tokens"] = args.router_glimpse_tokens
     if router:
         overrides["router"] = router
     return GlimpConfig.load(getattr(args, "config", None), **overrides)

@@ -16,6 +16,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--json", action="store_true", help="print one JSON object: text, steps, usage, timings")
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     p.add_argument("--system", metavar="TEXT", help="system prompt")
+    p.add_argument(
+        "--glimpse-tokens",
+        dest="router_glimpse_tokens",
+        type=int,
+        metavar="K",
+        help="route on the largest entropy of the small model's first K tokens (router.glimpse_tokens; 1 = paper)",
+    )
     p.set_defaults(handler=main)
 
 
