@@ -37,6 +37,7 @@ class Glimp:
         *,
         small: Engine | None = None,
         large: Engine | None = None,
+        router: Router | None = None,
         **overrides: Any,
     ) -> None:
         if isinstance(config, str):
@@ -46,7 +47,8 @@ class Glimp:
         elif overrides:
             config = GlimpConfig.validated({**config.model_dump(), **overrides})
         self.config = config
-        self.manager = BackendManager(config, small=small, large=large)
+        self.manager = BackendManager(config, small=small, large=large, router=router)
+        self.config = self.manager.config
         self._loop: LoopThread | None = None
         self._lock = threading.Lock()
         self._closed = False

@@ -95,12 +95,19 @@ class BackendManager:
         *,
         small: Engine | None = None,
         large: Engine | None = None,
+        router: Router | None = None,
     ) -> None:
-        """Build engines from ``config``, or adopt ``small``/``large`` engine objects given directly
-        (then only ``config.router`` is used)."""
+        """Build engines from ``config``; or adopt ``small``/``large`` engine objects given directly (then
+        only ``config.router`` is used); or adopt an existing ``router``, its engines and its settings."""
+        if router is not None:
+            if small is not None or large is not None:
+                raise ConfigurationError("pass router= or small=/large= engines, not both")
+            small, large = router.small, router.large
+            config = (config or GlimpConfig()).model_copy(update={"router": router.config})
         self.config = config or GlimpConfig()
         if (small is None) != (large is None):
             raise ConfigurationError("pass both small= and large= engines, or neither")
+        self.adopted = small is not None
         if small is not None and large is not None:
             self.small, self.large = small, large
         else:
@@ -108,7 +115,7 @@ class BackendManager:
             self.large = (
                 self.small if self.config.large == self.config.small else build_engine(self.config.large, "large")
             )
-        self.router = Router(self.small, self.large, self.config.router)
+        self.router = router or Router(self.small, self.large, self.config.router)
         self._started = False
         self._loop_thread: LoopThread | None = None
 

@@ -170,6 +170,30 @@ def test_construction_loads_nothing_and_rejects_ambiguity() -> None:
         GlimpLLM(glimp=Glimp(scripted()), config=scripted())
 
 
+def test_adapters_wrap_an_existing_router() -> None:
+    """Third way to build an adapter: around a Router someone already assembled (its engines, its settings)."""
+    from glimp_llm.config import RouterConfig
+    from glimp_llm.engines.scripted import ScriptedEngine
+    from glimp_llm.integrations.llama_index import GlimpLlamaIndexLLM
+    from glimp_llm.router import Router
+
+    small = ScriptedEngine(SMALL, entropies=[0.1, 5.0], name="tiny")
+    large = ScriptedEngine(LARGE, entropies=0.1, name="huge")
+    router = Router(small, large, RouterConfig(threshold=1.0))
+    llm = GlimpLLM(router=router)
+    assert llm.model_label == "tiny->huge"  # named by the engines, not by a default config
+    assert llm.invoke("hi") == "The answer is 4.\n\nLarge done."  # the router's own threshold routed it
+    assert llm.client.router is router
+    chat = ChatGlimp(glimp=llm.client)
+    assert chat.invoke("hi").response_metadata["glimp"]["large_steps"] == 1
+    assert GlimpLlamaIndexLLM(glimp=llm.client).complete("hi").raw["glimp"]["small_steps"] == 1
+    llm.close()
+    with pytest.raises(ValueError, match="instance of Router"):
+        GlimpLLM(router="not a router")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not both config and router"):
+        ChatGlimp(config=scripted(), router=router)
+
+
 def test_identifying_params_separate_configurations() -> None:
     a = GlimpLLM(config=scripted())._identifying_params
     b = GlimpLLM(config=scripted(small="Other."))._identifying_params

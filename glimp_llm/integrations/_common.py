@@ -15,22 +15,30 @@ from glimp_llm.client import Glimp
 from glimp_llm.config import EngineConfig, GlimpConfig
 from glimp_llm.engines.base import Message
 from glimp_llm.errors import ConfigurationError
+from glimp_llm.router import Router
 from glimp_llm.trace import RoutedResult
 
 PROVIDER = "glimp"
 
 
-def resolve_glimp(glimp: Glimp | None, config: GlimpConfig | str | None) -> Glimp:
-    """The client an adapter uses: the one given, or a new one from ``config`` (``None``: the embedded
-    default). Engines start on first use, so constructing an adapter never loads a model."""
-    if glimp is not None and config is not None:
+def resolve_glimp(glimp: Glimp | None, config: GlimpConfig | str | None, router: Router | None = None) -> Glimp:
+    """The client an adapter uses: the one given, a new one around an existing ``router`` (its engines and
+    settings), or a new one from ``config`` (``None``: the embedded default). Engines start on first use,
+    so constructing an adapter never loads a model."""
+    given = [name for name, value in (("glimp", glimp), ("config", config), ("router", router)) if value is not None]
+    if len(given) > 1:
         raise ConfigurationError(
-            "pass either glimp= (an existing Glimp client) or config= (a GlimpConfig to build one), not both"
+            f"pass one of glimp= (an existing Glimp client), router= (an existing Router) or config= (a "
+            f"GlimpConfig to build one), not both {' and '.join(given)}"
         )
     if glimp is not None:
         if not isinstance(glimp, Glimp):
             raise ConfigurationError(f"glimp= must be a glimp_llm.Glimp client; got {type(glimp).__name__}")
         return glimp
+    if router is not None:
+        if not isinstance(router, Router):
+            raise ConfigurationError(f"router= must be a glimp_llm.Router; got {type(router).__name__}")
+        return Glimp(router=router)
     if config is not None and not isinstance(config, GlimpConfig | str):
         raise ConfigurationError(
             f"config= must be a GlimpConfig or a path to a config file; got {type(config).__name__}"
@@ -46,10 +54,14 @@ def engine_label(cfg: EngineConfig) -> str:
     return f"{cfg.kind}:{getattr(cfg, 'name', 'engine')}"
 
 
-def pair_label(config: GlimpConfig) -> str:
+def pair_label(glimp: Glimp) -> str:
     """``small->large`` (or the one name when both roles use the same model): the ``model_name``
-    frameworks report, e.g. ``qwen2.5-coder-0.5b-instruct->qwen2.5-coder-1.5b-instruct``."""
-    small, large = engine_label(config.small), engine_label(config.large)
+    frameworks report, e.g. ``qwen2.5-coder-0.5b-instruct->qwen2.5-coder-1.5b-instruct``. Engines the
+    client adopted (``router=``, ``small=``/``large=``) are named by their own ``name``."""
+    if glimp.manager.adopted:
+        small, large = glimp.manager.small.name, glimp.manager.large.name
+    else:
+        small, large = engine_label(glimp.config.small), engine_label(glimp.config.large)
     return small if small == large else f"{small}->{large}"
 
 

@@ -92,7 +92,7 @@ from glimp_llm.integrations.tool_calls import (
     tool_choice_prefill,
     tool_names,
 )
-from glimp_llm.router import RouteRequest
+from glimp_llm.router import Router, RouteRequest
 from glimp_llm.trace import DoneEvent, RoutedResult, TokenEvent
 
 __all__ = ["ChatGlimp", "GlimpLLM"]
@@ -113,6 +113,9 @@ class _GlimpParams(BaseModel):
     config: GlimpConfig | str | None = Field(
         default=None, exclude=True, description="a GlimpConfig (or config file) to build a client from"
     )
+    router: Router | None = Field(
+        default=None, exclude=True, description="an existing Router to wrap: its engines and its settings"
+    )
     model_name: str | None = Field(
         default=None, alias="model", description="name reported in metadata; default: the configured small->large"
     )
@@ -130,8 +133,8 @@ class _GlimpParams(BaseModel):
 
     @model_validator(mode="after")
     def _build_glimp_client(self) -> Any:
-        self._client = resolve_glimp(self.glimp, self.config)
-        self._owns_client = self.glimp is None
+        self._client = resolve_glimp(self.glimp, self.config, self.router)
+        self._owns_client = self.glimp is None  # a client around router= closes that router's engines
         return self
 
     @property
@@ -141,7 +144,7 @@ class _GlimpParams(BaseModel):
 
     @property
     def model_label(self) -> str:
-        return self.model_name or pair_label(self._client.config)
+        return self.model_name or pair_label(self._client)
 
     def close(self) -> None:
         """Release the engines of a client this adapter built; a shared one (``glimp=``) is left to its owner."""

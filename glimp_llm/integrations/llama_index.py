@@ -71,7 +71,7 @@ from glimp_llm.integrations.tool_calls import (
     tool_choice_prefill,
     tool_names,
 )
-from glimp_llm.router import RouteRequest
+from glimp_llm.router import Router, RouteRequest
 from glimp_llm.trace import DoneEvent, RoutedResult, TokenEvent
 
 __all__ = ["GlimpLlamaIndexLLM"]
@@ -164,6 +164,7 @@ class GlimpLlamaIndexLLM(FunctionCallingLLM):
 
     glimp: Glimp | None = Field(default=None, exclude=True, description="an existing client to share")
     config: GlimpConfig | str | None = Field(default=None, exclude=True, description="config to build a client from")
+    router: Router | None = Field(default=None, exclude=True, description="an existing Router to wrap")
     model_name: str | None = Field(default=None, description="name in metadata; default: the configured small->large")
     temperature: float | None = Field(default=None, description="sampling temperature (0 = greedy)")
     max_tokens: int | None = Field(default=None, description="tokens per answer (LLMMetadata.num_output)")
@@ -179,8 +180,8 @@ class GlimpLlamaIndexLLM(FunctionCallingLLM):
 
     @model_validator(mode="after")
     def _build_glimp_client(self) -> GlimpLlamaIndexLLM:
-        self._client = resolve_glimp(self.glimp, self.config)
-        self._owns_client = self.glimp is None
+        self._client = resolve_glimp(self.glimp, self.config, self.router)
+        self._owns_client = self.glimp is None  # a client around router= closes that router's engines
         return self
 
     @classmethod
@@ -193,7 +194,7 @@ class GlimpLlamaIndexLLM(FunctionCallingLLM):
 
     @property
     def model_label(self) -> str:
-        return self.model_name or pair_label(self._client.config)
+        return self.model_name or pair_label(self._client)
 
     def close(self) -> None:
         """Release the engines of a client this adapter built; a shared one (``glimp=``) is left to its owner."""
