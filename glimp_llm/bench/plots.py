@@ -23,24 +23,29 @@ def _pyplot() -> Any:
 
 
 def accuracy_vs_latency(points: Sequence[Mapping[str, Any]], path: str | Path, *, title: str) -> Path:
-    """Accuracy against mean latency, one point per mode on the same problems; ours joined by tau."""
+    """Accuracy against mean latency, one point per mode on the same problems; ours joined by tau (the
+    one-token glimpse only: a look-ahead mode is another signal, drawn apart)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    ours = sorted((p for p in points if p["kind"] == "routed" and not p["paper"]), key=lambda p: p["latency_mean_s"])
+    ours = sorted(
+        (p for p in points if p["kind"] == "routed" and not p["paper"] and p.get("glimpse_tokens", 1) == 1),
+        key=lambda p: p["latency_mean_s"],
+    )
     if ours:
         ax.plot(
             [p["latency_mean_s"] for p in ours], [p["accuracy"] for p in ours], "-", color=COLORS["routed"], alpha=0.5
         )
     for p in points:
-        color = COLORS["paper"] if p["paper"] else COLORS.get(p["kind"] or "routed", "black")
-        marker = "s" if p["kind"] in ("small", "large") else ("D" if p["paper"] else "o")
+        ahead = p.get("glimpse_tokens", 1) > 1
+        color = COLORS["paper"] if p["paper"] else ("tab:red" if ahead else COLORS.get(p["kind"] or "routed", "black"))
+        marker = "s" if p["kind"] in ("small", "large") else ("D" if p["paper"] else ("^" if ahead else "o"))
         ax.scatter(p["latency_mean_s"], p["accuracy"], color=color, marker=marker, s=60, zorder=3)
         label = (
             p["mode"]
             if p["threshold"] is None
             else f"{p['mode']}\ntau={p['threshold']:.3g}, L={p['large_step_share']:.2f}"
         )
-        offset = (6, -22) if p["paper"] else (6, 4)  # ours and the paper's variant often coincide
+        offset = (6, -22) if p["paper"] or ahead else (6, 4)  # keep labels of nearby points apart
         ax.annotate(label, (p["latency_mean_s"], p["accuracy"]), textcoords="offset points", xytext=offset, fontsize=8)
     ax.set_xlabel("mean latency per problem (s)")
     ax.set_ylabel("accuracy")
@@ -98,7 +103,7 @@ def time_breakdown(summary: Mapping[str, Mapping[str, Any]], path: str | Path, *
     ax.invert_yaxis()
     ax.set_xlabel("mean seconds per problem")
     ax.set_title(textwrap.fill(title, 80), fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, frameon=False)  # clear of the bars
     ax.margins(x=0.12)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

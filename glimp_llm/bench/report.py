@@ -186,6 +186,7 @@ def sweep_points(summary: Mapping[str, Mapping[str, Any]], modes: Sequence[Mappi
                 "mode": name,
                 "kind": m.get("kind"),
                 "paper": m.get("paper_faithful", False),
+                "glimpse_tokens": m.get("glimpse_tokens", 1),
                 "threshold": m.get("threshold"),
                 "accuracy": row["accuracy"],
                 "latency_mean_s": row["latency_mean_s"],
