@@ -22,20 +22,25 @@ def routed_text(result: RoutedResult) -> Text:
     return text
 
 
-def step_table(result: RoutedResult, *, max_text: int = 60) -> Table:
+#: Width of every column of the trace but the step text, borders included.
+_FIXED_WIDTH = 70
+
+
+def step_table(result: RoutedResult, *, width: int | None = None, max_text: int = 60) -> Table:
+    """The routing trace as a table that fits ``width`` columns: the narrow columns keep their size and
+    the step text gets what is left (rich would otherwise squeeze the narrow ones to nothing)."""
+    text_width = max_text if width is None else max(8, min(max_text, width - _FIXED_WIDTH))
     table = Table(title="routing trace", show_lines=False, header_style="bold")
-    table.add_column("#", justify="right")
-    table.add_column("model")
-    table.add_column("H (nats)", justify="right")
-    table.add_column("", justify="left")
-    table.add_column("tokens", justify="right")
-    table.add_column("end")
-    table.add_column("ms", justify="right")
-    table.add_column("text", overflow="ellipsis", no_wrap=True, max_width=max_text)
+    for name, justify, size in (("#", "right", 2), ("model", "left", 5), ("H nats", "right", 6), ("", "left", 12)):
+        table.add_column(name, justify=justify, no_wrap=True, min_width=size)  # type: ignore[arg-type]
+    table.add_column("tokens", justify="right", no_wrap=True, min_width=6)
+    table.add_column("end", no_wrap=True, min_width=9, max_width=9, overflow="ellipsis")
+    table.add_column("ms", justify="right", no_wrap=True, min_width=5)
+    table.add_column("text", no_wrap=True, overflow="ellipsis", width=text_width)
     for s in result.steps:
         entropy = "-" if s.entropy is None else f"{s.entropy:.3f}"
         bar = "" if s.entropy is None else _bar(min(s.entropy / max(result.threshold * 2, 1e-9), 1.0), 10)
-        marker = "" if s.entropy is None else ("> tau" if s.model == "large" and s.phase == "thinking" else "")
+        marker = "" if s.entropy is None else (">" if s.model == "large" and s.phase == "thinking" else "")
         table.add_row(
             str(s.index),
             Text(s.model + (" *" if s.fallback else ""), style=MODEL_STYLE[s.model]),
@@ -68,7 +73,7 @@ def print_result(result: RoutedResult, console: Console | None = None) -> None:
     console = console or Console()
     console.print(routed_text(result))
     console.print()
-    console.print(step_table(result))
+    console.print(step_table(result, width=console.width))
     console.print(summary_line(result))
 
 

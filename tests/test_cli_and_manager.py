@@ -43,6 +43,20 @@ def test_run_json_has_the_documented_shape(scripted_config_file: Path, capsys: p
     assert all(s["glimpse_tokens"] == 1 for s in data["steps"])
 
 
+@pytest.mark.parametrize("columns", [80, 100, 160])  # 80: the narrowest terminal it is made for
+def test_the_trace_table_fits_the_terminal_and_keeps_its_narrow_columns(
+    scripted_config_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, columns: int
+) -> None:
+    monkeypatch.setenv("COLUMNS", str(columns))
+    assert glimp_main(["run", "What is 3+4?", "--config", str(scripted_config_file), "--threshold", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = [line for line in lines if line and line[0] in "┏┃┡│└"]
+    assert table and all(len(line) <= columns for line in table)
+    assert all(line.rstrip()[-1] in "┓┃┩│┘" for line in table)  # the right border is there: nothing cut off
+    header = next(line for line in table if "model" in line)
+    assert "H nats" in header and "tokens" in header and "end" in header
+
+
 def test_run_glimpse_tokens_flag_sets_the_look_ahead(
     scripted_config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -50,8 +50,19 @@ GRACE_SECONDS = STALL_SECONDS + 5.0
 MAX_DEADLINE = 10.0  # the longest timeout_s any request in these scenarios gets
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def live_threads() -> set[int | None]:
+    return {t.ident for t in threading.enumerate()}
+
+
+def new_since(before: set[Any], now: set[Any]) -> int:
+    """What was opened (started) since ``before`` and is still there. A count difference would also drop when
+    an unrelated thread or descriptor from an earlier test ends meanwhile, and then hide a leak or flag a
+    negative one."""
+    return len(now - before)
 
 
 def glimp_threads() -> list[str]:
@@ -222,11 +233,11 @@ async def _load_scenario(figures: Figures) -> None:
 
 
 def test_200_concurrent_requests_with_faults_stalls_and_cancellations() -> None:
-    threads_before, fds_before = threading.active_count(), open_fds()
+    threads_before, fds_before = live_threads(), open_fds()
     figures = Figures("async-200")
     asyncio.run(_load_scenario(figures))
-    figures.leaks["threads"] = threading.active_count() - threads_before
-    figures.leaks["fds"] = open_fds() - fds_before
+    figures.leaks["threads"] = new_since(threads_before, live_threads())
+    figures.leaks["fds"] = new_since(fds_before, open_fds())
     figures.report()
 
     assert figures.requests == 200
@@ -284,12 +295,12 @@ async def _close_with_queued_scenario() -> list[BaseException | RoutedResult]:
 
 
 def test_closing_an_engine_fails_its_queue_promptly() -> None:
-    threads_before = threading.active_count()
+    threads_before = live_threads()
     outcomes = asyncio.run(_close_with_queued_scenario())
     kinds = Counter(type(o).__name__ for o in outcomes)
     assert kinds["EngineUnavailableError"] >= 4, kinds
     assert all(isinstance(o, RoutedResult | EngineUnavailableError | EngineFailureError) for o in outcomes), kinds
-    assert threading.active_count() == threads_before
+    assert new_since(threads_before, live_threads()) == 0
 
 
 # ----------------------------------------------------------------------------- the sync facade
@@ -314,7 +325,7 @@ def run_threads(n: int, target: Callable[[int], None], bound: float) -> int:
 
 
 def test_sync_facade_under_concurrent_threads() -> None:
-    threads_before, fds_before = threading.active_count(), open_fds()
+    threads_before, fds_before = live_threads(), open_fds()
     plan = FaultPlan(fail_every=23, stall_every=61, stall_seconds=STALL_SECONDS)
     glimp, small, large = _facade(small_faults=plan, max_concurrent_requests=8, max_queued_requests=64)
     outcomes: queue.Queue[str] = queue.Queue()
@@ -352,8 +363,8 @@ def test_sync_facade_under_concurrent_threads() -> None:
     figures.faults_failures, figures.faults_stalls = fails, stalls
     glimp.close()
     time.sleep(0.05)
-    figures.leaks["threads"] = threading.active_count() - threads_before
-    figures.leaks["fds"] = open_fds() - fds_before
+    figures.leaks["threads"] = new_since(threads_before, live_threads())
+    figures.leaks["fds"] = new_since(fds_before, open_fds())
     figures.report()
 
     assert figures.hangs == 0
@@ -367,7 +378,7 @@ def test_sync_facade_under_concurrent_threads() -> None:
 def test_closing_the_facade_under_traffic_never_strands_a_caller() -> None:
     """Threads keep calling while another thread closes the client: each call returns, or raises a
     typed error (cancelled / closed), and none waits forever on a loop that has stopped."""
-    threads_before = threading.active_count()
+    threads_before = live_threads()
     glimp, _, _ = _facade()
     glimp.start()
     outcomes: queue.Queue[str] = queue.Queue()
@@ -413,7 +424,7 @@ def test_closing_the_facade_under_traffic_never_strands_a_caller() -> None:
     assert seen["ok"] > 0
     assert seen["EngineUnavailableError"] > 0  # calls after close are refused, typed
     time.sleep(0.05)
-    assert threading.active_count() == threads_before
+    assert new_since(threads_before, live_threads()) == 0
 
 
 def test_overload_is_immediate_and_bounded() -> None:

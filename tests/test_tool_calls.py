@@ -12,6 +12,7 @@ from glimp_llm.integrations.tool_calls import (
     fallback_messages,
     format_tool_call,
     parse_tool_calls,
+    quote_bare_keys,
     tool_choice_prefill,
     tool_names,
 )
@@ -29,6 +30,32 @@ def test_qwen_blocks_multiple_calls_and_content() -> None:
     assert [(c.name, c.arguments) for c in parsed.calls] == [("add", {"a": 1, "b": 2}), ("mul", {"a": 3})]
     assert parsed.content.strip() == "Let me compute."
     assert parsed.calls[0].id != parsed.calls[1].id
+
+
+def test_a_call_written_as_a_javascript_object_literal_is_read() -> None:
+    """Qwen2.5 0.5B, asked for a pydantic v1 schema, wrote its arguments with unquoted keys."""
+    text = '<tool_call>\n{"name": "Joke", "arguments": {setup: "Why, cats: why?", punchline: "Because."}}\n</tool_call>'
+    parsed = parse_tool_calls(text, ["Joke"])
+    assert [(c.name, c.arguments) for c in parsed.calls] == [
+        ("Joke", {"setup": "Why, cats: why?", "punchline": "Because."})
+    ]
+    assert parsed.invalid == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{a: 1, "b": {c: [1, {d: 2}]}}', '{"a": 1, "b": {"c": [1, {"d": 2}]}}'),
+        ('{"s": "x, y: z", t : "{u: v}"}', '{"s": "x, y: z", "t" : "{u: v}"}'),  # strings untouched
+        ('{"q": "say \\"a, b: c\\"", r: 1}', '{"q": "say \\"a, b: c\\"", "r": 1}'),  # escaped quotes
+        ('{"a": 1}', '{"a": 1}'),  # valid JSON stays as it is
+        ("[1, two, 3]", "[1, two, 3]"),  # a bare word that is not a key is left for the JSON error
+    ],
+)
+def test_quote_bare_keys(text: str, expected: str) -> None:
+    assert quote_bare_keys(text) == expected
+    if expected.startswith("{"):
+        json.loads(expected)
 
 
 def test_code_fence_and_bare_json_and_parameters_key() -> None:

@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
                     result = event.result
             out.print()
             if result is not None:
-                out.print(step_table(result))
+                out.print(step_table(result, width=out.width))
                 out.print(summary_line(result))
             return 0
         with err.status("routing...", spinner="dots"):

@@ -169,12 +169,57 @@ def _read_call_body(
     except (json.JSONDecodeError, ValueError) as exc:
         data = _first_json_object(raw)
         if data is None:
+            data = _first_json_object(quote_bare_keys(raw))
+        if data is None:
             m = _NAME.search(raw)
             invalid.append(InvalidToolCall(m.group(1) if m else None, raw, f"the tool call is not valid JSON: {exc}"))
             return
     for item in data if isinstance(data, list) else [data]:
         result = _call_from_obj(item, raw=raw)
         (calls if isinstance(result, ParsedToolCall) else invalid).append(result)  # type: ignore[arg-type]
+
+
+_IDENT_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+_IDENT = _IDENT_START | frozenset("0123456789")
+
+
+def quote_bare_keys(text: str) -> str:
+    """``{setup: "x", n: 1}`` -> ``{"setup": "x", "n": 1}``: quote the object keys a small model wrote as a
+    JavaScript object literal (the JSON is otherwise fine). String-aware: text inside double-quoted strings
+    is never touched, and only an identifier that follows ``{`` or ``,`` and precedes ``:`` is a key."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    in_string = False
+    last = ""  # the last character outside strings and whitespace
+    while i < n:
+        ch = text[i]
+        if in_string:
+            out.append(ch)
+            if ch == "\\" and i + 1 < n:
+                out.append(text[i + 1])
+                i += 1
+            elif ch == '"':
+                in_string = False
+            i += 1
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in _IDENT_START and last in "{,":
+            j = i
+            while j < n and text[j] in _IDENT:
+                j += 1
+            k = j
+            while k < n and text[k].isspace():
+                k += 1
+            if k < n and text[k] == ":":
+                out.append(f'"{text[i:j]}"')
+                last, i = '"', j
+                continue
+        out.append(ch)
+        if not ch.isspace():
+            last = ch
+        i += 1
+    return "".join(out)
 
 
 def _first_json_object(text: str) -> Any:
