@@ -92,13 +92,27 @@ class ChatTemplate:
             raise InvalidRequestError(f"the model's chat template failed on these messages: {exc}") from exc
 
 
+def _part_text(part: Any) -> str:
+    """The text of one OpenAI content part; parts without text (images, audio) count as no text."""
+    if not isinstance(part, dict):
+        raise InvalidRequestError(
+            f"a content part must be an object like {{'type': 'text', 'text': ...}}; got {part!r:.60}"
+        )
+    text = part.get("text", "")
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        raise InvalidRequestError(f"a content part's 'text' must be a string; got {type(text).__name__}")
+    return text
+
+
 def _normalize(message: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(message, dict) or "role" not in message:
         raise InvalidRequestError(f"a chat message must be a dict with a 'role'; got {message!r:.80}")
     out = dict(message)
     content = out.get("content")
     if isinstance(content, list):  # OpenAI content parts: keep the text parts
-        out["content"] = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        out["content"] = "".join(_part_text(p) for p in content)
     elif content is None:
         out["content"] = ""
     elif not isinstance(content, str):

@@ -57,6 +57,16 @@ REQUEST_ROWS: list[tuple[str, dict[str, Any], str]] = [
     ("empty messages", {"messages": []}, "non-empty list"),
     ("message without role", {"messages": [{"content": "hi"}]}, "needs a 'role'"),
     ("binary message", {"messages": [{"role": "user", "content": "a\x00b"}]}, "NUL characters"),
+    (  # found by tests/test_fuzz_server.py: it escaped as a TypeError (HTTP 500)
+        "content part with non-string text",
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+        "'text' must be a string",
+    ),
+    (
+        "content part not an object",
+        {"messages": [{"role": "user", "content": ["hi"]}]},
+        "content part must be an object",
+    ),
     ("max_tokens = 0", {"prompt": "hi", "max_tokens": 0}, "max_tokens must be an integer >= 1"),
     ("max_tokens < 0", {"prompt": "hi", "max_tokens": -5}, "max_tokens must be an integer >= 1"),
     ("max_tokens not an integer", {"prompt": "hi", "max_tokens": 2.5}, "max_tokens must be an integer >= 1"),

@@ -108,9 +108,17 @@ async def test_concurrent_calls_queue_fairly_without_blocking_the_loop(engine) -
 
 
 async def test_cancellation_frees_the_slot(engine) -> None:
-    ids = await prompt_ids(engine)
-    task = asyncio.create_task(engine.generate(ids, max_tokens=1500))
-    await asyncio.sleep(0.3)
+    # A long answer, cancelled as soon as its first token is out (a fixed sleep let a short answer finish
+    # first on a fast run); on_token may be called from the engine's worker thread.
+    ids = await engine.tokenize(
+        await engine.render_chat([{"role": "user", "content": "Count from 1 to 500, one number per line."}])
+    )
+    loop = asyncio.get_running_loop()
+    first = asyncio.Event()
+    task = asyncio.create_task(
+        engine.generate(ids, max_tokens=1500, on_token=lambda _delta: loop.call_soon_threadsafe(first.set))
+    )
+    await asyncio.wait_for(first.wait(), 60)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
