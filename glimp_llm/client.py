@@ -46,9 +46,8 @@ class Glimp:
             config = GlimpConfig.load(**overrides) if overrides else GlimpConfig()
         elif overrides:
             config = GlimpConfig.validated({**config.model_dump(), **overrides})
-        self.config = config
         self.manager = BackendManager(config, small=small, large=large, router=router)
-        self.config = self.manager.config
+        self.config = self.manager.config  # with router=, the router's own settings
         self._loop: LoopThread | None = None
         self._lock = threading.Lock()
         self._closed = False
