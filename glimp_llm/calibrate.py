@@ -25,7 +25,7 @@ from glimp_llm.bench.baseline import single_model_generate
 from glimp_llm.config import RouterConfig
 from glimp_llm.engines.base import Engine, Glimpse, SamplingParams
 from glimp_llm.entropy import renormalized_topk_entropy
-from glimp_llm.router import Router, RouteRequest
+from glimp_llm.router import Router, RouteRequest, look_ahead
 
 EntropyChoice = Literal["exact", "paper", "look-ahead"]
 Trajectory = Literal["small", "large"]
@@ -96,14 +96,13 @@ async def collect_glimpses(
 async def _look_ahead_signal(small: Engine, context: list[int], first: Glimpse, config: RouterConfig) -> float:
     """The router's signal at a step start: the first glimpse's entropy, or with ``glimpse_tokens`` > 1 the
     largest entropy over the small model's own next tokens (greedy here, as the sample solutions are),
-    stopping where the router's look-ahead stops: end of sequence or the step delimiter."""
-    entropy, ahead, g, text = first.entropy, [first.token_id], first, first.text
-    while len(ahead) < config.glimpse_tokens and not g.is_eos and config.step_delimiter not in text:
-        g = await small.glimpse(context + ahead, SamplingParams())
-        entropy = max(entropy, g.entropy)
-        ahead.append(g.token_id)
-        text += g.text
-    return entropy
+    stopping where the router's look-ahead stops."""
+    if config.glimpse_tokens == 1:
+        return first.entropy
+    ahead = await look_ahead(
+        small, context, first, SamplingParams(), tokens=config.glimpse_tokens, stops=[config.step_delimiter]
+    )
+    return max(g.entropy for g in ahead)
 
 
 def threshold_for_share(entropies: Sequence[float], share: float) -> float:

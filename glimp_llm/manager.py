@@ -127,19 +127,19 @@ class BackendManager:
         if self._started:
             return
         engines = [self.small] if self.shared_engine else [self.small, self.large]
+        errors: list[BaseException] = []
         if any(getattr(e, "start_in_order", False) for e in engines):
             # e.g. two TensorRT-LLM engines on one GPU: each takes a fraction of the memory free when it
             # loads, so the small one must be fully loaded before the large one starts.
-            results: list[BaseException | None] = []
             for engine in engines:
                 try:
-                    results.append(await engine.start())
+                    await engine.start()
                 except Exception as exc:
-                    results.append(exc)
+                    errors.append(exc)
                     break
         else:
             results = await asyncio.gather(*(e.start() for e in engines), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
+            errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             await asyncio.gather(*(e.close() for e in engines), return_exceptions=True)
             raise errors[0]

@@ -22,8 +22,18 @@ def routed_text(result: RoutedResult) -> Text:
     return text
 
 
-#: Width of every column of the trace but the step text, borders included.
-_FIXED_WIDTH = 70
+#: The trace's narrow columns: (header, justify, width). They never wrap or shrink; the step text gets the rest.
+_NARROW_COLUMNS = (
+    ("#", "right", 2),
+    ("model", "left", 5),
+    ("H nats", "right", 6),
+    ("", "left", 12),
+    ("tokens", "right", 6),
+    ("end", "left", 9),
+    ("ms", "right", 5),
+)
+#: Everything but the step text: the narrow columns, one space of padding each side of every cell, borders.
+_FIXED_WIDTH = sum(w + 2 for _, _, w in _NARROW_COLUMNS) + 2 + len(_NARROW_COLUMNS) + 2
 
 
 def step_table(result: RoutedResult, *, width: int | None = None, max_text: int = 60) -> Table:
@@ -31,11 +41,9 @@ def step_table(result: RoutedResult, *, width: int | None = None, max_text: int 
     the step text gets what is left (rich would otherwise squeeze the narrow ones to nothing)."""
     text_width = max_text if width is None else max(8, min(max_text, width - _FIXED_WIDTH))
     table = Table(title="routing trace", show_lines=False, header_style="bold")
-    for name, justify, size in (("#", "right", 2), ("model", "left", 5), ("H nats", "right", 6), ("", "left", 12)):
-        table.add_column(name, justify=justify, no_wrap=True, min_width=size)  # type: ignore[arg-type]
-    table.add_column("tokens", justify="right", no_wrap=True, min_width=6)
-    table.add_column("end", no_wrap=True, min_width=9, max_width=9, overflow="ellipsis")
-    table.add_column("ms", justify="right", no_wrap=True, min_width=5)
+    for name, justify, size in _NARROW_COLUMNS:
+        cut = size if name == "end" else None  # the one column whose values are longer than it ("end_of_thinking")
+        table.add_column(name, justify=justify, no_wrap=True, min_width=size, max_width=cut, overflow="ellipsis")  # type: ignore[arg-type]
     table.add_column("text", no_wrap=True, overflow="ellipsis", width=text_width)
     for s in result.steps:
         entropy = "-" if s.entropy is None else f"{s.entropy:.3f}"

@@ -355,22 +355,14 @@ class Router:
         return step
 
     async def _look_ahead(self, run: _Run, first: Glimpse, cap: int) -> list[Glimpse]:
-        """Glimpse on past ``first``, one token at a time (each glimpse extends the context by the token
-        before it, so an engine with prefix reuse evaluates one token per glimpse), up to
-        ``router.glimpse_tokens``, and not past end of sequence, a stop string or the step cap: what the
-        small model would have written first, had it been given the step."""
-        ahead = [first]
-        text = first.text
-        stops = self._step_stops(run)
-        while (
-            len(ahead) < min(self.config.glimpse_tokens, cap)
-            and not ahead[-1].is_eos
-            and _first_stop(text, stops) is None
-        ):
-            context = run.contexts["small"] + [x.token_id for x in ahead]
-            ahead.append(await self.small.glimpse(context, run.sampling))
-            text += ahead[-1].text
-        return ahead
+        return await look_ahead(
+            self.small,
+            run.contexts["small"],
+            first,
+            run.sampling,
+            tokens=min(self.config.glimpse_tokens, cap),
+            stops=self._step_stops(run),
+        )
 
     def _step_stops(self, run: _Run) -> list[str]:
         """What ends the next step: the delimiter while thinking (or when the router writes the answer),
@@ -535,6 +527,27 @@ class Router:
         ):
             return "repetition"
         return None
+
+
+async def look_ahead(
+    engine: Engine,
+    context: Sequence[int],
+    first: Glimpse,
+    sampling: SamplingParams,
+    *,
+    tokens: int,
+    stops: Sequence[str],
+) -> list[Glimpse]:
+    """Glimpse on past ``first``, one token at a time (each glimpse extends the context by the token before
+    it, so an engine with prefix reuse evaluates one token per glimpse), up to ``tokens`` in all, and not
+    past end of sequence or a stop string: what the small model would write first, had it the step. The
+    router routes on these (``router.glimpse_tokens``); calibration measures the same signal with it."""
+    ahead = [first]
+    text = first.text
+    while len(ahead) < tokens and not ahead[-1].is_eos and _first_stop(text, stops) is None:
+        ahead.append(await engine.glimpse([*context, *(x.token_id for x in ahead)], sampling))
+        text += ahead[-1].text
+    return ahead
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> str | None:
