@@ -173,6 +173,65 @@ class RouterConfig(_Strict):
     fallback_on_engine_failure: bool = Field(
         False, description="let the other model write a step when one engine fails (recorded in the trace)"
     )
+    # ------------------------------------------------------------------ guards (docs/calibration.md)
+    routing: Literal["entropy", "random", "small-only", "large-only"] = Field(
+        "entropy",
+        description=(
+            "how steps are routed: by glimpse entropy (GlimpRouter), at random with probability "
+            "random_large_share (the paper's chance baseline), or every step on one model (no glimpse)"
+        ),
+    )
+    random_large_share: float = Field(
+        0.25, ge=0.0, le=1.0, description="routing=random: the probability that a step goes to the large model"
+    )
+    random_seed: int = Field(0, description="routing=random: seed of the per-request draw (request text + seed)")
+    first_step_large: bool = Field(
+        False,
+        description=(
+            "the first step of every routed turn is written by the large model, unglimpsed: it decides "
+            "between calling a tool and answering, and sets up the solution"
+        ),
+    )
+    tool_call_large: bool = Field(
+        False,
+        description=(
+            "a step that opens a tool call (a marker in tool_call_markers, when the request has tools) is "
+            "written by the large model from the marker on (or verified by it with verify=true)"
+        ),
+    )
+    tool_call_markers: list[str] = Field(
+        ["<tool_call>", "[TOOL_CALLS]", "<|python_tag|>", '{"name"'],
+        description="text that opens a tool call in the templates glimp-llm knows",
+    )
+    forced_entropy: float = Field(
+        0.0,
+        ge=0.0,
+        description=(
+            "glimpse past forced tokens: while the small model's next token has entropy below this "
+            "(nats), it is decoded and kept, and the route is decided on the first uncertain token; "
+            "whichever model writes the step continues after the kept prefix. 0 = off (the paper)"
+        ),
+    )
+    forced_max_tokens: int = Field(8, ge=1, le=64, description="forced_entropy: at most this many kept tokens")
+    final_step_check: bool = Field(
+        False,
+        description=(
+            "a small-model step that ends the answer (end of sequence, or a final_answer_markers string) "
+            "is checked by the large model before it is final: verified with verify=true, else rewritten"
+        ),
+    )
+    final_answer_markers: list[str] = Field(["\\boxed{"], description="text that marks the final answer")
+    verify: bool = Field(
+        False,
+        description=(
+            "the large model reads each small-model step right after it is written (its catch-up prefill, "
+            "done eagerly) and keeps the longest prefix whose tokens all have log-probability >= "
+            "verify_logprob under it; from the first rejected token on, the large model writes the step"
+        ),
+    )
+    verify_logprob: float = Field(
+        -7.0, le=0.0, description="verify: the least log-probability (nats) a small-model token may have"
+    )
 
     @field_validator("threshold", mode="before")
     @classmethod

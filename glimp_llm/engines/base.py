@@ -9,6 +9,8 @@ httpx's transports play for its client). An engine:
   that distribution (nats, temperature 1, real vocabulary only) and how it was obtained;
 * ``generate``: continues a context until a stop string, end of sequence or a token cap, optionally
   reporting each token as it is produced;
+* ``score`` (engines with ``info.can_score``): the log-probability of each token another model wrote, so
+  the large model can verify the small model's steps (``router.verify``);
 * reuses the shared prefix of successive contexts (KV cache, block reuse or a server's prefix cache);
 * is safe to call concurrently (it batches in flight or queues fairly);
 * frees its slot when a call is cancelled, and releases everything on ``close``.
@@ -48,6 +50,7 @@ __all__ = [
     "Message",
     "SamplingParams",
     "TokenCallback",
+    "TokenScores",
 ]
 
 EntropyKind = Literal["exact", "top-k estimate", "top-k renormalized"]
@@ -100,6 +103,17 @@ class Delta:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class TokenScores:
+    """How likely an engine finds tokens that another model wrote: one log-probability (nats, temperature 1,
+    full distribution where the engine has it) per scored token, each given the context and the scored
+    tokens before it. The router's verification accepts the longest prefix the large model agrees with."""
+
+    logprobs: tuple[float, ...]
+    seconds: float = 0.0
+    cached_tokens: int = 0
+
+
 TokenCallback = Callable[[Delta], None]
 """Called on the event loop's thread for every delta an engine produces during ``generate``."""
 
@@ -134,6 +148,8 @@ class EngineInfo:
     bos_token: str = ""
     eos_token: str = ""
     add_bos: bool = False
+    can_score: bool = False
+    """Whether :meth:`Engine.score` works (full logits per position, or a server's prompt logprobs)."""
 
 
 @dataclass(slots=True)
@@ -210,6 +226,13 @@ class Engine(Protocol):
     ) -> Completion:
         """Continue ``context`` until a string in ``stop`` appears in the new text (it is kept in the
         output), end of sequence (the EOS token is not part of the output), or ``max_tokens``."""
+        ...
+
+    async def score(self, context: Sequence[int], continuation: Sequence[int]) -> TokenScores:
+        """The log-probability of each token of ``continuation`` after ``context`` (and the continuation
+        tokens before it). Leaves the engine's prefix cache holding ``context + continuation``, so the
+        read is the catch-up prefill the engine would do before its next step anyway. An engine whose
+        ``info.can_score`` is false raises :class:`EngineUnavailableError` naming what it lacks."""
         ...
 
     async def health(self) -> EngineHealth: ...
