@@ -233,6 +233,15 @@ class RouterConfig(_Strict):
         -7.0, le=0.0, description="verify: the least log-probability (nats) a small-model token may have"
     )
 
+    @model_validator(mode="after")
+    def _one_glimpse_extension(self) -> RouterConfig:
+        if self.forced_entropy > 0 and self.glimpse_tokens > 1:
+            raise ValueError(
+                "forced_entropy (glimpse past forced tokens) and glimpse_tokens > 1 (look-ahead) both extend the "
+                "glimpse: choose one (set glimpse_tokens=1 or forced_entropy=0)"
+            )
+        return self
+
     @field_validator("threshold", mode="before")
     @classmethod
     def _finite_threshold(cls, value: Any) -> Any:

@@ -152,6 +152,11 @@ class BackendManager:
                     s.model,
                     lg.model,
                 )
+        try:
+            self.router.check_engines()
+        except Exception:
+            await asyncio.gather(*(e.close() for e in engines), return_exceptions=True)
+            raise
         self._started = True
 
     async def close(self) -> None:

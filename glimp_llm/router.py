@@ -23,7 +23,9 @@ The router knows nothing about engines beyond :class:`~glimp_llm.engines.base.En
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
+import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from glimp_llm.config import RouterConfig
 from glimp_llm.engines.base import Completion, Delta, Engine, Glimpse, Message, SamplingParams
 from glimp_llm.entropy import renormalized_topk_entropy
 from glimp_llm.errors import (
+    ConfigurationError,
     ContextTooLongError,
     EngineFailureError,
     InvalidRequestError,
@@ -44,6 +47,7 @@ from glimp_llm.trace import (
     DoneEvent,
     ModelRole,
     Phase,
+    RoutedBy,
     RoutedFinishReason,
     RoutedResult,
     RouterEvent,
@@ -91,6 +95,9 @@ class _Run:
     steps: list[Step] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     timings: Timings = field(default_factory=Timings)
+    has_tools: bool = False
+    hold_small: bool = False
+    rng: random.Random = field(default_factory=random.Random)
     text: str = ""
     generated: int = 0
     phase: Phase = "thinking"
@@ -235,6 +242,31 @@ class Router:
             text = info.bos_token + text
         return await engine.tokenize(text)
 
+    @property
+    def _shared_tokens(self) -> bool:
+        return self.small is self.large or (
+            self.small.info.tokenizer_fingerprint == self.large.info.tokenizer_fingerprint
+        )
+
+    def check_engines(self) -> None:
+        """Fail, typed and with the fix, when a setting needs what a started engine lacks. The manager
+        calls it right after starting the engines; every request checks it again (it is cheap)."""
+        if not self.config.verify:
+            return
+        large = self.large.info
+        if not large.can_score:
+            raise ConfigurationError(
+                f"router.verify needs a large engine that scores tokens; {large.name!r} ({large.backend}) cannot: "
+                "use llama.cpp, a TensorRT-LLM engine built with context logits, or a vLLM server "
+                "(prompt_logprobs), or set router.verify=false"
+            )
+        if not self._shared_tokens:
+            raise ConfigurationError(
+                "router.verify needs the two models to share a tokenizer (the large model scores the small "
+                f"model's token ids); {self.small.info.model!r} and {large.model!r} do not: pick a same-family "
+                "pair or set router.verify=false"
+            )
+
     def _thinking(self, engine: Engine) -> bool:
         mode = self.config.thinking
         if mode == "auto":
@@ -245,9 +277,8 @@ class Router:
     async def _route(self, req: RouteRequest, sink: EventSink | None, waited: float) -> RoutedResult:
         cfg = self.config
         t_start = time.perf_counter()
-        shared = self.small is self.large or (
-            self.small.info.tokenizer_fingerprint == self.large.info.tokenizer_fingerprint
-        )
+        self.check_engines()
+        shared = self._shared_tokens
         small_ids = await self.prepare_prompt(req, self.small)
         large_ids = small_ids if shared else await self.prepare_prompt(req, self.large)
         window = min(self.small.info.context_window, self.large.info.context_window)
@@ -275,6 +306,10 @@ class Router:
             sampling=sampling,
             threshold=cfg.threshold if req.threshold is None else float(req.threshold),
             sink=sink,
+            has_tools=bool(req.tools),
+            # checks that may discard a small-model step hold it back from the stream until they pass
+            hold_small=cfg.verify or cfg.final_step_check or (cfg.tool_call_large and bool(req.tools)),
+            rng=random.Random(f"{cfg.random_seed}:{hashlib.sha256(repr(small_ids).encode()).hexdigest()}"),
         )
         if shared:
             run.contexts["large"] = run.contexts["small"]  # one list: both models see the same ids
@@ -306,7 +341,8 @@ class Router:
             if remaining <= 0:
                 return "length"
             if run.phase == "answer" and cfg.answer_model != "router":
-                step = await self._write_step(run, cfg.answer_model, (), min(remaining, cfg.answer_max_tokens))
+                step = await self._write_step(run, cfg.answer_model, None, min(remaining, cfg.answer_max_tokens))
+                step.routed_by = "answer"
             else:
                 step = await self._routed_step(run, min(remaining, cfg.step_max_tokens))
             other_ids: list[int] = []
@@ -317,42 +353,105 @@ class Router:
             if finish is not None:
                 return finish
 
+    def _decided_role(self, run: _Run) -> tuple[ModelRole, RoutedBy] | None:
+        """A route known without a glimpse: one-model routing, or the turn's first step (guard)."""
+        cfg = self.config
+        if cfg.routing == "small-only":
+            return "small", "fixed"
+        if cfg.routing == "large-only":
+            return "large", "fixed"
+        if cfg.first_step_large and not run.steps:
+            return "large", "first_step"
+        if cfg.routing == "random":
+            return ("large" if run.rng.random() < cfg.random_large_share else "small"), "random"
+        return None
+
     async def _routed_step(self, run: _Run, cap: int) -> Step:
         cfg = self.config
+        decided = self._decided_role(run)
+        if decided is not None:
+            role, reason = decided
+            step = await self._write_step(run, role, None, cap)
+            step.routed_by = reason
+            return await self._check_small_step(run, step, cap) if role == "small" else step
         paper = cfg.paper_faithful
         glimpse_sampling = SamplingParams() if paper else run.sampling
         t0 = time.perf_counter()
+        forced: list[Glimpse] = []
+        decider: Glimpse | None
         try:
             g = await self.small.glimpse(
                 run.contexts["small"], glimpse_sampling, top_logprobs=cfg.paper_top_k if paper else 0
             )
-            ahead = [g] if paper or cfg.glimpse_tokens == 1 else await self._look_ahead(run, g, cap)
+            if cfg.forced_entropy > 0 and not paper:
+                forced, decider = await self._past_forced(run, g, cap)
+                ahead = [*forced, decider] if decider is not None else forced
+            else:
+                ahead = [g] if paper or cfg.glimpse_tokens == 1 else await self._look_ahead(run, g, cap)
+                decider = None
         except EngineFailureError as exc:
             if not cfg.fallback_on_engine_failure:
                 raise
-            return await self._write_step(run, "large", (), cap, fallback=f"small glimpse failed: {exc}")
+            step = await self._write_step(run, "large", None, cap, fallback=f"small glimpse failed: {exc}")
+            step.routed_by = "fallback"
+            return step
         glimpse_seconds = time.perf_counter() - t0
         run.timings.glimpse_seconds += glimpse_seconds
-        run.usage.glimpses += 1
+        run.usage.glimpses += len(forced) + 1 if forced else 1
+        reason: RoutedBy = "entropy"
         if paper:
             entropy = renormalized_topk_entropy([lp for _, lp in g.top_logprobs])
             kind, bound = "top-k renormalized", 0.0
             to_large = entropy >= run.threshold
         else:
-            # one token: the paper's signal; several: the most uncertain of them (see RouterConfig.glimpse_tokens)
-            peak = max(ahead, key=lambda x: x.entropy)
+            # one token: the paper's signal; several: the most uncertain of them (see RouterConfig.glimpse_tokens);
+            # past forced tokens: the first uncertain one (or, when all were forced, the small model goes on)
+            peak = decider if decider is not None else max(ahead, key=lambda x: x.entropy)
             entropy, kind, bound = peak.entropy, peak.entropy_kind, peak.entropy_error_bound
-            to_large = entropy > run.threshold
-        reuse = not paper and not to_large
-        if not reuse:
+            to_large = entropy > run.threshold and (decider is not None or not forced)
+        if not to_large and run.has_tools and cfg.tool_call_large and _opens_tool_call(
+            "".join(x.text for x in ahead), cfg.tool_call_markers
+        ):
+            to_large, reason = True, "tool_call"
+        if paper:
+            prefix = None
             run.usage.glimpse_tokens_discarded += len(ahead)
+        elif to_large:
+            prefix = _Prefix.of(forced) if forced else None
+            run.usage.glimpse_tokens_discarded += len(ahead) - len(forced)
+        else:
+            prefix = _Prefix.of(ahead)
+        run.usage.forced_tokens += len(forced)
         step = await self._write_step(
-            run, "large" if to_large else "small", ahead if reuse else (), cap, glimpse_seconds=glimpse_seconds
+            run, "large" if to_large else "small", prefix, cap, glimpse_seconds=glimpse_seconds
         )
+        step.routed_by = reason
+        if not to_large:
+            step = await self._check_small_step(run, step, cap)
         step.entropy, step.entropy_kind, step.entropy_error_bound = entropy, kind, bound
         step.glimpse_token = "".join(x.text for x in ahead)
         step.glimpse_tokens = len(ahead)
+        step.forced_tokens = len(forced)
         return step
+
+    async def _past_forced(self, run: _Run, first: Glimpse, cap: int) -> tuple[list[Glimpse], Glimpse | None]:
+        """Glimpse past forced tokens (``router.forced_entropy``): decode the small model's near-certain
+        tokens one at a time, up to ``forced_max_tokens``, and return them with the first uncertain glimpse,
+        which decides the route. None instead of it: every token was forced (the cap, a stop string or the
+        step's end came first), so the small model goes on. The forced tokens are kept by either model."""
+        cfg = self.config
+        forced: list[Glimpse] = []
+        g = first
+        text = ""
+        stops = self._step_stops(run)
+        limit = min(cfg.forced_max_tokens, cap - 1)
+        while g.entropy < cfg.forced_entropy and not g.is_eos:
+            forced.append(g)
+            text += g.text
+            if len(forced) >= limit or _first_stop(text, stops) is not None:
+                return forced, None
+            g = await self.small.glimpse([*run.contexts["small"], *(x.token_id for x in forced)], run.sampling)
+        return forced, g
 
     async def _look_ahead(self, run: _Run, first: Glimpse, cap: int) -> list[Glimpse]:
         return await look_ahead(
@@ -373,82 +472,161 @@ class Router:
             stops.append(cfg.end_of_thinking)
         return stops + list(run.stops)
 
+    # ------------------------------------------------------------------ checks of small-model steps
+    async def _check_small_step(self, run: _Run, step: Step, cap: int) -> Step:
+        """The large model's checks of a step the small model wrote (held back from the stream until
+        they pass): verification (``router.verify``) reads every such step; without it, a step that opens
+        a tool call is rewritten from the marker on, and a step that ends the answer is rewritten."""
+        cfg = self.config
+        if step.ended_by == "cancelled" or not run.hold_small:
+            return step
+        if cfg.verify:
+            return await self._verify(run, step, cap)
+        marker = _tool_call_position(step.text, cfg.tool_call_markers) if cfg.tool_call_large and run.has_tools else None
+        if marker is not None:
+            kept = await _ids_within(self.small, step.token_ids, marker)
+            return await self._rewrite(run, step, kept, cap, "tool_call")
+        if cfg.final_step_check and self._ends_answer(run, step):
+            return await self._rewrite(run, step, 0, cap, "final_check")
+        self._release(run, step)
+        return step
+
+    def _ends_answer(self, run: _Run, step: Step) -> bool:
+        """Whether ``step`` would end the answer: end of sequence, or a final-answer marker. Thinking
+        models in their reasoning phase are left out: their answer has ``answer_model``."""
+        if run.phase == "thinking" and self._thinking(self.small):
+            return False
+        return step.ended_by == "eos" or any(m in step.text for m in self.config.final_answer_markers)
+
+    async def _verify(self, run: _Run, step: Step, cap: int) -> Step:
+        """Score the small model's step under the large model; keep the longest prefix whose tokens all have
+        log-probability >= ``verify_logprob``; from the first rejected token on, the large model writes."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        context = run.contexts["large"]
+        ids = step.token_ids
+        logprobs = list((await self.large.score(context, ids)).logprobs) if ids else []
+        accepted = next((i for i, lp in enumerate(logprobs) if lp < cfg.verify_logprob), len(ids))
+        if accepted == len(ids) and step.ended_by == "eos":
+            # ending the answer here is a decision too: the large model's best end-of-sequence token
+            ends = [(await self.large.score([*context, *ids], [e])).logprobs[0] for e in sorted(self._eos_ids)]
+            logprobs.append(max(ends))
+        run.timings.verify_seconds += time.perf_counter() - t0
+        run.usage.verified_steps += 1
+        least = min(logprobs) if logprobs else None
+        if all(lp >= cfg.verify_logprob for lp in logprobs):
+            step.verified, step.accepted_tokens, step.min_logprob = True, len(ids), least
+            self._release(run, step)
+            return step
+        run.usage.rejected_steps += 1
+        new = await self._rewrite(run, step, accepted, cap, step.routed_by)
+        new.verified, new.accepted_tokens, new.min_logprob = True, accepted, least
+        return new
+
+    async def _rewrite(self, run: _Run, step: Step, keep: int, cap: int, reason: RoutedBy) -> Step:
+        """The large model writes ``step`` again after its first ``keep`` small-model tokens."""
+        kept_ids = step.token_ids[:keep]
+        kept_text = await self.small.detokenize(kept_ids) if kept_ids else ""
+        rejected = step.tokens - keep
+        run.usage.small_tokens_rejected += rejected
+        # the discarded tokens' time stays in timings.small_seconds: the small model did spend it
+        new = await self._write_step(
+            run, "large", _Prefix(kept_ids, kept_text), cap, glimpse_seconds=step.glimpse_seconds
+        )
+        new.routed_by = reason
+        new.generation_seconds += step.generation_seconds
+        new.rejected_tokens = rejected
+        new.rejected_text = step.text[len(kept_text) :] if step.text.startswith(kept_text) else step.text
+        return new
+
+    def _release(self, run: _Run, step: Step) -> None:
+        """Stream a held-back small-model step once the checks have passed."""
+        if step.text:
+            run.emit(TokenEvent(step=step.index, model="small", text=step.text))
+
+    @property
+    def _eos_ids(self) -> frozenset[int]:
+        both = self.small.info.eos_token_ids & self.large.info.eos_token_ids
+        return both or self.large.info.eos_token_ids
+
+    # ------------------------------------------------------------------------------- writing a step
     async def _write_step(
         self,
         run: _Run,
         role: ModelRole,
-        glimpsed: Sequence[Glimpse],
+        prefix: _Prefix | None,
         cap: int,
         *,
         glimpse_seconds: float = 0.0,
         fallback: str | None = None,
     ) -> Step:
-        """One step by ``role``; with ``glimpsed`` tokens, the step starts with them."""
+        """One step by ``role``, starting with ``prefix``: tokens the small model wrote and that are kept
+        (its glimpse when it writes the step; forced or verified tokens when the large model continues)."""
         cfg = self.config
         index = len(run.steps)
         stops = self._step_stops(run)
+        held = role == "small" and run.hold_small
+        live = run.sink is not None and not held
 
         def on_token(delta: Delta) -> None:
             if delta.text:
                 run.emit(TokenEvent(step=index, model=role, text=delta.text))
 
-        prefix_ids: list[int] = []
-        prefix_text = ""
-        completion: Completion | None = None
-        t0 = time.perf_counter()
-        reused = bool(glimpsed)
-        for g in glimpsed:
-            if g.is_eos:
-                return self._make_step(
-                    run, index, role, prefix_ids, prefix_text, "eos", reused, glimpse_seconds, 0.0, fallback
-                )
-            prefix_ids.append(g.token_id)
-            prefix_text += g.text
-            if run.sink is not None:
-                on_token(Delta((g.token_id,), g.text))
-        if glimpsed:
-            hit = _first_stop(prefix_text, stops)
-            if hit is not None or len(prefix_ids) >= cap:
-                ended = self._ended_by(hit, run, cap) if hit is not None else self._cap_end(run, cap)
-                if "\ufffd" in prefix_text:
-                    prefix_text = await self.small.detokenize(prefix_ids)
-                return self._make_step(
-                    run, index, role, prefix_ids, prefix_text, ended, reused, glimpse_seconds, 0.0, fallback
-                )
+        prefix = prefix or _Prefix([], "")
+        ids = list(prefix.ids)
+        if role == "large" and ids and not run.shared_tokens:
+            ids = await self.large.tokenize(prefix.text)
+        kept_small = len(ids) if role == "large" else 0
+        text = prefix.text
+        if live and text:
+            run.emit(TokenEvent(step=index, model="small", text=text))
+        glimpse_reused = role == "small" and bool(ids or prefix.eos)
+        made = dict(glimpse_reused=glimpse_reused, glimpse_seconds=glimpse_seconds, fallback=fallback)
+        if prefix.eos:
+            return self._make_step(run, index, role, ids, text, "eos", seconds=0.0, kept_small=kept_small, **made)
+        if ids:
+            hit = _first_stop(text, stops)
+            if hit is not None or len(ids) >= cap:
+                ended = self._ended_by(hit, run) if hit is not None else self._cap_end(run, cap)
+                if "\ufffd" in text:
+                    text = await self.small.detokenize(prefix.ids)
+                return self._make_step(run, index, role, ids, text, ended, seconds=0.0, kept_small=kept_small, **made)
         engine = self.small if role == "small" else self.large
-        context = run.contexts[role] + prefix_ids
+        t0 = time.perf_counter()
         try:
             completion = await engine.generate(
-                context,
-                max_tokens=cap - len(prefix_ids),
+                run.contexts[role] + ids,
+                max_tokens=cap - len(ids),
                 stop=stops,
                 sampling=run.sampling,
                 # per-token callbacks cross threads; only pay for them when someone listens
-                on_token=on_token if run.sink is not None else None,
+                on_token=on_token if live else None,
             )
         except EngineFailureError as exc:
             if not cfg.fallback_on_engine_failure or fallback is not None:
                 raise
             other: ModelRole = "large" if role == "small" else "small"
-            # the other model starts afresh: the glimpsed tokens are dropped after all
-            run.usage.glimpse_tokens_discarded += len(glimpsed)
-            return await self._write_step(run, other, (), cap, fallback=f"{role} failed: {exc}")
+            # the other model starts afresh: the kept tokens are dropped after all
+            run.usage.glimpse_tokens_discarded += len(prefix.ids)
+            step = await self._write_step(run, other, None, cap, fallback=f"{role} failed: {exc}")
+            step.routed_by = "fallback"
+            return step
         seconds = time.perf_counter() - t0
-        ids = prefix_ids + list(completion.token_ids)
-        text = prefix_text + completion.text
-        if "\ufffd" in prefix_text:  # a multi-byte character split across the glimpse: decode as one
-            text = await engine.detokenize(ids)
+        all_ids = ids + list(completion.token_ids)
+        text += completion.text
+        if "\ufffd" in prefix.text:  # a multi-byte character split across the prefix: decode as one
+            text = await engine.detokenize(all_ids)
         if completion.finish_reason == "stop":
-            ended: StepEnd = self._ended_by(completion.stop_string, run, cap)
+            ended: StepEnd = self._ended_by(completion.stop_string, run)
         elif completion.finish_reason == "eos":
             ended = "eos"
         elif completion.finish_reason == "cancelled":
             ended = "cancelled"
         else:
             ended = self._cap_end(run, cap)
-        return self._make_step(run, index, role, ids, text, ended, reused, glimpse_seconds, seconds, fallback)
+        return self._make_step(run, index, role, all_ids, text, ended, seconds=seconds, kept_small=kept_small, **made)
 
-    def _ended_by(self, stop: str | None, run: _Run, cap: int) -> StepEnd:
+    def _ended_by(self, stop: str | None, run: _Run) -> StepEnd:
         if stop == self.config.step_delimiter:
             return "delimiter"
         if stop == self.config.end_of_thinking and run.phase == "thinking":
@@ -466,10 +644,12 @@ class Router:
         ids: list[int],
         text: str,
         ended: StepEnd,
+        *,
         glimpse_reused: bool,
         glimpse_seconds: float,
         seconds: float,
         fallback: str | None,
+        kept_small: int,
     ) -> Step:
         if role == "small":
             run.timings.small_seconds += seconds
@@ -487,6 +667,7 @@ class Router:
             glimpse_seconds=glimpse_seconds,
             generation_seconds=seconds,
             fallback=fallback,
+            kept_small_tokens=kept_small,
         )
 
     def _after_step(self, run: _Run, step: Step, other_ids: list[int]) -> RoutedFinishReason | None:
@@ -502,7 +683,8 @@ class Router:
             run.usage.small_tokens += step.tokens
         else:
             run.usage.large_steps += 1
-            run.usage.large_tokens += step.tokens
+            run.usage.large_tokens += step.tokens - step.kept_small_tokens
+            run.usage.small_tokens += step.kept_small_tokens
         start = len(run.text)
         run.text += step.text
         run.emit(StepEvent(step=step))
@@ -527,6 +709,44 @@ class Router:
         ):
             return "repetition"
         return None
+
+
+@dataclass(frozen=True)
+class _Prefix:
+    """Tokens a step starts with, written by the small model and kept; ``eos``: it ended the answer there."""
+
+    ids: list[int]
+    text: str
+    eos: bool = False
+
+    @classmethod
+    def of(cls, glimpses: Sequence[Glimpse]) -> _Prefix:
+        kept = [g for g in glimpses if not g.is_eos]
+        return cls([g.token_id for g in kept], "".join(g.text for g in kept), eos=len(kept) < len(glimpses))
+
+
+def _opens_tool_call(text: str, markers: Sequence[str]) -> bool:
+    """Whether the glimpsed start of a step is (the start of) a tool-call marker."""
+    head = text.lstrip()
+    return bool(head) and any(head.startswith(m) or m.startswith(head) for m in markers)
+
+
+def _tool_call_position(text: str, markers: Sequence[str]) -> int | None:
+    hits = [i for m in markers if (i := text.find(m)) >= 0]
+    return min(hits) if hits else None
+
+
+async def _ids_within(engine: Engine, ids: Sequence[int], chars: int) -> int:
+    """The most leading tokens of ``ids`` whose text fits in ``chars`` characters (binary search: the
+    text length grows with the token count, and each probe is one detokenisation)."""
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(await engine.detokenize(ids[:mid])) <= chars:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 async def look_ahead(

@@ -15,6 +15,9 @@ ModelRole = Literal["small", "large"]
 RoutedFinishReason = Literal["eos", "stop", "length", "repetition", "cancelled"]
 StepEnd = Literal["delimiter", "eos", "step_cap", "budget", "end_of_thinking", "stop_sequence", "cancelled"]
 Phase = Literal["thinking", "answer"]
+RoutedBy = Literal["entropy", "random", "fixed", "first_step", "tool_call", "final_check", "answer", "fallback"]
+"""Why a step went to its model: the glimpse entropy, a random draw, a one-model routing, a guard (the turn's
+first step, a tool call, the step that ends the answer), the answer phase, or an engine failure."""
 
 
 class Step(BaseModel):
@@ -36,6 +39,16 @@ class Step(BaseModel):
     glimpse_seconds: float = 0.0
     generation_seconds: float = 0.0
     fallback: str | None = Field(None, description="set when the other model wrote the step after a failure")
+    routed_by: RoutedBy = "entropy"
+    forced_tokens: int = Field(0, description="near-certain small-model tokens decoded and kept before routing")
+    kept_small_tokens: int = Field(
+        0, description="for a large step: how many of its leading tokens the small model wrote (forced or verified)"
+    )
+    verified: bool = Field(False, description="the large model scored the small model's tokens of this step")
+    accepted_tokens: int | None = Field(None, description="verify: small-model tokens the large model accepted")
+    rejected_tokens: int = Field(0, description="small-model tokens discarded (rejected, or rewritten by a guard)")
+    rejected_text: str | None = Field(None, description="the small-model text that was discarded")
+    min_logprob: float | None = Field(None, description="verify: the least large-model log-prob of a small token")
 
 
 class Usage(BaseModel):
@@ -48,6 +61,10 @@ class Usage(BaseModel):
     large_steps: int = 0
     glimpses: int = 0
     glimpse_tokens_discarded: int = 0
+    forced_tokens: int = 0
+    verified_steps: int = 0
+    rejected_steps: int = 0
+    small_tokens_rejected: int = 0
 
 
 class Timings(BaseModel):
@@ -56,10 +73,11 @@ class Timings(BaseModel):
     small_seconds: float = 0.0
     large_seconds: float = 0.0
     queue_seconds: float = 0.0
+    verify_seconds: float = 0.0
 
     @property
     def engine_seconds(self) -> float:
-        return self.glimpse_seconds + self.small_seconds + self.large_seconds
+        return self.glimpse_seconds + self.small_seconds + self.large_seconds + self.verify_seconds
 
     @property
     def overhead_ratio(self) -> float:

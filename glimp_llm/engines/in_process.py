@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -29,8 +29,9 @@ from glimp_llm.engines.base import (
     Message,
     SamplingParams,
     TokenCallback,
+    TokenScores,
 )
-from glimp_llm.engines.decoding import StopMatcher, Utf8Pieces, choose_token
+from glimp_llm.engines.decoding import StopMatcher, Utf8Pieces, choose_token, token_logprob
 from glimp_llm.engines.slots import CancelFlag, Slot, SlotPool, common_prefix_length
 from glimp_llm.entropy import entropy_from_logits, top_k_logprobs
 from glimp_llm.errors import (
@@ -82,6 +83,13 @@ class InProcessEngine(abc.ABC, Generic[StateT]):
         """Make the backend's cache hold ``tokens``, of which the first ``keep`` are already cached
         (drop what follows them, evaluate the rest); return the logits row after ``tokens[-1]``.
         A view is fine: it is used before the next evaluation."""
+
+    def _evaluate_each(self, state: StateT, tokens: Sequence[int], keep: int) -> Iterator[np.ndarray]:
+        """Evaluate ``tokens[keep:]`` (the cache holds ``tokens[:keep]``) and yield the logits row after each
+        of them, in order: what :meth:`score` reads. This default evaluates one token at a time; backends
+        that can return every row of one batch override it."""
+        for end in range(keep + 1, len(tokens) + 1):
+            yield self._evaluate(state, tokens[:end], end - 1)
 
     @abc.abstractmethod
     def _token_bytes(self, token_id: int) -> bytes:
@@ -255,6 +263,37 @@ class InProcessEngine(abc.ABC, Generic[StateT]):
 
         result: Glimpse = await self._run(context, work)
         self._stats.glimpses += 1
+        return result
+
+    async def score(self, context: Sequence[int], continuation: Sequence[int]) -> TokenScores:
+        if not continuation:
+            return TokenScores(logprobs=())
+        self._check_context([*context, *continuation])
+        vocab = self.info.vocab_size
+
+        def work(slot: Slot[SlotState[StateT]], cancel: CancelFlag) -> TokenScores:
+            t0 = time.perf_counter()
+            logits, reused = self._sync_context(slot, context)
+            logprobs = [token_logprob(logits[:vocab], continuation[0])]
+            full = [*context, *continuation]
+            slot.cached = list(full)
+            last: np.ndarray | None = None
+            try:
+                for i, row in enumerate(self._evaluate_each(slot.state.backend, full, len(context))):
+                    nxt = len(context) + i + 1
+                    if nxt < len(full):
+                        logprobs.append(token_logprob(row[:vocab], full[nxt]))
+                    else:
+                        last = row
+            except BaseException:
+                slot.cached = []  # the backend's cache state is unknown now: rebuild it next time
+                raise
+            if last is not None:
+                self._keep_logits(slot, last)  # the large model's next step starts here without an evaluation
+            self._stats.tokens_evaluated += len(continuation)
+            return TokenScores(tuple(logprobs), seconds=time.perf_counter() - t0, cached_tokens=reused)
+
+        result: TokenScores = await self._run(context, work)
         return result
 
     async def generate(

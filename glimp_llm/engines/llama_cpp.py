@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,7 @@ class LlamaCppEngine(InProcessEngine[Any]):
             bos_token=self._bos_text,
             eos_token=eos_text,
             add_bos=self._add_bos,
+            can_score=True,
         )
         self.path = path
         return llamas, info
@@ -163,6 +164,27 @@ class LlamaCppEngine(InProcessEngine[Any]):
     def _tokenize(self, text: str) -> list[int]:
         state = self._require_pool().slots[0].state.backend
         return list(state.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def _evaluate_each(self, state: Any, tokens: Sequence[int], keep: int) -> Iterator[np.ndarray]:
+        """Every row of one batched evaluation (verification reads a whole step at prefill speed, not one
+        decode per token). ``Llama.eval`` keeps only the last row unless the model was loaded with
+        ``logits_all`` (n_ctx x vocab floats), so the batch is built here with a logit flag on every token,
+        as ``eval`` does for ``logits_all`` in llama-cpp-python 0.3.36 (``LlamaBatch.set_batch``)."""
+        llama_cpp = self._llama_cpp
+        ctx = state._ctx
+        ctx.kv_cache_seq_rm(-1, keep, -1)
+        state.n_tokens = keep
+        n_vocab = state.n_vocab()
+        for start in range(keep, len(tokens), state.n_batch):
+            batch = list(tokens[start : start + state.n_batch])
+            n_past = state.n_tokens
+            state._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
+            ctx.decode(state._batch)
+            state.input_ids[n_past : n_past + len(batch)] = batch
+            state.n_tokens += len(batch)
+            for i in range(len(batch)):
+                ptr = llama_cpp.llama_get_logits_ith(ctx.ctx, i)
+                yield np.ctypeslib.as_array(ptr, shape=(n_vocab,))
 
     def _evaluate(self, state: Any, tokens: Sequence[int], keep: int) -> np.ndarray:
         state.n_tokens = keep

@@ -255,6 +255,7 @@ class ScriptedEngine(InProcessEngine[_Model]):
             batches_in_flight=False,
             chat_template=self._chat_template,
             eos_token="<eos>",
+            can_score=True,
         )
         return [_Model() for _ in range(self._n_slots)], info
 
