@@ -43,16 +43,25 @@ def _drop_fake_modules() -> None:
                 del sys.modules[name]
 
 
+def _is_fake(mod: ModuleType | None) -> bool:
+    return mod is None or str(getattr(mod, "__file__", "") or "").startswith(str(FAKES))
+
+
 @pytest.fixture
 def trt(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """The fake tensorrt_llm, importable for the duration of one test."""
-    for pkg in FAKE_PACKAGES:
-        if pkg in sys.modules and not str(getattr(sys.modules[pkg], "__file__", "")).startswith(str(FAKES)):
-            pytest.skip(f"a real {pkg} is imported in this process; the fake cannot replace it")
+    """The fake tensorrt_llm (and transformers), importable for the duration of one test.
+
+    A real ``transformers``/``tensorrt_llm`` already imported in this process (another test, a GPU host) is
+    set aside for the test and put back afterwards (monkeypatch restores ``sys.modules``), never a reason to
+    skip: these tests must run everywhere."""
+    for name in list(sys.modules):
+        if name.split(".")[0] in FAKE_PACKAGES and not _is_fake(sys.modules[name]):
+            monkeypatch.delitem(sys.modules, name)
     _drop_fake_modules()
     monkeypatch.syspath_prepend(str(FAKES))
     import tensorrt_llm._fake as fake
 
+    assert _is_fake(sys.modules["tensorrt_llm"]) and _is_fake(sys.modules.get("transformers"))
     fake.INSTANCES.clear()
     yield fake
     _drop_fake_modules()
@@ -204,14 +213,16 @@ async def test_step_stops_at_the_delimiter_and_streams_deltas(trt: ModuleType, t
 async def test_stop_string_inside_a_merged_token_is_caught_and_the_request_aborted(
     trt: ModuleType, tmp_path: Path
 ) -> None:
-    # the model writes the token " step"; the runtime matches stop strings as token sequences (encode("step")
-    # is the different token "step"), so only the driver's text check sees it — and aborts the request.
+    # the model writes the token " step"; as a token sequence the stop word "step" (a different token) never
+    # matches, but the runtime also matches stop strings on the detokenized text and then aborts the request
+    # (result.py DetokenizedGenerationResultBase._handle_response); the driver's own text check ends the step
+    # at the same token either way.
     eng = await started(make_engine_dir(tmp_path / "e", "Then the step is done and more words follow here."))
     ctx = await prompt_ids(eng)
     c = await eng.generate(ctx, max_tokens=40, stop=["step"])
     assert c.text == "Then the step" and c.finish_reason == "stop" and c.stop_string == "step"
     ex = trt.INSTANCES[0].executor
-    assert ex.aborted, "the driver must abort a request it stopped reading"
+    assert ex.aborted, "the request must be aborted once the stop string is seen"
     for _ in range(20):
         await asyncio.sleep(0.002)
     assert not ex.running
@@ -235,7 +246,7 @@ async def test_length_cap_and_sampling_settings(trt: ModuleType, tmp_path: Path)
     assert greedy._greedy_decoding and greedy.temperature is None
     await eng.generate(ctx, max_tokens=3, sampling=SamplingParams(temperature=0.7, seed=5))
     sampled = trt.INSTANCES[0].executor.calls[-1]["sampling_params"]
-    # top_p must be explicit: with top_k and top_p unset the runtime decodes greedily whatever the temperature
+    # 1.1+ samples for a temperature alone (params_imply_greedy_decoding); top_p is passed so ours applies
     assert not sampled._greedy_decoding and sampled.temperature == 0.7 and sampled.top_p == 1.0
     assert sampled.seed == 5 and sampled.stop_token_ids == sorted(eng.info.eos_token_ids)
 
@@ -276,7 +287,7 @@ async def test_missing_tensorrt_llm_names_what_to_install(
 ) -> None:
     eng = engine_on(make_engine_dir(tmp_path / "e"))
     monkeypatch.setitem(sys.modules, "tensorrt_llm", None)
-    with pytest.raises(EngineUnavailableError, match=r"tensorrt-llm>=1.0,<1.3.*pypi.nvidia.com"):
+    with pytest.raises(EngineUnavailableError, match=r"tensorrt-llm>=1.1,<1.3.*pypi.nvidia.com"):
         await eng.start()
 
 
@@ -450,3 +461,171 @@ def test_every_tensorrt_llm_name_is_listed() -> None:
     source = Path(__import__("glimp_llm.engines.tensorrt_llm", fromlist=["x"]).__file__).read_text()
     for name in ("_tensorrt_engine", "KvCacheConfig", "generate_async", "generation_logits", "abort", "shutdown"):
         assert name in source and any(name in k for k in TENSORRT_LLM_NAMES), name
+
+
+# ---------------------------------------------------------------- the fake is as unkind as the real runtime
+# Each test below pins one behaviour of tensorrt-llm 1.1/1.2 that the driver depends on (source in _fake.py).
+
+
+def fake_llm(trt: ModuleType, backend: str, directory: Path, **kwargs: Any) -> Any:
+    cls = trt.TrtLLM if backend == "tensorrt" else trt.TorchLLM
+    return cls(model=str(directory), gather_generation_logits=True, **kwargs)
+
+
+def model_dir(backend: str, directory: Path, response: str = "Done.", **build: Any) -> Path:
+    """An engine directory (TensorRT backend) or an HF checkpoint (PyTorch backend; build settings ignored)."""
+    if backend == "tensorrt":
+        return make_engine_dir(directory, response, **build)
+    return make_hf_dir(directory, response)
+
+
+async def eos_context(llm: Any, response: str = "Done.") -> list[int]:
+    """A prompt after which the fake model's next token is its end-of-sequence token."""
+    tok = llm.tokenizer
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False)
+    return tok.encode(prompt) + tok.encode(response)
+
+
+BACKENDS = ("tensorrt", "pytorch")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_fake_end_id_and_the_logits_slice_follow_the_backend(
+    trt: ModuleType, tmp_path: Path, backend: str
+) -> None:
+    from tensorrt_llm import SamplingParams as P
+
+    llm = fake_llm(trt, backend, model_dir(backend, tmp_path / "m"))
+    ctx = await eos_context(llm)
+    eos = llm.tokenizer.eos_token_id
+    out = await llm.generate_async(ctx, P(max_tokens=1, return_generation_logits=True))
+    c = out.outputs[0]
+    assert c.finish_reason == "stop"
+    if backend == "tensorrt":  # end id left out of token_ids; logits sliced to [:len(token_ids)]
+        assert c.token_ids == [] and c.generation_logits.shape == (0, llm.vocab_padded)
+    else:  # the PyTorch sampler adds the token before it stops on it
+        assert c.token_ids == [eos] and c.generation_logits.shape == (1, llm.vocab_padded)
+    kept = await llm.generate_async(ctx, P(max_tokens=1, return_generation_logits=True, ignore_eos=True))
+    k = kept.outputs[0]  # end_id=-1: the token comes back on both backends, as an ordinary one
+    assert k.token_ids == [eos] and k.finish_reason == "length" and k.generation_logits.shape == (1, llm.vocab_padded)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_fake_reports_cached_tokens_only_on_pytorch(trt: ModuleType, tmp_path: Path, backend: str) -> None:
+    from tensorrt_llm import SamplingParams as P
+
+    llm = fake_llm(trt, backend, model_dir(backend, tmp_path / "m", STEPS, tokens_per_block=4))
+    if backend == "pytorch":
+        llm.tokens_per_block = 4
+    ctx = await eos_context(llm, "")
+    await llm.generate_async(ctx, P(max_tokens=4))
+    again = await llm.generate_async(ctx, P(max_tokens=1, return_perf_metrics=True))
+    metrics = again.outputs[0].request_perf_metrics
+    if backend == "pytorch":
+        assert again.cached_tokens >= len(ctx) - 4 > 0 and metrics is None
+    else:  # the C++ Result has no cached_tokens: always 0; reused blocks come with the perf metrics
+        assert again.cached_tokens == 0
+        assert metrics.kv_cache_metrics.num_reused_blocks * 4 >= len(ctx) - 4 > 0
+
+
+async def test_fake_pytorch_length_checks(trt: ModuleType, tmp_path: Path) -> None:
+    from tensorrt_llm import SamplingParams as P
+
+    hf = make_hf_dir(tmp_path / "hf", STEPS, max_position_embeddings=256)
+    long_prompt = [5] * 100
+    strict = fake_llm(trt, "pytorch", hf, max_num_tokens=64)
+    with pytest.raises(ValueError, match="max_num_tokens"):  # _check_arguments: the prompt alone
+        strict.generate_async(long_prompt, P(max_tokens=1))
+    chunked = fake_llm(trt, "pytorch", hf, max_num_tokens=64, enable_chunked_prefill=True)
+    out = await chunked.generate_async(long_prompt, P(max_tokens=1000))  # max_tokens is clamped, not refused
+    assert out.finished
+    with pytest.raises(trt.RequestError, match="default_max_tokens"):  # no room left under max_seq_len
+        chunked.generate_async([5] * 256, P(max_tokens=1))
+
+
+async def test_fake_tensorrt_length_checks(trt: ModuleType, tmp_path: Path) -> None:
+    from tensorrt_llm import SamplingParams as P
+
+    engine = make_engine_dir(tmp_path / "e", STEPS, max_seq_len=256, max_num_tokens=64)
+    strict = fake_llm(trt, "tensorrt", engine)
+    with pytest.raises(ValueError, match="max_seq_len"):  # _check_arguments, in Python
+        strict.generate_async([5] * 200, P(max_tokens=100))
+    pending = strict.generate_async([5] * 100, P(max_tokens=1))  # accepted here...
+    with pytest.raises(trt.RequestError, match="exceeds maximum input length"):  # ...refused by the executor
+        await pending
+    chunked = fake_llm(trt, "tensorrt", engine, enable_chunked_prefill=True)
+    assert chunked.max_input_len == 255
+    assert (await chunked.generate_async([5] * 200, P(max_tokens=100))).finished  # clamped by LlmRequest::validate
+    no_fmha = make_engine_dir(tmp_path / "nf", use_paged_context_fmha=False)
+    with pytest.raises(RuntimeError, match="paged context FMHA"):
+        fake_llm(trt, "tensorrt", no_fmha, enable_chunked_prefill=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_fake_streaming_logits_hold_only_the_newest_rows(trt: ModuleType, tmp_path: Path, backend: str) -> None:
+    from tensorrt_llm import SamplingParams as P
+
+    llm = fake_llm(trt, backend, model_dir(backend, tmp_path / "m", STEPS))
+    ctx = await eos_context(llm, "")
+    shapes = [
+        part.outputs[0].generation_logits.shape[0]
+        async for part in llm.generate_async(ctx, P(max_tokens=5, return_generation_logits=True), streaming=True)
+    ]
+    assert shapes == [1, 1, 1, 1, 1]
+    whole = await llm.generate_async(ctx, P(max_tokens=5, return_generation_logits=True))
+    assert whole.outputs[0].generation_logits.shape[0] == 5
+
+
+def test_fake_greedy_rule_and_validation_bounds(trt: ModuleType) -> None:
+    from tensorrt_llm import SamplingParams as P
+
+    assert P()._greedy_decoding and P(temperature=0.0)._greedy_decoding
+    assert not P(temperature=0.7)._greedy_decoding  # 1.1+: a temperature alone samples
+    assert P(temperature=0.7, top_k=1)._greedy_decoding and P(temperature=0.7, top_p=0.0)._greedy_decoding
+    assert P(max_tokens=0).max_tokens == 0  # no max_tokens check in SamplingParams._validate
+    for bad in ({"top_p": 1.5}, {"top_p": -0.1}, {"top_k": -1}, {"temperature": -0.5}):
+        with pytest.raises(ValueError, match="require"):
+            P(**bad)
+
+
+async def test_fake_matches_stop_strings_on_text_and_aborts(trt: ModuleType, tmp_path: Path) -> None:
+    from tensorrt_llm import SamplingParams as P
+
+    llm = fake_llm(trt, "pytorch", make_hf_dir(tmp_path / "hf", "Then the step is done and more words follow."))
+    ctx = await eos_context(llm, "")
+    params = P(max_tokens=30, stop=["step"], include_stop_str_in_output=True)
+    parts = [p async for p in llm.generate_async(ctx, params, streaming=True)]
+    c = parts[-1].outputs[0]
+    assert c.finish_reason == "stop" and c.stop_reason == "step" and c.text == "Then the step"
+    assert llm.tokenizer.decode(c.token_ids) == "Then the step"  # " step" is one token: not a token-level match
+    assert llm.executor.aborted == [parts[-1].request_id]  # the result aborts the request itself
+
+
+async def test_fake_save_writes_no_generation_config(trt: ModuleType, tmp_path: Path) -> None:
+    llm = trt.TrtLLM(model=str(make_hf_dir(tmp_path / "hf")), build_config=trt.BuildConfig(max_seq_len=512))
+    llm.save(str(tmp_path / "saved"))
+    names = {f.name for f in (tmp_path / "saved").iterdir()}
+    assert {"config.json", "rank0.engine", "tokenizer.json", "tokenizer_config.json"} <= names
+    assert "generation_config.json" not in names  # LLM.save: engine + tokenizer.save_pretrained only
+    assert (tmp_path / "hf" / "generation_config.json").is_file()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_fake_context_logits_cover_recomputed_positions(trt: ModuleType, tmp_path: Path, backend: str) -> None:
+    from tensorrt_llm import SamplingParams as P
+
+    llm = fake_llm(trt, backend, model_dir(backend, tmp_path / "m", STEPS, gather_context_logits=True))
+    llm.tokens_per_block = 4
+    ctx = await eos_context(llm, "")
+    first = await llm.generate_async(ctx, P(max_tokens=1, return_context_logits=True))
+    assert first.context_logits.shape == (len(ctx), llm.vocab_padded)
+    second = await llm.generate_async(ctx, P(max_tokens=1, return_context_logits=True))
+    reused = len(ctx) - second.context_logits.shape[0]
+    assert reused > 0 and reused % 4 == 0  # reused blocks are not recomputed, so they have no rows
+    salted = await llm.generate_async(ctx, P(max_tokens=1, return_context_logits=True), cache_salt="fresh")
+    assert salted.context_logits.shape[0] == len(ctx)
+    if backend == "tensorrt":
+        plain = fake_llm(trt, backend, model_dir(backend, tmp_path / "plain", STEPS))
+        pending = plain.generate_async(ctx, P(max_tokens=1, return_context_logits=True))
+        with pytest.raises(trt.RequestError, match="gather_context_logits"):
+            await pending

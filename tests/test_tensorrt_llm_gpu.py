@@ -21,11 +21,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _real_tensorrt_llm_reason() -> str | None:
+    """Why the real tensorrt_llm is not there (a skip reason), or None when it is.
+
+    Only an ``ImportError`` (the package, or a module it needs, is not installed) means "not here". Any other
+    exception while importing it (a missing libcuda surfacing as ``OSError``, a CUDA/MPI ``RuntimeError``) is a
+    broken install on what is meant to be a GPU host, and must fail the test run loudly, not skip it.
+    """
     if importlib.util.find_spec("tensorrt_llm") is None:
         return "tensorrt_llm is not installed (needs an NVIDIA GPU host; see docs/deploy-nvidia.md)"
     try:
         mod = importlib.import_module("tensorrt_llm")
-    except Exception as exc:  # libcuda/libnvinfer missing: the import itself fails on CPU-only hosts
+    except ImportError as exc:
         return f"tensorrt_llm cannot be imported here: {type(exc).__name__}: {exc}"
     if getattr(mod, "__glimp_fake__", False):
         return "only the test fake of tensorrt_llm is importable"

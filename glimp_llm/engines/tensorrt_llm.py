@@ -4,23 +4,56 @@ One :class:`TensorRTLLMEngine` drives one TensorRT-LLM ``LLM`` object through it
 which is the same on both backends (``../shared/reference/tensorrt_llm.md`` §2.1):
 
 * a prebuilt **engine directory** runs on the TensorRT backend, ``tensorrt_llm._tensorrt_engine.LLM``
-  (tensorrt-llm 1.0 – 1.2.x; the backend was removed after 1.3.0rc20), with the tokenizer from the HF
+  (tensorrt-llm 1.1 – 1.2.x; the backend was removed after 1.3.0rc20), with the tokenizer from the HF
   directory (or from the engine directory when ``LLM.save``/build_engines put it there);
 * an **HF checkpoint** runs on the PyTorch backend, ``tensorrt_llm.LLM``.
 
 Both are created with ``gather_generation_logits=True`` (runtime switch; the build flag alone is not
-enough in 1.x) and ``KvCacheConfig(enable_block_reuse=True, free_gpu_memory_fraction=...)``.
+enough in 1.x), ``enable_chunked_prefill=True`` and ``KvCacheConfig(enable_block_reuse=True,
+free_gpu_memory_fraction=...)``. Supported: tensorrt-llm **>= 1.1, < 1.3** (see "Version floor").
 
-Why it is written this way:
+Why it is written this way (upstream sources read: ``tensorrt_llm/executor/result.py``
+``GenerationResultBase._handle_sequence``/``_handle_response``, ``tensorrt_llm/llmapi/llm.py``
+``BaseLLM.generate_async``/``_check_arguments``/``_TrtLLM._build_model``, ``tensorrt_llm/sampling_params.py``
+``SamplingParams._validate``/``params_imply_greedy_decoding``, ``tensorrt_llm/executor/base_worker.py``
+``_enqueue_request``, ``cpp/tensorrt_llm/batch_manager/llmRequest.cpp`` ``LlmRequest::createResult``/``validate``,
+``cpp/tensorrt_llm/batch_manager/trtGptModel.h`` ``TrtGptModel`` (max input length), and the nanobind
+``Result`` bindings in ``cpp/tensorrt_llm/nanobind/executor/request.cpp``):
 
-* **Glimpse** = ``generate_async(token_ids, SamplingParams(max_tokens=1, return_generation_logits=True))``.
-  ``outputs[0].generation_logits`` is ``[1, vocab_padded]`` on the CPU; the padded rows are not ``-inf``,
-  so the row is sliced to ``len(tokenizer)`` before :func:`~glimp_llm.entropy.entropy_from_logits`.
+* **Glimpse** = ``generate_async(token_ids, SamplingParams(max_tokens=1, return_generation_logits=True,
+  ignore_eos=True))``. ``outputs[0].generation_logits`` is ``[1, vocab_padded]`` on the CPU; the padded rows
+  are not ``-inf``, so the row is sliced to ``len(tokenizer)`` before :func:`~glimp_llm.entropy.entropy_from_logits`.
+  ``ignore_eos`` is what makes an end-of-sequence glimpse work on the TensorRT backend: there the C++ executor
+  leaves the end id out of the output tokens (NVIDIA/TensorRT-LLM#2190, "expected behavior"), and
+  ``_handle_sequence`` slices ``generation_logits[src_idx, :output.length]``, so an EOS glimpse would come back
+  as a ``[0, vocab]`` tensor and no token. With ``ignore_eos`` the worker sends ``end_id=-1``
+  (``_enqueue_request``): the token is returned on both backends and we recognise EOS ourselves.
   Prompts are **token ids**, so the prefix of step *k+1* matches step *k*'s blocks exactly and is reused.
-* **Steps** stream (``streaming=True``) whenever stop strings are given. The runtime matches ``stop``
-  strings as token sequences, which misses a stop string inside a merged token (Qwen's ``".\\n\\n"`` is one
-  token, so the step delimiter ``"\\n\\n"`` would run on to the token cap); we also match on the decoded
-  text and ``abort()`` the request the moment a stop string or an end-of-sequence token appears.
+* **Long contexts**: without chunked prefill the PyTorch backend rejects prompts longer than ``max_num_tokens``
+  (``_check_arguments``, ``ValueError``) and a TensorRT engine caps prompts at ``min(max_seq_len - 1,
+  max_num_tokens)`` (``TrtGptModel``), rejecting longer ones asynchronously (``LlmRequest::validate``).
+  ``enable_chunked_prefill=True`` lifts both limits to ``max_seq_len - 1``, the window we advertise. On the
+  TensorRT backend it needs paged context FMHA and a paged KV cache, which every engine we load has
+  (validation requires them for block reuse anyway).
+* **Prefix reuse measured**: the PyTorch backend reports ``RequestOutput.cached_tokens``; the TensorRT backend
+  always reports 0 there (``_handle_response`` reads ``getattr(result, "cached_tokens", 0)`` and the C++
+  ``Result`` has no such field). There we ask for ``return_perf_metrics`` and count
+  ``request_perf_metrics.kv_cache_metrics.num_reused_blocks * tokens_per_block`` (filled per request by
+  ``KVCacheManager::addSequence``): a block-granular figure, capped at the prompt length minus one.
+* **Steps** stream (``streaming=True``) whenever stop strings are given. The runtime matches ``stop`` strings
+  as token sequences *and* on the detokenized text (``DetokenizedGenerationResultBase._handle_response``, which
+  then aborts the request); we still match on our own decoded text (``skip_special_tokens=False``, the same
+  rule as every other engine) and ``abort()`` the request the moment a stop string or an end-of-sequence token
+  appears, so the step ends at the same token whatever the runtime version does.
+* **Scoring** (``score``, for the router's verification): ``SamplingParams(max_tokens=1,
+  return_context_logits=True)`` on ``context + continuation``; ``RequestOutput.context_logits`` holds one row
+  per *recomputed* prompt position (block reuse skips the reused ones), so the rows we read are located from
+  the end. The TensorRT backend needs an engine built with ``gather_context_logits`` (the executor rejects the
+  request otherwise: "Return context logit need to build engine with gather_context_logits",
+  ``executorImpl.cpp``); the PyTorch backend needs nothing at build or load time.
+* **Version floor**: ``cache_salt`` arrived after 1.0 (PR 7106, Aug 2025), ``cached_tokens`` later (PR 7637),
+  and 1.0's greedy rule differs. An installed version below 1.1 is refused at ``start()`` with the reason; an
+  unknown version is feature-detected (a configured ``cache_salt`` needs ``generate_async(cache_salt=...)``).
 * **Every call is made from inside the running event loop** that started the engine: the runtime
   creates each request's result queue on the loop present at ``generate_async`` time (awaiting fails with
   "The asyncio event loop was not present during initialization" otherwise), and our semaphore binds to
@@ -39,16 +72,19 @@ Why it is written this way:
   thread has not been verified on a GPU.
 
 ``TENSORRT_LLM_NAMES`` lists every ``tensorrt_llm`` name this module touches; all of them are in the
-appendix of the reference except ``LLM.shutdown`` (read in ``tensorrt_llm/llmapi/llm.py``).
+appendix of the reference except ``LLM.shutdown`` (read in ``tensorrt_llm/llmapi/llm.py``) and
+``request_perf_metrics.kv_cache_metrics`` (``tensorrt_llm/executor/result.py`` and the nanobind bindings).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +103,7 @@ from glimp_llm.engines.base import (
     Message,
     SamplingParams,
     TokenCallback,
+    TokenScores,
 )
 from glimp_llm.engines.decoding import StopMatcher, token_logprob
 from glimp_llm.engines.tensorrt_llm_validate import (
@@ -99,30 +136,58 @@ Backend = Literal["tensorrt", "pytorch"]
 
 #: Every tensorrt_llm name used by this module (and where), for auditing against a new release.
 TENSORRT_LLM_NAMES: dict[str, str] = {
-    "tensorrt_llm.LLM": "PyTorch backend, HF checkpoints (1.0+)",
-    "tensorrt_llm._tensorrt_engine.LLM": "TensorRT backend, engine directories (1.0 - 1.2.x, 1.3.0rc<=20)",
+    "tensorrt_llm.LLM": "PyTorch backend, HF checkpoints (1.1+)",
+    "tensorrt_llm._tensorrt_engine.LLM": "TensorRT backend, engine directories (1.1 - 1.2.x, 1.3.0rc<=20)",
     "tensorrt_llm.SamplingParams": "per-request settings",
     "tensorrt_llm.llmapi.KvCacheConfig": "KV cache: enable_block_reuse, free_gpu_memory_fraction",
-    "LLM(model, tokenizer, gather_generation_logits, kv_cache_config, tensor_parallel_size, "
+    "LLM(model, tokenizer, gather_generation_logits, enable_chunked_prefill, kv_cache_config, tensor_parallel_size, "
     "pipeline_parallel_size, max_batch_size, max_num_tokens, max_seq_len)": "constructor keywords",
     "tensorrt_llm.BuildConfig(max_seq_len, max_input_len, max_batch_size, max_num_tokens, gather_generation_logits)"
     " + plugin_config.use_paged_context_fmha": "TensorRT backend building from an HF checkpoint at load time",
     "LLM.generate_async(inputs, sampling_params, streaming, cache_salt)": "every model call",
     "LLM.shutdown()": "close()",
-    "SamplingParams(max_tokens, temperature, top_k, top_p, seed, stop, stop_token_ids, "
-    "include_stop_str_in_output, return_generation_logits)": "glimpse and steps",
-    "RequestOutput: await, async for, abort(), outputs, finished, cached_tokens": "results",
-    "CompletionOutput: token_ids, generation_logits, finish_reason, stop_reason": "results",
+    "SamplingParams(max_tokens, temperature, top_k, top_p, seed, stop, stop_token_ids, ignore_eos, "
+    "include_stop_str_in_output, return_generation_logits, return_context_logits, return_perf_metrics)": "calls",
+    "RequestOutput: await, async for, abort(), outputs, finished, cached_tokens, context_logits": "results",
+    "CompletionOutput: token_ids, generation_logits, finish_reason, stop_reason, "
+    "request_perf_metrics.kv_cache_metrics.num_reused_blocks": "results",
 }
 
+#: The tensorrt-llm releases this driver supports (the ``tensorrt`` extra pins the same range).
+SUPPORTED_RANGE = ">=1.1,<1.3"
+MIN_VERSION = (1, 1)
+
 INSTALL_HINT = (
-    "install tensorrt-llm>=1.0,<1.3 on a Linux host with an NVIDIA GPU and a CUDA 13 driver, Python 3.12 "
+    f"install tensorrt-llm{SUPPORTED_RANGE} on a Linux host with an NVIDIA GPU and a CUDA 13 driver, Python 3.12 "
     "(tensorrt-llm 1.2 ships wheels for 3.10 and 3.12; glimp-llm needs 3.11+): "
     "`pip install 'glimp-llm[tensorrt]' --extra-index-url https://pypi.nvidia.com` (PyPI alone holds only a stub "
     "that downloads the real wheel from NVIDIA's index), or run inside the NGC container "
     "nvcr.io/nvidia/tensorrt-llm/release:1.2.1 (see docs/deploy-nvidia.md). Without a GPU, use the OpenAI-compatible "
     "engine (kind: openai) against trtllm-serve on a GPU host, or the llama.cpp engine"
 )
+
+
+def parse_version(text: str) -> tuple[int, int] | None:
+    """``(major, minor)`` of a tensorrt-llm version string, or None when it cannot be read ("unknown")."""
+    parts = text.split(".")
+    if len(parts) < 2 or not parts[0].isdigit():
+        return None
+    minor = "".join(ch for ch in parts[1] if ch.isdigit())
+    return (int(parts[0]), int(minor)) if minor else None
+
+
+def version_problem(version: str) -> str | None:
+    """Why an installed tensorrt-llm cannot run this driver, or None. Below 1.1: ``generate_async`` has no
+    ``cache_salt`` (a configured salt raises ``TypeError`` on every request), ``RequestOutput`` has no
+    ``cached_tokens``, and ``SamplingParams`` decodes greedily whenever top_k/top_p are unset."""
+    parsed = parse_version(version)
+    if parsed is None or parsed >= MIN_VERSION:
+        return None
+    return (
+        f"tensorrt-llm {version} is older than this driver supports ({SUPPORTED_RANGE}): 1.0 has no "
+        "generate_async(cache_salt=...) and no RequestOutput.cached_tokens; upgrade with "
+        f"pip install 'tensorrt-llm{SUPPORTED_RANGE}' --extra-index-url https://pypi.nvidia.com"
+    )
 
 
 @dataclass(frozen=True)
@@ -155,6 +220,9 @@ def import_runtime(backend: Backend) -> _Runtime:
     except (ImportError, OSError) as exc:
         raise EngineUnavailableError(f"TensorRT-LLM cannot be imported ({exc}); {INSTALL_HINT}") from exc
     version = _installed_version()
+    problem = version_problem(version)
+    if problem is not None:
+        raise EngineUnavailableError(problem)
     build_config: Any = None
     if backend == "tensorrt":
         try:
@@ -163,8 +231,8 @@ def import_runtime(backend: Backend) -> _Runtime:
         except ImportError as exc:
             raise EngineUnavailableError(
                 f"tensorrt-llm {version} has no TensorRT-engine backend (tensorrt_llm._tensorrt_engine; it was removed "
-                f"after 1.3.0rc20): pin tensorrt-llm>=1.0,<1.3 to load engine directories, or point `model` at the HF "
-                f"checkpoint with backend: pytorch ({exc})"
+                f"after 1.3.0rc20): pin tensorrt-llm{SUPPORTED_RANGE} to load engine directories, or point `model` at "
+                f"the HF checkpoint with backend: pytorch ({exc})"
             ) from exc
     else:
         try:
@@ -229,6 +297,14 @@ def logits_row(logits: Any, vocab_size: int, *, engine: str) -> np.ndarray:
     arr = np.asarray(logits, dtype=np.float32)
     if arr.ndim == 2 and arr.shape[0] >= 1:
         arr = arr[0]
+    elif arr.ndim == 2:
+        # what the TensorRT backend returns for an EOS token when end ids are not ignored: result.py slices
+        # generation_logits to [:len(token_ids)] and the end id is not in token_ids
+        raise MalformedResponseError(
+            f"engine {engine!r}: generation_logits has no rows (shape {arr.shape}): the request ended on an end id "
+            "without ignore_eos=True",
+            engine=engine,
+        )
     elif arr.ndim != 1:
         raise MalformedResponseError(
             f"engine {engine!r}: generation_logits has shape {arr.shape}, expected [tokens, vocab]", engine=engine
@@ -240,6 +316,15 @@ def logits_row(logits: Any, vocab_size: int, *, engine: str) -> np.ndarray:
             engine=engine,
         )
     return arr
+
+
+def _accepts_keyword(func: Any, name: str) -> bool:
+    """Whether ``func`` takes the keyword ``name`` (feature detection where the version is unknown)."""
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return True  # cannot tell: let the call decide
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 class _IncrementalText:
@@ -325,6 +410,11 @@ class LoadPlan:
     tensor_parallel_size: int
     pipeline_parallel_size: int
     engine_report: EngineDirReport | None
+    tokens_per_block: int = 32
+    """KV block size: how the TensorRT backend's reused-block count becomes a token count."""
+    context_logits: bool = False
+    """Whether requests may ask for context logits (``score``): PyTorch always; TensorRT only for an engine
+    built with ``gather_context_logits``."""
 
     def llm_kwargs(self, runtime: _Runtime, kv_cache_config: Any, engine: TensorRTLLMEngine) -> dict[str, Any]:
         tokenizer = engine._tokenizer_arg
@@ -335,6 +425,8 @@ class LoadPlan:
             if tokenizer is not None and not isinstance(tokenizer, str | Path)
             else str(self.tokenizer_dir),
             "gather_generation_logits": True,
+            # prompts up to max_seq_len - 1 instead of max_num_tokens (see "Long contexts" in the module docstring)
+            "enable_chunked_prefill": True,
             "kv_cache_config": kv_cache_config,
             "tensor_parallel_size": self.tensor_parallel_size,
             "pipeline_parallel_size": self.pipeline_parallel_size,
@@ -420,6 +512,10 @@ class TensorRTLLMEngine:
         self._in_flight = 0
         self._waiting = 0
         self._active: set[Any] = set()
+        #: Diagnostics (the GPU smoke test): keep the raw ``generation_logits`` of the latest glimpse, so its
+        #: entropy can be recomputed independently from the very request that produced it.
+        self.keep_last_logits = False
+        self.last_logits: Any = None
 
     @classmethod
     def from_config(cls, cfg: TensorRTLLMEngineConfig, *, name: str) -> TensorRTLLMEngine:
@@ -474,6 +570,8 @@ class TensorRTLLMEngine:
                 log.warning("%s: %s", self.name, w)
             window = report.max_seq_len
             vocab = report.vocab_size
+            tokens_per_block = report.tokens_per_block or 32
+            context_logits = report.gather_context_logits
             if self.tensor_parallel_size not in (1, report.tp_size):
                 raise ConfigurationError(
                     f"tensor_parallel_size={self.tensor_parallel_size} but engine {model_dir} was built for tp "
@@ -501,6 +599,10 @@ class TensorRTLLMEngine:
             )
             vocab = cfg.get("vocab_size") if isinstance(cfg.get("vocab_size"), int) else None
             tp, pp = self.tensor_parallel_size, 1
+            tokens_per_block = 32  # KvCacheConfig / PluginConfig default
+            # PyTorch: per request, no build flag (upstream tests/unittest/_torch/sampler/test_return_logits.py);
+            # an engine built here at load time is built without context logits (they cost GPU and host memory)
+            context_logits = backend == "pytorch"
         if not window:
             raise ConfigurationError(
                 f"cannot tell the context window of {model_dir} (no max_seq_len); set max_seq_len in the engine config"
@@ -515,6 +617,8 @@ class TensorRTLLMEngine:
             tensor_parallel_size=tp,
             pipeline_parallel_size=pp,
             engine_report=report,
+            tokens_per_block=tokens_per_block,
+            context_logits=context_logits,
         )
 
     def _tokenizer_dir(self, model_dir: Path, fmt: str) -> Path:
@@ -587,6 +691,13 @@ class TensorRTLLMEngine:
                     f"(nvidia-smi), the tensorrt-llm version ({runtime.version}; engines must be built by the same "
                     "version) and the logs above"
                 ) from exc
+            if self.cache_salt is not None and not _accepts_keyword(llm.generate_async, "cache_salt"):
+                with contextlib.suppress(Exception):
+                    llm.shutdown()
+                raise ConfigurationError(
+                    f"cache_salt is set but tensorrt-llm {runtime.version} has no generate_async(cache_salt=...) (it "
+                    f"arrived after 1.0): upgrade to tensorrt-llm{SUPPORTED_RANGE}, or drop cache_salt"
+                )
             self._loop = asyncio.get_running_loop()
             self._sem = asyncio.Semaphore(self.max_concurrency)
             self._tokenizer, self._llm, self._runtime, self._plan = tokenizer, llm, runtime, plan
@@ -613,6 +724,8 @@ class TensorRTLLMEngine:
                 "generation_config.json: generation could never end; use the model's own HF tokenizer directory"
             )
         template = getattr(tokenizer, "chat_template", None)
+        if not plan.context_logits:
+            log.info("%s: score() is unavailable: %s", self.name, self._no_score_reason(plan))
         return EngineInfo(
             name=self.name,
             model=str(plan.model_dir),
@@ -627,6 +740,19 @@ class TensorRTLLMEngine:
             bos_token=str(getattr(tokenizer, "bos_token", None) or ""),
             eos_token=str(getattr(tokenizer, "eos_token", None) or ""),
             add_bos=add_bos,
+            can_score=plan.context_logits,
+        )
+
+    def _no_score_reason(self, plan: LoadPlan) -> str:
+        if plan.backend == "tensorrt" and plan.engine_report is not None:
+            return (
+                f"engine {plan.model_dir} was built without context logits; rebuild it with trtllm-build "
+                "--gather_context_logits (build_engines: settings gather_context_logits: true), or load the HF "
+                "checkpoint on the PyTorch backend, which needs no build flag"
+            )
+        return (
+            f"the TensorRT backend builds {plan.model_dir} at load time without context logits; build an engine "
+            "with --gather_context_logits (python -m build_engines) or use backend: pytorch"
         )
 
     async def close(self) -> None:
@@ -720,10 +846,14 @@ class TensorRTLLMEngine:
     def _params(self, sampling: SamplingParams, **fields: Any) -> Any:
         """Our sampling settings as TensorRT-LLM ``SamplingParams``.
 
-        Greedy is the runtime default (top_k/top_p unset). For sampling, ``top_p`` is always passed: the
-        runtime treats top_k and top_p both unset as greedy and would silently ignore the temperature.
+        Greedy is the runtime default (temperature, top_k and top_p all unset). In 1.1+ the runtime samples
+        whenever a temperature above 0 is given, and decodes greedily for temperature 0, top_k 1 or top_p 0
+        (``SamplingParams.params_imply_greedy_decoding``); we pass ``top_p`` explicitly anyway, so that our
+        top_p (default 1.0) is what the runtime applies. On the TensorRT backend every request asks for its
+        perf metrics: they carry the reused KV blocks, the only reuse figure that backend reports.
         """
         assert self._runtime is not None
+        assert self._plan is not None
         if not sampling.greedy:
             fields["temperature"] = sampling.temperature
             fields["top_p"] = sampling.top_p
@@ -731,13 +861,17 @@ class TensorRTLLMEngine:
                 fields["top_k"] = sampling.top_k
         if sampling.seed is not None:
             fields["seed"] = sampling.seed
+        if self._plan.backend == "tensorrt":
+            fields["return_perf_metrics"] = True
         try:
             return self._runtime.SamplingParams(**fields)
         except (TypeError, ValueError) as exc:
             raise InvalidRequestError(f"TensorRT-LLM rejected the sampling settings {fields}: {exc}") from exc
 
     @contextlib.asynccontextmanager
-    async def _request(self, ids: list[int], params: Any, *, streaming: bool) -> AsyncIterator[Any]:
+    async def _request(
+        self, ids: list[int], params: Any, *, streaming: bool, cache_salt: str | None = None
+    ) -> AsyncIterator[Any]:
         """One runtime request: bounded by the semaphore, aborted on cancellation or early exit, errors typed."""
         llm = self._require_llm()
         assert self._sem is not None
@@ -752,12 +886,18 @@ class TensorRTLLMEngine:
         out: Any = None
         try:
             kwargs: dict[str, Any] = {"sampling_params": params, "streaming": streaming}
-            if self.cache_salt is not None:
-                kwargs["cache_salt"] = self.cache_salt
+            salt = cache_salt if cache_salt is not None else self.cache_salt
+            if salt is not None:
+                kwargs["cache_salt"] = salt
             try:
                 out = llm.generate_async(ids, **kwargs)
             except ValueError as exc:  # _check_arguments: prompt + max_tokens > max_seq_len, bad params
                 raise InvalidRequestError(f"TensorRT-LLM rejected the request to {self.name!r}: {exc}") from exc
+            except TypeError as exc:  # a keyword this version lacks (cache_salt before 1.1)
+                raise EngineUnavailableError(
+                    f"tensorrt-llm {self._runtime.version if self._runtime else '?'} does not accept this request "
+                    f"({exc}); this driver needs tensorrt-llm{SUPPORTED_RANGE}"
+                ) from exc
             self._active.add(out)
             yield out
             if not getattr(out, "finished", True):
@@ -787,9 +927,20 @@ class TensorRTLLMEngine:
             self._sem.release()
             self._stats.busy_seconds += time.perf_counter() - start
 
-    def _count_prompt(self, out: Any, prompt_tokens: int) -> int:
-        cached = getattr(out, "cached_tokens", None)  # a statistic: absent in some versions, never needed
-        reused = int(cached) if isinstance(cached, int) and not isinstance(cached, bool) else 0
+    def _reused_tokens(self, out: Any, completion: Any, prompt_tokens: int) -> int:
+        """Prompt tokens served from reused KV blocks, as each backend can tell (see "Prefix reuse measured")."""
+        assert self._plan is not None
+        if self._plan.backend == "pytorch":
+            cached = getattr(out, "cached_tokens", None)
+            return int(cached) if isinstance(cached, int) and not isinstance(cached, bool) else 0
+        metrics = getattr(completion, "request_perf_metrics", None) if completion is not None else None
+        blocks = getattr(getattr(metrics, "kv_cache_metrics", None), "num_reused_blocks", None)
+        if not isinstance(blocks, int) or isinstance(blocks, bool) or blocks <= 0:
+            return 0
+        return min(blocks * self._plan.tokens_per_block, max(prompt_tokens - 1, 0))
+
+    def _count_prompt(self, out: Any, completion: Any, prompt_tokens: int) -> int:
+        reused = self._reused_tokens(out, completion, prompt_tokens)
         self._stats.tokens_reused += reused
         self._stats.tokens_evaluated += prompt_tokens - reused
         return reused
@@ -801,32 +952,31 @@ class TensorRTLLMEngine:
     async def glimpse(self, context: Sequence[int], sampling: SamplingParams, *, top_logprobs: int = 0) -> Glimpse:
         ids = self._context(context, 1)
         info = self.info
-        params = self._params(sampling, max_tokens=1, return_generation_logits=True)
+        # ignore_eos: an EOS token comes back as a token with its logits row on both backends (module docstring)
+        params = self._params(sampling, max_tokens=1, return_generation_logits=True, ignore_eos=True)
         t0 = time.perf_counter()
         async with self._request(ids, params, streaming=False) as out:
             await out
             completion = out.outputs[0]
             self._check_finish(completion)
+            if self.keep_last_logits:
+                self.last_logits = completion.generation_logits
             row = logits_row(completion.generation_logits, info.vocab_size, engine=self.name)[: info.vocab_size]
             entropy = entropy_from_logits(row, info.vocab_size)
             produced = list(completion.token_ids)
-            if produced:
-                token = int(produced[0])
-            elif completion.finish_reason == "stop" and info.eos_token_ids:
-                # the TensorRT backend strips the end id from token_ids: the model chose an EOS token
-                token = max(info.eos_token_ids, key=lambda t: row[t] if t < row.shape[0] else -np.inf)
-            else:
+            if not produced:
                 raise MalformedResponseError(
                     f"engine {self.name!r} returned no token for a glimpse (finish_reason="
                     f"{completion.finish_reason!r})",
                     engine=self.name,
                 )
+            token = int(produced[0])
             if not 0 <= token < info.vocab_size:
                 raise MalformedResponseError(
                     f"engine {self.name!r} produced token {token} outside the {info.vocab_size}-token vocabulary",
                     engine=self.name,
                 )
-            reused = self._count_prompt(out, len(ids))
+            reused = self._count_prompt(out, completion, len(ids))
         is_eos = token in info.eos_token_ids
         self._stats.glimpses += 1
         return Glimpse(
@@ -882,7 +1032,7 @@ class TensorRTLLMEngine:
                 collector.feed(completion.token_ids)
             collector.close()
             self._check_finish(completion)
-            reused = self._count_prompt(out, len(ids))
+            reused = self._count_prompt(out, completion, len(ids))
         finish, stop_string = collector.finish, collector.stop_string
         if finish is None:
             finish, stop_string = self._runtime_finish(completion)
@@ -914,3 +1064,79 @@ class TensorRTLLMEngine:
             f"engine {self.name!r} ended a request with finish_reason={reason!r}; expected stop/length/cancelled",
             engine=self.name,
         )
+
+    # ------------------------------------------------------------------------------------ score
+    async def score(self, context: Sequence[int], continuation: Sequence[int]) -> TokenScores:
+        """Log-probabilities of ``continuation`` after ``context``, from the context logits of one request.
+
+        One ``max_tokens=1`` request on ``context + continuation`` with ``return_context_logits=True``; it
+        leaves the prefix cache holding the whole sequence (the catch-up prefill the next step needs anyway).
+        ``RequestOutput.context_logits`` covers only the prompt positions that were recomputed (reused blocks
+        are skipped; upstream's tests/unittest/_torch/sampler/test_return_logits.py accepts either length),
+        so its rows are located from the end. When reuse covered part of the continuation (the same tokens
+        scored twice), the request is repeated once with a fresh ``cache_salt``, which disables reuse for it.
+        """
+        info = self.info
+        if not info.can_score:
+            assert self._plan is not None
+            raise EngineUnavailableError(f"engine {self.name!r} cannot score: {self._no_score_reason(self._plan)}")
+        ctx = [int(t) for t in context]
+        cont = [int(t) for t in continuation]
+        if not ctx:
+            raise InvalidRequestError("score needs a non-empty context: the first token has no distribution to read")
+        bad = [t for t in cont if not 0 <= t < info.vocab_size]
+        if bad:
+            raise InvalidRequestError(f"tokens {bad[:5]} are outside the {info.vocab_size}-token vocabulary")
+        t0 = time.perf_counter()
+        if not cont:
+            return TokenScores(logprobs=(), seconds=0.0, cached_tokens=0)
+        ids = self._context(ctx + cont, 1)
+        params = self._params(SamplingParams(), max_tokens=1, return_context_logits=True)
+        need = len(ctx) - 1  # the position whose logits predict cont[0]
+        rows, first, reused = await self._context_rows(ids, params, cache_salt=None)
+        if first > need:
+            log.info("%s: block reuse covered scored tokens; scoring again without reuse", self.name)
+            rows, first, reused = await self._context_rows(ids, params, cache_salt=f"glimp-score-{uuid.uuid4().hex}")
+            if first > need:
+                raise MalformedResponseError(
+                    f"engine {self.name!r} returned context logits for positions {first}.. only, but position {need} "
+                    "was needed even without block reuse",
+                    engine=self.name,
+                )
+        block = rows[need - first : need - first + len(cont), : info.vocab_size].astype(np.float64)
+        top = block.max(axis=1, keepdims=True)
+        lse = top[:, 0] + np.log(np.exp(block - top).sum(axis=1))
+        logprobs = block[np.arange(len(cont)), cont] - lse
+        self._stats.extra["score_calls"] = self._stats.extra.get("score_calls", 0) + 1
+        return TokenScores(
+            logprobs=tuple(float(x) for x in logprobs), seconds=time.perf_counter() - t0, cached_tokens=reused
+        )
+
+    async def _context_rows(
+        self, ids: list[int], params: Any, *, cache_salt: str | None
+    ) -> tuple[np.ndarray, int, int]:
+        """``(rows, first_position, reused)``: the context logits as float32 ``[rows, vocab_padded]`` and the
+        prompt position of their first row."""
+        async with self._request(ids, params, streaming=False, cache_salt=cache_salt) as out:
+            await out
+            completion = out.outputs[0]
+            self._check_finish(completion)
+            logits = getattr(out, "context_logits", None)
+            reused = self._count_prompt(out, completion, len(ids))
+        if logits is None:
+            raise EngineFailureError(
+                f"engine {self.name!r} returned no context_logits although return_context_logits=True was set",
+                engine=self.name,
+            )
+        if hasattr(logits, "float") and hasattr(logits, "cpu"):
+            logits = logits.float().cpu().numpy()
+        arr = np.asarray(logits, dtype=np.float32)
+        if arr.ndim == 3 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.ndim != 2 or not 1 <= arr.shape[0] <= len(ids) or arr.shape[1] < self.info.vocab_size:
+            raise MalformedResponseError(
+                f"engine {self.name!r}: context_logits has shape {arr.shape} for a {len(ids)}-token prompt; expected "
+                f"[recomputed positions, >= {self.info.vocab_size}]",
+                engine=self.name,
+            )
+        return arr, len(ids) - arr.shape[0], reused

@@ -18,6 +18,14 @@ An engine directory is usable when:
   ``KvCacheConfig(enable_block_reuse=True)`` they are what lets step *k+1* reuse the blocks of step *k*'s
   context (without them every glimpse re-reads the whole context and glimpse cost grows with it);
 * every ``rank{N}.engine`` of its tensor x pipeline mapping is present;
+* (warnings) ``max_num_tokens`` below ``max_input_len``: without chunked context the C++ runtime accepts prompts
+  of at most ``min(max_seq_len - 1, max_num_tokens)`` tokens (``TrtGptModel``, cpp/tensorrt_llm/batch_manager/
+  trtGptModel.h) and rejects longer ones as request errors; the glimp driver enables chunked prefill, other
+  runtimes (Triton, trtllm-serve, the raw Executor) must do the same. No ``generation_config.json`` next to
+  the tokenizer: the model's extra end-of-sequence ids (Qwen's 151643) are then unknown and never stop a step
+  (``LLM.save`` writes the tokenizer only: ``tokenizer.save_pretrained``, tensorrt_llm/llmapi/llm_utils.py).
+  Whether the engine has ``gather_context_logits`` (needed by ``score``, the router's verification) is
+  reported in the summary, not as a problem: only the verifying (large) model needs it;
 * its vocabulary is at least as wide as its tokenizer's real vocabulary (else the tokenizer belongs to
   another model).
 
@@ -75,7 +83,9 @@ class EngineDirReport:
     tp_size: int = 1
     pp_size: int = 1
     tokens_per_block: int | None = None
+    gather_context_logits: bool = False
     has_tokenizer: bool = False
+    has_generation_config: bool = False
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -95,7 +105,8 @@ class EngineDirReport:
             f"{self.path}: tensorrt-llm {self.version or '?'} engine, {self.architecture or '?'} {self.dtype or '?'}, "
             f"vocab {self.vocab_size}, max_seq_len {self.max_seq_len}, max_input_len {self.max_input_len}, "
             f"max_batch_size {self.max_batch_size}, tp {self.tp_size} x pp {self.pp_size}, "
-            f"logits {self.logits_dtype or '?'}, tokenizer {'included' if self.has_tokenizer else 'separate'}"
+            f"logits {self.logits_dtype or '?'}, context logits {'yes' if self.gather_context_logits else 'no'}, "
+            f"tokenizer {'included' if self.has_tokenizer else 'separate'}"
         )
 
 
@@ -168,7 +179,9 @@ def validate_engine_dir(path: str | Path) -> EngineDirReport:
     """
     p = Path(path).expanduser()
     cfg = read_config_json(p)
-    report = EngineDirReport(path=p, has_tokenizer=has_tokenizer_files(p))
+    report = EngineDirReport(
+        path=p, has_tokenizer=has_tokenizer_files(p), has_generation_config=(p / "generation_config.json").is_file()
+    )
     if _is_old_engine_format(cfg):
         report.problems.append(
             "config.json is in the pre-0.8 engine format (builder_config/plugin_config at the top level), which "
@@ -192,6 +205,7 @@ def validate_engine_dir(path: str | Path) -> EngineDirReport:
     report.max_input_len = _int(build.get("max_input_len"))
     report.max_batch_size = _int(build.get("max_batch_size"))
     report.max_num_tokens = _int(build.get("max_num_tokens"))
+    report.gather_context_logits = build.get("gather_context_logits") is True
     mapping = pre.get("mapping") if isinstance(pre.get("mapping"), dict) else {}
     report.tp_size = _int(mapping.get("tp_size")) or 1
     report.pp_size = _int(mapping.get("pp_size")) or 1
@@ -234,6 +248,21 @@ def validate_engine_dir(path: str | Path) -> EngineDirReport:
             f"max_input_len={report.max_input_len} is far below max_seq_len={report.max_seq_len}: routed contexts are "
             "sent as prompts and grow to max_seq_len, so long reasoning will be rejected; rebuild with "
             "--max_input_len close to max_seq_len"
+        )
+    input_len = report.max_input_len or ((report.max_seq_len - 1) if report.max_seq_len else None)
+    if report.max_num_tokens and input_len and report.max_num_tokens < input_len:
+        report.warnings.append(
+            f"max_num_tokens={report.max_num_tokens} is below max_input_len={input_len}: without chunked context the "
+            f"runtime takes prompts of at most min(max_seq_len - 1, max_num_tokens) = {report.max_num_tokens} tokens "
+            "and fails longer ones; the glimp driver enables chunked prefill (enable_chunked_prefill=True), other "
+            "runtimes (Triton enable_chunked_context, trtllm-serve --enable_chunked_prefill) must too, or rebuild "
+            "with --max_num_tokens >= max_input_len"
+        )
+    if report.has_tokenizer and not report.has_generation_config:
+        report.warnings.append(
+            "no generation_config.json next to the tokenizer (LLM.save writes the tokenizer only): end-of-sequence "
+            "ids listed only there (Qwen: 151643) will not stop generation; copy it from the HF checkpoint "
+            "(build_engines does)"
         )
     if report.logits_dtype not in (None, "float32"):
         report.warnings.append(

@@ -50,6 +50,8 @@ def engine_config(
     use_paged_context_fmha: bool | None = True,
     tokens_per_block: int = 4,
     tp_size: int = 1,
+    gather_context_logits: bool = False,
+    max_num_tokens: int = 8192,
 ) -> dict[str, Any]:
     plugin: dict[str, Any] = {"tokens_per_block": tokens_per_block, "gemm_plugin": "auto"}
     if use_paged_context_fmha is not None:
@@ -58,8 +60,8 @@ def engine_config(
         "max_input_len": max_input_len if max_input_len is not None else max_seq_len - 1,
         "max_seq_len": max_seq_len,
         "max_batch_size": 64,
-        "max_num_tokens": 8192,
-        "gather_context_logits": False,
+        "max_num_tokens": max_num_tokens,
+        "gather_context_logits": gather_context_logits,
         "gather_generation_logits": gather_generation_logits,
         "plugin_config": plugin,
     }

@@ -1,27 +1,50 @@
-"""Tests only: a faithful fake of the tensorrt_llm 1.2 API surface glimp-llm uses (see __init__.py).
+"""Tests only: a faithful fake of the tensorrt_llm 1.1/1.2 API surface glimp-llm uses (see __init__.py).
 
-Faithful where the driver could get it wrong (each point is from ../shared/reference/tensorrt_llm.md):
+It is exactly as unkind as the real runtime wherever the driver depends on it; each point names the
+upstream source it was read from (NVIDIA/TensorRT-LLM) and has a test of the fake itself in
+tests/test_tensorrt_llm_engine.py:
 
-* ``SamplingParams`` and ``KvCacheConfig`` are dataclasses with exactly the appendix's fields: an unknown
-  keyword is a ``TypeError``. Top-k and top-p both unset means greedy, whatever the temperature.
-* ``LLM`` (PyTorch backend) rejects TensorRT-only arguments with the real message; both constructors
-  reject keywords outside the appendix lists with "got invalid argument"; tensor parallelism beyond the
-  (one) fake GPU raises the runtime's ``RuntimeError``.
-* ``generate_async`` checks prompt + max_tokens against max_seq_len (``ValueError``), and a request made
-  without a running event loop cannot be awaited ("The asyncio event loop was not present during
-  initialization").
-* Requests are batched in flight by one executor task per LLM that produces one token per running
-  request per iteration; requests join and leave between iterations. ``max_batch_seen`` records it.
-* ``generation_logits`` is ``[tokens, vocab_padded]``, a CPU tensor-like (``.float().cpu().numpy()``),
-  with the padded rows at logit 0 (not -inf), as a padded LM head gives.
-* Stop strings are matched as *token sequences* (so a stop string inside a merged token is missed, as
-  in the real runtime); the end id ends a request with finish_reason "stop" and is stripped from
-  ``token_ids``; stop token ids stay in the output (stop words) unless include_stop_str_in_output is off.
+* ``SamplingParams``/``KvCacheConfig`` are dataclasses with exactly the appendix's fields (an unknown keyword is a
+  ``TypeError``). Validation as ``SamplingParams._validate`` (sampling_params.py, 1.1+): ``top_p`` in [0, 1],
+  ``top_k >= 0``, ``temperature >= 0``, ``best_of >= n``; **no** ``max_tokens`` check. Greedy as
+  ``params_imply_greedy_decoding``: temperature, top_k and top_p all unset, or top_k 1, top_p 0 or temperature 0;
+  a temperature alone samples.
+* ``LLM`` (PyTorch backend) rejects TensorRT-only arguments with the real message; both constructors reject
+  keywords outside the appendix lists; tensor parallelism beyond the (one) fake GPU raises ``RuntimeError``.
+* Length checks as each backend does them (llm.py ``BaseLLM._check_arguments``, base_worker.py
+  ``_deduce_max_tokens``, llmRequest.cpp ``LlmRequest::validate``, trtGptModel.h ``TrtGptModel``):
+  PyTorch: prompt > ``max_num_tokens`` is a ``ValueError`` unless ``enable_chunked_prefill``; a prompt that leaves
+  no room under ``max_seq_len`` is a ``RequestError``; a larger ``max_tokens`` is clamped. TensorRT: prompt +
+  max_tokens > ``max_seq_len`` is a ``ValueError`` in Python unless chunked prefill is on; a prompt longer than the
+  executor's max input length (``min(max_seq_len - 1, max_num_tokens)``, or ``max_seq_len - 1`` with chunked
+  context) fails *asynchronously* (awaiting the result raises ``RequestError``). Chunked context on the
+  TensorRT backend needs paged context FMHA (``TrtGptModelInflightBatching``).
+* End ids (worker ``_enqueue_request``: ``end_id=-1`` when ``ignore_eos``): the TensorRT backend leaves the end id
+  out of ``token_ids`` (NVIDIA/TensorRT-LLM#2190) while its logits row exists, and ``result.py`` slices
+  ``generation_logits[:len(token_ids)]``, so an EOS-only request returns ``[0, vocab]``; the PyTorch sampler
+  (``TorchSampler.update_requests``: ``add_token`` then ``_handle_stop_criteria``) keeps the EOS token.
+* ``generation_logits`` is a CPU tensor-like (``.float().cpu().numpy()``), padded rows at logit 0 (not -inf);
+  non-streaming: ``[tokens, vocab_padded]``; streaming: only the rows of the tokens new in that response
+  (``LlmRequest::createResult`` slices the current step).
+* Stop strings are matched as token sequences (stop words) *and* on the detokenized text, after which the
+  result aborts the request (``DetokenizedGenerationResultBase._handle_response``); the text is cut at the stop
+  string, ``token_ids`` are not.
+* ``cached_tokens`` is reported on the PyTorch backend only (``_handle_response``:
+  ``getattr(response_result, 'cached_tokens', 0)``; the C++ ``Result`` bindings have no such field). The TensorRT
+  backend reports reused blocks in ``request_perf_metrics.kv_cache_metrics.num_reused_blocks`` when
+  ``return_perf_metrics`` is set (``LlmRequest::createResult``).
+* Context logits (``return_context_logits``): one row per *recomputed* prompt position (reused blocks are
+  skipped). TensorRT: the engine must be built with ``gather_context_logits``, else the request fails
+  asynchronously ("Return context logit need to build engine with gather_context_logits", executorImpl.cpp);
+  PyTorch: no flag needed.
+* ``save()`` writes what the real one writes (llm_utils.py ``save``: ``engine.save`` + rank 0
+  ``tokenizer.save_pretrained``): config.json, rank engines and the tokenizer files, **not**
+  ``generation_config.json``.
 * ``RequestOutput``/``CompletionOutput`` carry the real attribute names; ``abort()`` ends a request with
-  finish_reason "cancelled"; KV block reuse reports ``cached_tokens`` for whole reused blocks.
+  finish_reason "cancelled"; a request made without a running event loop cannot be awaited.
 
-The "model" is the scripted engine's distribution (``fake_script.json`` in the model directory), over the
-fake tokenizer's vocabulary (tests/fakes/transformers).
+The "model" is the scripted engine's distribution (``fake_script.json`` in the model directory, the stand-in
+for weights), over the fake tokenizer's vocabulary (tests/fakes/transformers).
 """
 
 from __future__ import annotations
@@ -38,6 +61,16 @@ from typing import Any
 import numpy as np
 
 PAD_LOGIT = 0.0
+#: What ``PreTrainedTokenizerFast.save_pretrained`` writes (no generation_config.json: that is the model's).
+SAVE_PRETRAINED_FILES = (
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+)
 FAKE_GPUS = 1
 INSTANCES: list[Any] = []  # every LLM created, so tests can look at their executors
 
@@ -134,15 +167,27 @@ class SamplingParams:
     spaces_between_special_tokens: bool = True
 
     def __post_init__(self) -> None:
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        self.best_of = self.best_of or self.n
+        # sampling_params.py SamplingParams._validate (1.1+): no max_tokens check
+        if self.top_p is not None and (self.top_p < 0 or self.top_p > 1):
+            raise ValueError(f"require 0 <= top_p <= 1, got top_p={self.top_p}")
+        if self.top_k is not None and self.top_k < 0:
+            raise ValueError(f"require top_k >= 0, got top_k={self.top_k}")
+        if self.temperature is not None and self.temperature < 0:
+            raise ValueError(f"require temperature >= 0, got temperature={self.temperature}")
+        if self.best_of < self.n:
+            raise ValueError(f"best_of ({self.best_of}) cannot be less than n ({self.n})")
+
+    @staticmethod
+    def params_imply_greedy_decoding(*, temperature: float | None, top_p: float | None, top_k: int | None) -> bool:
+        return (
+            (temperature is None and top_p is None and top_k is None) or top_k == 1 or top_p == 0.0 or temperature == 0
+        )
 
     @property
     def _greedy_decoding(self) -> bool:
-        return (
-            not self.use_beam_search
-            and (self.top_k is None or self.top_k == 1)
-            and (self.top_p is None or self.top_p == 0.0)
+        return not self.use_beam_search and self.params_imply_greedy_decoding(
+            temperature=self.temperature, top_p=self.top_p, top_k=self.top_k
         )
 
 
@@ -278,6 +323,24 @@ class CompletionOutput:
 _NO_LOOP = "The asyncio event loop was not present during initialization, so async operations are not available."
 
 
+class RequestError(RuntimeError):
+    """``tensorrt_llm.executor.utils.RequestError``: a request the executor refused or failed."""
+
+
+@dataclass
+class KvCacheMetrics:
+    num_total_allocated_blocks: int = 0
+    num_new_allocated_blocks: int = 0
+    num_reused_blocks: int = 0
+    num_missed_blocks: int = 0
+    kv_cache_hit_rate: float = 0.0
+
+
+@dataclass
+class RequestPerfMetrics:
+    kv_cache_metrics: KvCacheMetrics = field(default_factory=KvCacheMetrics)
+
+
 class RequestOutput:
     """The result handle of one request (``GenerationResult``): await it, iterate it when streaming, abort it."""
 
@@ -289,9 +352,9 @@ class RequestOutput:
         self.prompt: str | None = None
         self.prompt_token_ids = prompt_token_ids
         self.outputs = [CompletionOutput(index=0)]
-        self.context_logits = None
+        self.context_logits: Any = None
         self.finished = False
-        self.cached_tokens = 0
+        self.cached_tokens = 0  # GenerationResultBase.__init__; only the PyTorch result ever changes it
         self.sampling_params = sp
         self._executor = executor
         self._streaming = streaming
@@ -307,10 +370,17 @@ class RequestOutput:
         out._last_token_ids_len = len(out.token_ids)
         out._last_text_len = len(out.text)
         if "error" in update:
+            self.finished = self._done = True
             raise update["error"]
         out.token_ids = list(update["token_ids"])
         out.text = update["text"]
         out.generation_logits = update.get("logits")
+        if update.get("perf") is not None:
+            out.request_perf_metrics = update["perf"]
+        if update.get("context_logits") is not None:
+            self.context_logits = update["context_logits"]
+        if update.get("cached_tokens") is not None:
+            self.cached_tokens = update["cached_tokens"]
         if update.get("finish_reason") is not None:
             out.finish_reason = update["finish_reason"]
             out.stop_reason = update.get("stop_reason")
@@ -353,8 +423,12 @@ class _Request:
     salt: str | None
     rng: np.random.Generator
     stop_words: list[tuple[str, list[int]]]
+    max_new: int
+    reused: int = 0
     generated: list[int] = field(default_factory=list)
     logits: list[np.ndarray] = field(default_factory=list)
+    sent_rows: int = 0
+    posted: int = 0
     aborted: bool = False
 
 
@@ -374,7 +448,9 @@ class _Executor:
         self._task: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
 
-    def submit(self, prompt: list[int], sp: SamplingParams, streaming: bool, salt: str | None) -> RequestOutput:
+    def submit(
+        self, prompt: list[int], sp: SamplingParams, streaming: bool, salt: str | None, max_new: int
+    ) -> RequestOutput:
         out = RequestOutput(self, next(self._ids), prompt, sp, streaming)
         self.calls.append({"inputs": list(prompt), "sampling_params": sp, "streaming": streaming, "cache_salt": salt})
         if out._queue is None:
@@ -382,11 +458,15 @@ class _Executor:
         if self.fail_next:
             out._queue.put_nowait({"error": self.fail_next.pop(0)})
             return out
+        error = self.llm.executor_check(prompt, sp)
+        if error is not None:  # refused by the C++ executor: the error arrives with the response
+            out._queue.put_nowait({"error": RequestError(error)})
+            return out
         tok = self.llm.tokenizer
         stops = [sp.stop] if isinstance(sp.stop, str) else list(sp.stop or [])
         words = [(s, tok.encode(s, add_special_tokens=False)) for s in stops]
-        req = _Request(out, prompt, sp, salt, np.random.default_rng(sp.seed), words)
-        out.cached_tokens = self._reused(prompt, salt)
+        req = _Request(out, prompt, sp, salt, np.random.default_rng(sp.seed), words, max_new)
+        req.reused = self._reused(prompt, salt)
         self.running.append(req)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -420,30 +500,63 @@ class _Executor:
             for req in list(self.running):
                 self._step(req)
 
-    def _finish(self, req: _Request, reason: str, stop_reason: Any = None) -> None:
+    def _finish(self, req: _Request, reason: str, stop_reason: Any = None, text: str | None = None) -> None:
         self.running.remove(req)
         if self.llm.kv_cache_config.enable_block_reuse and reason != "cancelled":
             self._blocks.update(self._block_keys(req.prompt + req.generated, req.salt))
-        self._post(req, reason, stop_reason)
+        self._post(req, reason, stop_reason, text)
 
-    def _post(self, req: _Request, reason: str | None, stop_reason: Any = None) -> None:
+    def _post(self, req: _Request, reason: str | None, stop_reason: Any = None, text: str | None = None) -> None:
         if reason is None and not req.out._streaming:
             return
+        sp = req.sp
         logits = None
-        if req.sp.return_generation_logits and not self.drop_logits and req.logits:
-            logits = _HostTensor(np.stack(req.logits))
-        tok = self.llm.tokenizer
-        text = tok.decode(req.generated, skip_special_tokens=req.sp.skip_special_tokens) if req.sp.detokenize else ""
+        if sp.return_generation_logits and not self.drop_logits and req.logits:
+            rows = np.stack(req.logits)
+            if req.out._streaming:  # createResult: only the rows of this response's new tokens
+                rows = rows[req.sent_rows : len(req.generated)]
+            logits = _HostTensor(rows[: len(req.generated)])  # result.py: [src_idx, :output.length]
+        req.sent_rows = len(req.generated)
+        update: dict[str, Any] = {
+            "token_ids": list(req.generated),
+            "text": text if text is not None else self._text(req),
+            "logits": logits,
+            "finish_reason": reason,
+            "stop_reason": stop_reason,
+        }
+        if req.posted == 0:
+            if self.llm._backend == "pytorch":
+                update["cached_tokens"] = req.reused
+            if sp.return_context_logits:
+                update["context_logits"] = _HostTensor(
+                    np.stack([self.llm.padded_logits(req.prompt[: i + 1]) for i in range(req.reused, len(req.prompt))])
+                )
+        if self.llm._backend == "tensorrt" and (sp.return_perf_metrics or self.llm.args.get("return_perf_metrics")):
+            blocks = req.reused // self.llm.tokens_per_block
+            update["perf"] = RequestPerfMetrics(KvCacheMetrics(num_reused_blocks=blocks))
+        req.posted += 1
         assert req.out._queue is not None
-        req.out._queue.put_nowait(
-            {
-                "token_ids": list(req.generated),
-                "text": text,
-                "logits": logits,
-                "finish_reason": reason,
-                "stop_reason": stop_reason,
-            }
-        )
+        req.out._queue.put_nowait(update)
+
+    def _text(self, req: _Request) -> str:
+        if not req.sp.detokenize:
+            return ""
+        return self.llm.tokenizer.decode(req.generated, skip_special_tokens=req.sp.skip_special_tokens)
+
+    def _text_stop(self, req: _Request) -> bool:
+        """DetokenizedGenerationResultBase._handle_response: a stop string in the decoded text ends the request
+        (text cut there, token_ids not) and the result aborts it."""
+        if not req.sp.detokenize:
+            return False
+        text = self._text(req)
+        for stop, _ids in req.stop_words:
+            pos = text.find(stop)
+            if stop and pos >= 0:
+                cut = text[: pos + len(stop)] if req.sp.include_stop_str_in_output else text[:pos]
+                self.aborted.append(req.out.request_id)
+                self._finish(req, "stop", stop, cut)
+                return True
+        return False
 
     def _step(self, req: _Request) -> None:
         if req.aborted:
@@ -451,25 +564,26 @@ class _Executor:
             return
         sp = req.sp
         real = self.llm.model_logits(req.prompt + req.generated)
-        padded = np.full(self.llm.vocab_padded, PAD_LOGIT, dtype=np.float32)
-        padded[: real.shape[0]] = real
-        req.logits.append(padded)
+        req.logits.append(self.llm.pad(real))
         if sp._greedy_decoding:
             token = int(np.argmax(real))
         else:
-            x = real.astype(np.float64) / (sp.temperature or 1.0)
+            x = real.astype(np.float64) / (sp.temperature if sp.temperature is not None else 1.0)
             if sp.top_k:
                 kth = np.partition(x, -sp.top_k)[-sp.top_k]
                 x = np.where(x >= kth, x, -np.inf)
             p = np.exp(x - x.max())
             p /= p.sum()
             token = int(req.rng.choice(p.shape[0], p=p))
-        end_id = sp.end_id if sp.end_id is not None else self.llm.tokenizer.eos_token_id
-        if token == end_id and not sp.ignore_eos:
-            self._finish(req, "stop")  # the end id is not part of token_ids
+        # base_worker._enqueue_request: end_id=-1 if ignore_eos else sp.end_id (set from the tokenizer by _setup)
+        end_id = -1 if sp.ignore_eos else (sp.end_id if sp.end_id is not None else self.llm.tokenizer.eos_token_id)
+        if token == end_id:
+            if self.llm._backend == "pytorch":
+                req.generated.append(token)  # the PyTorch sampler adds the token, then stops on it
+            self._finish(req, "stop")  # the TensorRT executor leaves the end id out of token_ids
             return
         req.generated.append(token)
-        if sp.stop_token_ids and token in sp.stop_token_ids:
+        if sp.stop_token_ids and token in sp.stop_token_ids and not sp.ignore_eos:
             if not sp.include_stop_str_in_output:
                 req.generated.pop()
             self._finish(req, "stop", token)
@@ -480,7 +594,9 @@ class _Executor:
                     del req.generated[-len(ids) :]
                 self._finish(req, "stop", text)
                 return
-        if len(req.generated) >= sp.max_tokens:
+        if (req.out._streaming or len(req.generated) >= req.max_new) and self._text_stop(req):
+            return
+        if len(req.generated) >= req.max_new:
             self._finish(req, "length")
             return
         self._post(req, None)
@@ -521,26 +637,45 @@ class _LLMBase:
         # like the real LLM: a tokenizer directory (or the model's own), or a tokenizer object used as it is
         is_path = tokenizer is None or isinstance(tokenizer, str | Path)
         self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer or model)) if is_path else tokenizer
+        self.enable_chunked_prefill = bool(kwargs.get("enable_chunked_prefill", False))
         if self.is_engine:
             pre, build = cfg["pretrained_config"], cfg["build_config"]
             self.vocab_padded = pre["vocab_size"]
             self.max_seq_len = build["max_seq_len"]
-            self.max_input_len = build.get("max_input_len", self.max_seq_len)
+            self.max_num_tokens = kwargs.get("max_num_tokens") or build.get("max_num_tokens", 8192)
             self.tokens_per_block = build["plugin_config"].get("tokens_per_block", 32)
+            self.gather_context_logits = build.get("gather_context_logits") is True
+            paged_fmha = build["plugin_config"].get("use_paged_context_fmha") is True
             self.build_config = build
         elif self._backend == "tensorrt":  # builds an engine at load time, with BuildConfig's sizes
             bc = kwargs.get("build_config") or BuildConfig()
             self.vocab_padded = cfg["vocab_size"]
             self.max_seq_len = bc.max_seq_len or cfg["max_position_embeddings"]
-            self.max_input_len = bc.max_input_len
+            self.max_num_tokens = kwargs.get("max_num_tokens") or bc.max_num_tokens
             self.tokens_per_block = bc.plugin_config.tokens_per_block
+            self.gather_context_logits = bc.gather_context_logits
+            paged_fmha = bc.plugin_config.use_paged_context_fmha
             self.build_config = bc
         else:
             self.vocab_padded = cfg["vocab_size"]
             self.max_seq_len = kwargs.get("max_seq_len") or cfg["max_position_embeddings"]
-            self.max_input_len = self.max_seq_len
+            self.max_num_tokens = kwargs.get("max_num_tokens") or 8192  # BaseLlmArgs default
             self.tokens_per_block = self.kv_cache_config.tokens_per_block
+            self.gather_context_logits = True  # PyTorch: context logits per request, no build flag
+            paged_fmha = True
             self.build_config = kwargs.get("build_config")
+        if self._backend == "tensorrt":
+            if self.enable_chunked_prefill and not paged_fmha:  # TrtGptModelInflightBatching constructor
+                raise RuntimeError(
+                    "Chunked context requires context FMHA, paged kv_cache and paged context FMHA all enabled at the "
+                    "same time."
+                )
+            # trtGptModel.h: the executor's max input length
+            self.max_input_len = (
+                self.max_seq_len - 1 if self.enable_chunked_prefill else min(self.max_seq_len - 1, self.max_num_tokens)
+            )
+        else:
+            self.max_input_len = self.max_seq_len
         script = _read_json(path / "fake_script.json")
         from glimp_llm.engines.scripted import ScriptedEngine
 
@@ -558,6 +693,28 @@ class _LLMBase:
 
     def model_logits(self, tokens: list[int]) -> np.ndarray:
         return self._oracle._logits_for(tokens)
+
+    def pad(self, real: np.ndarray) -> np.ndarray:
+        padded = np.full(self.vocab_padded, PAD_LOGIT, dtype=np.float32)
+        padded[: real.shape[0]] = real
+        return padded
+
+    def padded_logits(self, tokens: list[int]) -> np.ndarray:
+        return self.pad(self.model_logits(tokens))
+
+    def executor_check(self, prompt: list[int], sp: SamplingParams) -> str | None:
+        """What the C++ executor refuses when it fetches a request (TensorRT backend only): the error comes back
+        with the response, not from generate_async."""
+        if self._backend != "tensorrt":
+            return None
+        if len(prompt) > self.max_input_len:  # LlmRequest::validate
+            return (
+                f"Prompt length ({len(prompt)}) exceeds maximum input length ({self.max_input_len}). Set log level "
+                "to info and check TRTGptModel logs for how maximum input length is set"
+            )
+        if sp.return_context_logits and not self.gather_context_logits:  # executorImpl.cpp fetchNewRequests
+            return "Return context logit need to build engine with gather_context_logits"
+        return None
 
     def generate_async(
         self,
@@ -585,18 +742,33 @@ class _LLMBase:
             raise TypeError(f"The inputs must be type str or list of int, but got {type(inputs)}")
         if any(not 0 <= t < self.vocab_padded for t in prompt):
             raise ValueError("Token ID out of range")
-        if len(prompt) > self.max_input_len:
-            raise ValueError(
-                f"The prompt length ({len(prompt)}) exceeds the engine's max_input_len ({self.max_input_len})"
-            )
-        if len(prompt) + sp.max_tokens > self.max_seq_len:
-            raise ValueError(
-                f"The sum of prompt length ({len(prompt)}) and max_tokens ({sp.max_tokens}) should not exceed "
-                f"max_seq_len ({self.max_seq_len})"
-            )
         if (sp.return_generation_logits or sp.logprobs) and not self.gather_generation_logits:
             raise ValueError("`gather_generation_logits` must be True to return generation logits or logprobs")
-        return self._executor.submit(prompt, sp, streaming, cache_salt)
+        max_new = sp.max_tokens
+        if self._backend == "pytorch":
+            # llm.py _check_arguments: only the prompt against max_num_tokens, unless chunked prefill
+            if not self.enable_chunked_prefill and len(prompt) > self.max_num_tokens:
+                raise ValueError(
+                    f"The sum of prompt length ({float(len(prompt))}), query length (0) should not exceed "
+                    f"max_num_tokens ({self.max_num_tokens})"
+                )
+            # base_worker.py _deduce_max_tokens (in-process worker: raised from generate_async)
+            room = self.max_seq_len - len(prompt)
+            if room <= 0:
+                raise RequestError(
+                    f"`default_max_tokens` ({room}) must be greater than 0, `default_max_tokens` ({room}) = "
+                    f"max_seq_len ({self.max_seq_len}) - `splited_prompt_len` ({len(prompt)}) - `query_token_len` (0)"
+                )
+            max_new = min(max_new, room)
+        else:
+            # llm.py _check_arguments: prompt + max_tokens against the engine's max_seq_len, unless chunked prefill
+            if not self.enable_chunked_prefill and len(prompt) + sp.max_tokens > self.max_seq_len:
+                raise ValueError(
+                    f"The sum of prompt length ({float(len(prompt))}) and query length (0) max_tokens "
+                    f"({sp.max_tokens}) should not exceed max_seq_len ({self.max_seq_len})"
+                )
+            max_new = min(max_new, max(self.max_seq_len - len(prompt), 1))  # LlmRequest::validate clamps
+        return self._executor.submit(prompt, sp, streaming, cache_salt, max_new)
 
     def save(self, engine_dir: str) -> None:
         if not self.is_engine and self._backend != "tensorrt":
@@ -619,9 +791,11 @@ class _LLMBase:
         (out / "config.json").write_text(json.dumps(cfg))
         for r in range(tp):
             (out / f"rank{r}.engine").write_bytes(b"fake engine")
-        for f in self.model_dir.iterdir():  # rank 0 saves the HF tokenizer (and our fake weights)
-            if f.name != "config.json" and f.is_file():
-                shutil.copy(f, out / f.name)
+        # rank 0: tokenizer.save_pretrained(engine_dir) — tokenizer files only, no generation_config.json
+        for name in SAVE_PRETRAINED_FILES:
+            if (self.model_dir / name).is_file():
+                shutil.copy(self.model_dir / name, out / name)
+        shutil.copy(self.model_dir / "fake_script.json", out / "fake_script.json")  # the fake's "weights"
 
     def shutdown(self) -> None:
         self._shutdown = True
