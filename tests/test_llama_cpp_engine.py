@@ -150,3 +150,73 @@ async def test_info_excludes_padding_and_knows_end_tokens(engine) -> None:
     assert info.eos_token_ids
     assert info.chat_template and "im_start" in info.chat_template
     assert info.backend == "llama.cpp"
+
+
+async def test_score_equals_an_independent_all_logits_evaluation(engine, smollm2_path: str) -> None:
+    """Verification reads every row of one batched evaluation; a separate Llama with logits_all=True
+    gives the reference log-probability of each scored token."""
+    import llama_cpp
+
+    from glimp_llm.entropy import log_softmax
+
+    ids = await prompt_ids(engine)
+    step = await engine.generate(ids, max_tokens=24, stop=["\n\n"])
+    continuation = list(step.token_ids)
+    continuation[5] = continuation[5] + 7  # an unlikely token: its log-prob must be low, and later rows follow it
+    scores = await engine.score(ids, continuation)
+    ref = llama_cpp.Llama(model_path=smollm2_path, n_ctx=2048, logits_all=True, verbose=False)
+    try:
+        ref.eval(ids + continuation)
+        rows = np.array(ref.scores[len(ids) - 1 : len(ids) + len(continuation) - 1], dtype=np.float64)
+    finally:
+        ref.close()
+    vocab = engine.info.vocab_size
+    expected = [float(log_softmax(row, vocab)[t]) for row, t in zip(rows, continuation, strict=True)]
+    assert len(scores.logprobs) == len(continuation)
+    assert scores.logprobs == pytest.approx(expected, abs=0.05)
+    assert scores.logprobs[5] < -3
+    # the scored tokens are cached: continuing after them evaluates nothing again
+    before = engine.stats.tokens_evaluated
+    await engine.glimpse(ids + continuation, SamplingParams())
+    assert engine.stats.tokens_evaluated == before
+
+
+async def test_verification_on_real_llama_cpp_keeps_only_accepted_tokens(smollm2_path: str) -> None:
+    """SmolLM2 as both models, sampling at temperature 1 (seeded), with a strict verification threshold:
+    the large model rejects some sampled tokens; every kept small token has a log-prob at or above the
+    threshold under it, and the large model's text starts right at the first rejected token."""
+    from glimp_llm.config import RouterConfig
+    from glimp_llm.engines.llama_cpp import LlamaCppEngine
+    from glimp_llm.router import Router
+
+    small = LlamaCppEngine(smollm2_path, n_ctx=2048, name="small")
+    large = LlamaCppEngine(smollm2_path, n_ctx=2048, name="large")
+    await small.start()
+    await large.start()
+    try:
+        router = Router(small, large, RouterConfig(threshold=6.0, verify=True, verify_logprob=-1.5))
+        prompt = PROMPT[0]["content"]
+        result = await router.generate(prompt, max_tokens=80, temperature=1.0, seed=3)
+        assert result.text == "".join(s.text for s in result.steps)
+        assert result.usage.verified_steps >= 1
+        rejected = [s for s in result.steps if s.verified and s.model == "large"]
+        assert rejected, "a strict threshold at temperature 1 rejects some sampled token"
+        context = await router.prepare_prompt(router_request(prompt), large)
+        for step in result.steps:
+            if step.verified:
+                kept = step.token_ids[: step.accepted_tokens]
+                if kept:
+                    lps = (await large.score(context, kept)).logprobs
+                    assert min(lps) >= -1.5 - 0.05
+                assert step.kept_small_tokens == (step.accepted_tokens if step.model == "large" else 0)
+            context = context + step.token_ids
+        assert result.usage.small_tokens + result.usage.large_tokens == result.usage.completion_tokens
+    finally:
+        await small.close()
+        await large.close()
+
+
+def router_request(prompt: str):  # type: ignore[no-untyped-def]
+    from glimp_llm.router import RouteRequest
+
+    return RouteRequest(prompt=prompt)
