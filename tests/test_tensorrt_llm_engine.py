@@ -7,6 +7,7 @@ test — nor the ``gpu`` test — can mistake it for the real package.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,6 +68,7 @@ def trt(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     _drop_fake_modules()
 
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 STEPS = "First we add the numbers.\n\nThen we check the total.\n\nThe answer is 4."
 
 
@@ -629,3 +631,215 @@ async def test_fake_context_logits_cover_recomputed_positions(trt: ModuleType, t
         pending = plain.generate_async(ctx, P(max_tokens=1, return_context_logits=True))
         with pytest.raises(trt.RequestError, match="gather_context_logits"):
             await pending
+
+
+# ------------------------------------------------------------------------- the five defects of issue 13
+
+
+def engine_or_hf(backend: str, directory: Path, response: str, entropies: Any = 0.05, **build: Any) -> Path:
+    if backend == "tensorrt":
+        return make_engine_dir(directory, response, entropies, **build)
+    return make_hf_dir(directory, response, entropies)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_defect1_eos_glimpse_on_both_backends(trt: ModuleType, tmp_path: Path, backend: str) -> None:
+    """The TensorRT backend strips the end id and slices the logits to the tokens: without ignore_eos an EOS
+    glimpse has neither a token nor a logits row."""
+    eng = await started(engine_or_hf(backend, tmp_path / "m", "Done."))
+    ctx = await prompt_ids(eng)
+    end = await eng.glimpse(ctx + await eng.tokenize("Done."), SamplingParams())
+    assert end.is_eos and end.text == "" and end.token_id in eng.info.eos_token_ids
+    assert np.isfinite(end.entropy) and end.logprob == pytest.approx(0.0, abs=0.1)
+    assert trt.INSTANCES[0].executor.calls[-1]["sampling_params"].ignore_eos is True
+    router = Router(eng, eng, RouterConfig(threshold=1.0, thinking="off"))
+    result = await router.generate("What is 2 plus 2?")  # every step boundary ends on an EOS glimpse
+    assert result.text == "Done." and result.finish_reason == "eos"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_defect2_contexts_longer_than_max_num_tokens(trt: ModuleType, tmp_path: Path, backend: str) -> None:
+    """Prompts past max_num_tokens (but inside the advertised window) work: chunked prefill is on."""
+    directory = engine_or_hf(backend, tmp_path / "m", STEPS, [0.3], max_num_tokens=64)
+    eng = await started(directory, max_num_tokens=64)
+    (llm,) = trt.INSTANCES
+    assert llm.args["enable_chunked_prefill"] is True
+    long_context = (await prompt_ids(eng)) * 12
+    assert 64 < len(long_context) < eng.info.context_window
+    g = await eng.glimpse(long_context, SamplingParams())
+    assert g.entropy == pytest.approx(0.3, abs=2e-3)
+    c = await eng.generate(long_context, max_tokens=8, stop=["\n\n"])
+    assert c.token_ids and eng.stats.failed_calls == 0
+
+
+def test_defect2_validate_reports_max_num_tokens_below_max_input_len(tmp_path: Path) -> None:
+    from glimp_llm.engines.tensorrt_llm_validate import validate_engine_dir
+
+    short = validate_engine_dir(make_engine_dir(tmp_path / "s", max_seq_len=16384, max_num_tokens=8192))
+    assert short.ok and any("max_num_tokens=8192 is below max_input_len=16383" in w for w in short.warnings)
+    fine = validate_engine_dir(make_engine_dir(tmp_path / "f", max_seq_len=8192, max_num_tokens=8192))
+    assert not any("max_num_tokens" in w for w in fine.warnings)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_defect3_prefix_reuse_is_measured_on_both_backends(trt: ModuleType, tmp_path: Path, backend: str) -> None:
+    """cached_tokens is always 0 on the TensorRT backend: reuse is read from the KV-cache perf metrics there."""
+    eng = await started(engine_or_hf(backend, tmp_path / "m", STEPS))
+    trt.INSTANCES[0].tokens_per_block = 4
+    ctx = await prompt_ids(eng)
+    first = await eng.glimpse(ctx, SamplingParams())
+    step = await eng.generate(ctx, max_tokens=64, stop=["\n\n"])
+    later = await eng.glimpse(ctx + list(step.token_ids), SamplingParams())
+    assert first.cached_tokens == 0
+    assert len(ctx) - 4 <= later.cached_tokens < len(ctx) + len(step.token_ids)
+    assert eng.stats.tokens_reused >= later.cached_tokens
+    if backend == "tensorrt":
+        assert trt.INSTANCES[0].executor.calls[-1]["sampling_params"].return_perf_metrics is True
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_defect3_the_smoke_script_checks_reuse_correctly(trt: ModuleType, tmp_path: Path, backend: str) -> None:
+    """examples/tensorrt_llm_smoke.py's checks on the fake: the KV-reuse check passes on both backends, and the
+    entropy check reads the logits of the glimpse request itself."""
+    import importlib
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        smoke = importlib.import_module("tensorrt_llm_smoke")
+    finally:
+        sys.path.pop(0)
+    small = engine_or_hf(backend, tmp_path / "s", STEPS, [0.2, 2.5, 0.2])
+    large = engine_or_hf(backend, tmp_path / "l", "Large one.\n\nLarge two.\n\nLarge three.")
+    report = await smoke.run_smoke(str(small), str(large), concurrency=3, max_tokens=64)
+    assert report.ok, report.render()
+    calls = trt.INSTANCES[0].executor.calls
+    assert sum(c["sampling_params"].return_generation_logits for c in calls[:2]) == 1  # one glimpse request
+
+
+async def test_defect4_versions_below_the_floor_are_refused(
+    trt: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import glimp_llm.engines.tensorrt_llm as driver
+
+    monkeypatch.setattr(driver, "_installed_version", lambda: "1.0.0")
+    with pytest.raises(EngineUnavailableError, match=r"1\.0\.0 is older.*>=1\.1,<1\.3"):
+        await started(make_engine_dir(tmp_path / "e", STEPS))
+    assert not trt.INSTANCES
+
+
+async def test_defect4_a_salt_on_a_runtime_without_cache_salt_is_a_configuration_error(
+    trt: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1.0's generate_async has no cache_salt: every salted request would raise TypeError. Feature-detected."""
+
+    def generate_async_1_0(self: Any, inputs: Any, sampling_params: Any = None, streaming: bool = False) -> Any:
+        return trt._LLMBase.generate_async(self, inputs, sampling_params, streaming=streaming)
+
+    monkeypatch.setattr(trt.TrtLLM, "generate_async", generate_async_1_0)
+    with pytest.raises(ConfigurationError, match="cache_salt"):
+        await started(make_engine_dir(tmp_path / "e", STEPS), cache_salt="user-1")
+    assert trt.INSTANCES[0]._shutdown
+
+
+async def test_defect5_extra_eos_ids_come_from_generation_config(trt: ModuleType, tmp_path: Path) -> None:
+    """LLM.save writes no generation_config.json; the loaded engine then misses the model's extra EOS ids,
+    and validate says so."""
+    from glimp_llm.engines.tensorrt_llm_validate import validate_engine_dir
+
+    hf = make_hf_dir(tmp_path / "hf", STEPS)
+    eos = json.loads((hf / "generation_config.json").read_text())["eos_token_id"][0]
+    (hf / "generation_config.json").write_text(json.dumps({"eos_token_id": [eos, 3]}))
+    bc = trt.BuildConfig(max_seq_len=512, gather_generation_logits=True)
+    trt.TrtLLM(model=str(hf), build_config=bc).save(str(tmp_path / "saved"))
+    report = validate_engine_dir(tmp_path / "saved")
+    assert report.ok and any("generation_config.json" in w for w in report.warnings)
+    bare = await started(tmp_path / "saved", name="bare")
+    assert bare.info.eos_token_ids == {eos}  # what an engine saved by the python route alone gives
+    with_tokenizer_dir = await started(tmp_path / "saved", name="hf", tokenizer=hf)
+    assert with_tokenizer_dir.info.eos_token_ids == {eos, 3}
+
+
+# ------------------------------------------------------------------------------------------------ score
+
+
+def log_softmax(row: np.ndarray) -> np.ndarray:
+    x = row.astype(np.float64)
+    return x - (x.max() + np.log(np.exp(x - x.max()).sum()))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_score_reads_context_logits(trt: ModuleType, tmp_path: Path, backend: str) -> None:
+    eng = await started(engine_or_hf(backend, tmp_path / "m", STEPS, [0.4], gather_context_logits=True))
+    assert eng.info.can_score
+    (llm,) = trt.INSTANCES
+    llm.tokens_per_block = 4
+    ctx = await prompt_ids(eng)
+    cont = await eng.tokenize("First we add the numbers.")
+    scores = await eng.score(ctx, cont)
+    vocab = eng.info.vocab_size
+    expected = [log_softmax(llm.model_logits(ctx + cont[:j])[:vocab])[tok] for j, tok in enumerate(cont)]
+    assert scores.logprobs == pytest.approx(expected, abs=2e-2)  # fp16 logits, as the fake returns them
+    call = llm.executor.calls[-1]
+    assert call["inputs"] == ctx + cont and call["sampling_params"].return_context_logits is True
+    assert call["sampling_params"].max_tokens == 1
+    again = await eng.score(ctx, cont)  # the whole sequence is cached now: reuse skips the rows we need
+    assert again.logprobs == pytest.approx(scores.logprobs, abs=1e-6)
+    assert llm.executor.calls[-1]["cache_salt"].startswith("glimp-score-")  # the retry without reuse
+    assert (await eng.score(ctx, [])).logprobs == ()
+    with pytest.raises(InvalidRequestError):
+        await eng.score([], cont)
+
+
+async def test_score_needs_an_engine_built_with_context_logits(trt: ModuleType, tmp_path: Path) -> None:
+    eng = await started(make_engine_dir(tmp_path / "e", STEPS))
+    assert not eng.info.can_score
+    ctx = await prompt_ids(eng)
+    with pytest.raises(EngineUnavailableError, match="--gather_context_logits"):
+        await eng.score(ctx, [5, 6])
+    assert not trt.INSTANCES[0].executor.calls  # refused before the runtime was asked
+    on_load = await started(make_hf_dir(tmp_path / "hf", STEPS), name="built", backend="tensorrt")
+    assert not on_load.info.can_score
+
+
+# ------------------------------------------------------------------------------------------ test honesty
+
+
+def test_the_gpu_test_skips_only_when_tensorrt_llm_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import importlib.util
+
+    from test_tensorrt_llm_gpu import _real_tensorrt_llm_reason
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+
+    def broken(name: str) -> Any:
+        raise OSError("libcuda.so.1: cannot open shared object file")
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    with pytest.raises(OSError, match="libcuda"):  # a broken install fails loudly
+        _real_tensorrt_llm_reason()
+
+    def missing(name: str) -> Any:
+        raise ImportError("No module named 'tensorrt'")
+
+    monkeypatch.setattr(importlib, "import_module", missing)
+    assert "cannot be imported" in str(_real_tensorrt_llm_reason())
+
+
+@pytest.fixture
+def real_transformers_imported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ModuleType:
+    """A stand-in for the real transformers, imported before the ``trt`` fixture runs (as on a GPU host)."""
+    real = ModuleType("transformers")
+    real.__file__ = str(tmp_path / "site-packages" / "transformers" / "__init__.py")
+    monkeypatch.setitem(sys.modules, "transformers", real)
+    return real
+
+
+async def test_the_fake_replaces_an_already_imported_real_package(
+    real_transformers_imported: ModuleType, trt: ModuleType, tmp_path: Path
+) -> None:
+    """A real transformers in sys.modules must not turn the fake-runtime tests into skips (GLIMP_TEST_STRICT)."""
+    assert sys.modules.get("transformers") is not real_transformers_imported
+    eng = await started(make_engine_dir(tmp_path / "e", STEPS))
+    assert (await eng.glimpse(await prompt_ids(eng), SamplingParams())).text == "First"
+    assert _is_fake(sys.modules["transformers"])

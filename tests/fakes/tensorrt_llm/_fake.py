@@ -283,6 +283,11 @@ class _HostTensor:
     def cpu(self) -> _HostTensor:
         return self
 
+    def __getitem__(self, index: Any) -> _HostTensor:
+        t = _HostTensor.__new__(_HostTensor)
+        t._array = self._array[index]
+        return t
+
     def numpy(self) -> np.ndarray:
         if self._array.dtype == np.float16:
             raise TypeError("Got unsupported ScalarType BFloat16")  # torch: bf16 has no numpy dtype
