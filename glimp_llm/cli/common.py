@@ -11,8 +11,16 @@ from glimp_llm.config import GlimpConfig
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("models and routing")
     g.add_argument("--config", metavar="FILE", help="a YAML/TOML/JSON GlimpConfig file")
-    g.add_argument("--small", metavar="MODEL", help="small model: registered name or .gguf path (llama.cpp)")
-    g.add_argument("--large", metavar="MODEL", help="large model: registered name or .gguf path (llama.cpp)")
+    g.add_argument(
+        "--small",
+        metavar="MODEL",
+        help="small model (llama.cpp): registered name, .gguf path or Hugging Face repo (OWNER/REPO[:QUANT])",
+    )
+    g.add_argument(
+        "--large",
+        metavar="MODEL",
+        help="large model (llama.cpp): registered name, .gguf path or Hugging Face repo (OWNER/REPO[:QUANT])",
+    )
     g.add_argument("--threshold", "--tau", type=float, metavar="T", help="entropy threshold tau in nats")
     g.add_argument("--max-tokens", type=int, metavar="N", help="budget of generated tokens")
     g.add_argument("--temperature", type=float, metavar="T", help="sampling temperature (0 = greedy)")

@@ -29,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from glimp_llm.cli.models import fetch_config_models
     from glimp_llm.client import Glimp
     from glimp_llm.render import MODEL_STYLE, print_result, step_table, summary_line
     from glimp_llm.router import RouteRequest
@@ -41,7 +42,8 @@ def main(args: argparse.Namespace) -> int:
     if args.system:
         messages = [{"role": "system", "content": args.system}, {"role": "user", "content": prompt}]
     request = RouteRequest(prompt=None if messages else prompt, messages=messages)
-    with err.status("loading models (first run assembles them from their packages)...", spinner="dots"):
+    fetch_config_models(config, err)  # first run: download or assemble with a progress bar, then load
+    with err.status("loading models...", spinner="dots"):
         glimp = Glimp(config).start()
     try:
         if args.json:
