@@ -232,6 +232,15 @@ class RouterConfig(_Strict):
     verify_logprob: float = Field(
         -7.0, le=0.0, description="verify: the least log-probability (nats) a small-model token may have"
     )
+    verify_margin: float | None = Field(
+        None,
+        ge=0.0,
+        description=(
+            "verify: also reject a small-model token when the large model's own most likely token there is "
+            "more than this many nats likelier (a relative rule: it catches a plausible token at a decision "
+            "point, such as a tool call where the large model would answer). None = the absolute rule only"
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_glimpse_extension(self) -> RouterConfig:

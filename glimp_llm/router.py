@@ -34,7 +34,7 @@ from typing import Any
 from glimp_llm.admission import Admission
 from glimp_llm.chat_template import ChatTemplate
 from glimp_llm.config import RouterConfig
-from glimp_llm.engines.base import Completion, Delta, Engine, Glimpse, Message, SamplingParams
+from glimp_llm.engines.base import Delta, Engine, Glimpse, Message, SamplingParams, TokenScores
 from glimp_llm.entropy import renormalized_topk_entropy
 from glimp_llm.errors import (
     ConfigurationError,
@@ -409,8 +409,11 @@ class Router:
             peak = decider if decider is not None else max(ahead, key=lambda x: x.entropy)
             entropy, kind, bound = peak.entropy, peak.entropy_kind, peak.entropy_error_bound
             to_large = entropy > run.threshold and (decider is not None or not forced)
-        if not to_large and run.has_tools and cfg.tool_call_large and _opens_tool_call(
-            "".join(x.text for x in ahead), cfg.tool_call_markers
+        if (
+            not to_large
+            and run.has_tools
+            and cfg.tool_call_large
+            and _opens_tool_call("".join(x.text for x in ahead), cfg.tool_call_markers)
         ):
             to_large, reason = True, "tool_call"
         if paper:
@@ -482,7 +485,8 @@ class Router:
             return step
         if cfg.verify:
             return await self._verify(run, step, cap)
-        marker = _tool_call_position(step.text, cfg.tool_call_markers) if cfg.tool_call_large and run.has_tools else None
+        guard_tools = cfg.tool_call_large and run.has_tools
+        marker = _tool_call_position(step.text, cfg.tool_call_markers) if guard_tools else None
         if marker is not None:
             kept = await _ids_within(self.small, step.token_ids, marker)
             return await self._rewrite(run, step, kept, cap, "tool_call")
@@ -501,20 +505,22 @@ class Router:
     async def _verify(self, run: _Run, step: Step, cap: int) -> Step:
         """Score the small model's step under the large model; keep the longest prefix whose tokens all have
         log-probability >= ``verify_logprob``; from the first rejected token on, the large model writes."""
-        cfg = self.config
         t0 = time.perf_counter()
         context = run.contexts["large"]
         ids = step.token_ids
-        logprobs = list((await self.large.score(context, ids)).logprobs) if ids else []
-        accepted = next((i for i, lp in enumerate(logprobs) if lp < cfg.verify_logprob), len(ids))
-        if accepted == len(ids) and step.ended_by == "eos":
-            # ending the answer here is a decision too: the large model's best end-of-sequence token
-            ends = [(await self.large.score([*context, *ids], [e])).logprobs[0] for e in sorted(self._eos_ids)]
-            logprobs.append(max(ends))
+        scores = await self.large.score(context, ids) if ids else TokenScores(())
+        logprobs, best = list(scores.logprobs), list(scores.best_logprobs)
+        if step.ended_by == "eos" and self._agreed(logprobs, best) == len(ids):
+            # ending the answer here is a decision too: the large model's likeliest end-of-sequence token
+            ends = [await self.large.score([*context, *ids], [e]) for e in sorted(self._eos_ids)]
+            logprobs.append(max(e.logprobs[0] for e in ends))
+            if len(best) == len(ids) and all(e.best_logprobs for e in ends):
+                best.append(ends[0].best_logprobs[0])
+        accepted = self._agreed(logprobs, best)
         run.timings.verify_seconds += time.perf_counter() - t0
         run.usage.verified_steps += 1
         least = min(logprobs) if logprobs else None
-        if all(lp >= cfg.verify_logprob for lp in logprobs):
+        if accepted == len(logprobs):
             step.verified, step.accepted_tokens, step.min_logprob = True, len(ids), least
             self._release(run, step)
             return step
@@ -522,6 +528,16 @@ class Router:
         new = await self._rewrite(run, step, accepted, cap, step.routed_by)
         new.verified, new.accepted_tokens, new.min_logprob = True, accepted, least
         return new
+
+    def _agreed(self, logprobs: Sequence[float], best: Sequence[float]) -> int:
+        """How many leading tokens the large model accepts: each at or above ``verify_logprob`` and, with
+        ``verify_margin``, within that many nats of the large model's own likeliest token."""
+        cfg = self.config
+        margin = cfg.verify_margin
+        for i, lp in enumerate(logprobs):
+            if lp < cfg.verify_logprob or (margin is not None and i < len(best) and lp < best[i] - margin):
+                return i
+        return len(logprobs)
 
     async def _rewrite(self, run: _Run, step: Step, keep: int, cap: int, reason: RoutedBy) -> Step:
         """The large model writes ``step`` again after its first ``keep`` small-model tokens."""

@@ -110,6 +110,9 @@ class TokenScores:
     tokens before it. The router's verification accepts the longest prefix the large model agrees with."""
 
     logprobs: tuple[float, ...]
+    best_logprobs: tuple[float, ...] = ()
+    """Per scored position, the log-probability of the token this engine finds most likely there (empty when
+    the engine cannot tell): how far a token is from what this model would have written."""
     seconds: float = 0.0
     cached_tokens: int = 0
 
