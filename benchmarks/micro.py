@@ -22,11 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from glimp_llm.bench import micro
+from glimp_llm.bench import preflight as preflight_checks
 from glimp_llm.bench.datasets import load_problems
 from glimp_llm.bench.report import update_results_file, write_json
+from glimp_llm.errors import ConfigurationError, GlimpError
 
 SMALL = "qwen2.5-coder-0.5b-instruct"
 LARGE = "qwen2.5-coder-1.5b-instruct"
+PARTS = {"glimpse", "overhead", "concurrency"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,14 +51,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def preflight(args: argparse.Namespace) -> list[Any]:
+    """Everything the three measurements need, checked before the first generation: --skip, the tau of
+    --from-results, the problems, both output files and both models; the concurrency measurement without
+    its server is announced now (it is reported as not measured, as before). Returns the problems."""
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if skip - PARTS:
+        raise ConfigurationError(f"--skip {args.skip!r}: use a comma-separated subset of {', '.join(sorted(PARTS))}")
     tau = args.tau
     if tau is None and Path(args.from_results).is_file():
-        modes = json.loads(Path(args.from_results).read_text())["meta"]["modes"]
+        try:
+            modes = json.loads(Path(args.from_results).read_text(encoding="utf-8"))["meta"]["modes"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigurationError(
+                f"--from-results {args.from_results}: not a glimp bench JSON ({exc}); pass --tau T instead"
+            ) from exc
         tau = next((m["threshold"] for m in modes if m["name"] == "ours"), None)
     args.tau = 1.0 if tau is None else tau
     problems = load_problems(args.data, offset=args.offset, limit=100)
+    preflight_checks.check_problem_count(
+        len(problems),
+        100,
+        source=f"--data {args.data}" if args.data else "the generated dataset",
+        what=f"the requests and text need from --offset {args.offset}",
+        fix="lower --offset",
+    )
+    preflight_checks.check_writable(args.json, "--json")
+    preflight_checks.check_writable(args.results_md, "--results-md")
+    preflight_checks.check_llama_model(args.small, "small")  # every part loads both (the servers too)
+    preflight_checks.check_llama_model(args.large, "large")
+    if "concurrency" not in skip:
+        why = micro.server_engines_available()
+        if why is not None:
+            print(f"warning: concurrency will not be measured: {why} (--skip concurrency silences this)")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        problems = preflight(args)
+    except GlimpError as exc:
+        print(f"benchmarks/micro.py: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     result = asyncio.run(run(args, [p.prompt for p in problems], " ".join(p.question for p in problems)))
     result["command"] = " ".join(shlex.quote(a) for a in ["benchmarks/micro.py", *sys.argv[1:]])
     if args.skip and Path(args.json).is_file():  # a partial rerun keeps the other measurements

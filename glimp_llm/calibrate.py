@@ -7,7 +7,8 @@ capped at log 20). So a tau from a paper or another pair means nothing here; wha
 *share of steps* the user is willing to send to the large model. (docs/calibration.md has the details.)
 
 How: for each calibration prompt, a sample solution is written step by step by the small and/or the
-large model (no routing, so the sample does not depend on the tau being chosen). At every step start
+large model (the router with routing small-only / large-only: no glimpses, so the sample does not depend
+on the tau being chosen). At every step start
 the small model is glimpsed on the context so far, with its top-k logprobs, which yields both the exact
 entropy and the paper's renormalised top-k entropy of the same distribution. The tau for a target share
 S is the (1 - S) quantile of those entropies, placed midway between neighbouring samples so that the
@@ -21,7 +22,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from glimp_llm.bench.baseline import single_model_generate
 from glimp_llm.config import RouterConfig
 from glimp_llm.engines.base import Engine, Glimpse, SamplingParams
 from glimp_llm.entropy import renormalized_topk_entropy
@@ -74,13 +74,16 @@ async def collect_glimpses(
     """Glimpse ``small`` at every step start of sample solutions to ``prompts``."""
     samples: list[GlimpseSample] = []
     prompt_router = Router(small, small, config)
+    plain = {"first_step_large": False, "tool_call_large": False, "final_step_check": False, "verify": False}
+    writers = {
+        t: Router(small, large, config.model_copy(update={**plain, "routing": f"{t}-only"})) for t in trajectories
+    }
     greedy = SamplingParams()
     for i, prompt in enumerate(prompts):
         request = RouteRequest(prompt=prompt, max_tokens=max_tokens)
         prompt_ids = await prompt_router.prepare_prompt(request, small)
         for trajectory in trajectories:
-            engine = small if trajectory == "small" else large
-            result = await single_model_generate(engine, trajectory, request, config)
+            result = await writers[trajectory].generate(request)  # one model writes every step, no glimpses
             context = list(prompt_ids)
             for step in result.steps:
                 g = await small.glimpse(context, greedy, top_logprobs=config.paper_top_k)
@@ -134,7 +137,12 @@ def realised_share(entropies: Sequence[float], threshold: float, entropy: Entrop
 def calibrate(samples: Sequence[GlimpseSample], share: float, entropy: EntropyChoice = "exact") -> Calibration:
     """The tau for ``share`` from glimpse samples: for our exact entropy, the paper's top-k one, or the
     look-ahead signal of ``router.glimpse_tokens`` > 1."""
-    values = [s.value(entropy) for s in samples]
+    return calibrate_values([s.value(entropy) for s in samples], share, entropy)
+
+
+def calibrate_values(values: Sequence[float], share: float, entropy: EntropyChoice = "exact") -> Calibration:
+    """:func:`calibrate` on entropies already sampled (a benchmark resumed from its meta file reuses the
+    samples of its first calibration instead of generating them again)."""
     tau = threshold_for_share(values, share)
     return Calibration(
         target_large_share=share,

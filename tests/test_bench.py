@@ -13,7 +13,6 @@ import pytest
 from conftest import require
 
 from glimp_llm.bench.answers import boxed_contents, extract_answer, format_number, gold_number, is_correct
-from glimp_llm.bench.baseline import single_model_generate
 from glimp_llm.bench.datasets import MATH_INSTRUCTION, load_gsm8k_jsonl
 from glimp_llm.calibrate import calibrate, collect_glimpses, realised_share, threshold_for_share
 from glimp_llm.cli import main as glimp_main
@@ -154,18 +153,26 @@ def test_calibration_measures_the_look_ahead_signal_the_router_uses() -> None:
     assert share == pytest.approx(0.2)
 
 
-def test_single_model_baseline_takes_no_glimpses() -> None:
+@pytest.mark.parametrize("role", ["small", "large"])
+def test_single_model_baselines_go_through_the_router_without_glimpses(role: str) -> None:
+    """small-only / large-only are the router's own loop (issue 11): one model writes every step, and no
+    glimpse is taken, so a baseline is not charged for routing it does not do."""
+
     async def go() -> None:
-        engine = ScriptedEngine(SMALL_TEXT, entropies=ENTROPIES, name="small")
-        await engine.start()
+        small = ScriptedEngine(SMALL_TEXT, entropies=ENTROPIES, name="small")
+        large = ScriptedEngine(LARGE_TEXT, entropies=0.1, name="large")
+        await small.start()
+        await large.start()
         try:
-            result = await single_model_generate(engine, "small", RouteRequest(prompt="q"), RouterConfig())
+            config = RouterConfig(routing=f"{role}-only")
+            result = await Router(small, large, config).generate(RouteRequest(prompt="q"))
         finally:
-            await engine.close()
-        assert engine.stats.glimpses == 0
+            await small.close()
+            await large.close()
+        assert small.stats.glimpses == 0 and large.stats.glimpses == 0
         assert result.usage.glimpses == 0 and result.timings.glimpse_seconds == 0
-        assert [s.model for s in result.steps] == ["small"] * 5
-        assert result.text == SMALL_TEXT
+        assert [s.model for s in result.steps] == [role] * 5
+        assert result.text == (SMALL_TEXT if role == "small" else LARGE_TEXT)
         assert result.finish_reason == "eos"
 
     asyncio.run(go())
@@ -220,6 +227,7 @@ def test_bench_on_scripted_engines(tmp_path: Path) -> None:
     rc = glimp_main(
         ["bench", "--config", str(_scripted_config(tmp_path)), "--data", str(_dataset(tmp_path, 6)), "--limit", "3",
          "--calibrate-problems", "2", "--main-share", "0.4", "--sweep-shares", "0.2", "--sweep-problems", "2",
+         "--modes", "small,large,ours,paper,sweep",
          "--json", str(out / "r.json"), "--results-md", str(out / "RESULTS.md"), "--plots", str(out / "plots"),
          "--records", str(out / "rec.jsonl"), "--quiet"]
     )  # fmt: skip
@@ -233,6 +241,7 @@ def test_bench_on_scripted_engines(tmp_path: Path) -> None:
     assert "hand-written analysis" in md and "| ours |" in md and "### Calibration" in md
     assert {p.name for p in (out / "plots").iterdir()} == {
         "accuracy_vs_latency.png",
+        "accuracy_vs_latency_sweep.png",
         "entropy_histogram.png",
         "time_breakdown.png",
     }
@@ -240,7 +249,8 @@ def test_bench_on_scripted_engines(tmp_path: Path) -> None:
     rc = glimp_main(
         ["bench", "--config", str(_scripted_config(tmp_path)), "--data", str(_dataset(tmp_path, 6)), "--limit", "3",
          "--json", str(out / "r2.json"), "--results-md", str(out / "RESULTS.md"), "--plots", str(out / "plots"),
-         "--records", str(out / "rec.jsonl"), "--quiet", "--sweep-problems", "2"]
+         "--records", str(out / "rec.jsonl"), "--quiet", "--sweep-problems", "2", "--sweep-shares", "0.2",
+         "--modes", "small,large,ours,paper,sweep"]
     )  # fmt: skip
     assert rc == 0
     again = json.loads((out / "r2.json").read_text())
@@ -256,6 +266,7 @@ def test_bench_on_smollm2(tmp_path: Path, smollm2_path: str) -> None:
         ["bench", "--small", smollm2_path, "--large", smollm2_path, "--data", str(_dataset(tmp_path, 4)),
          "--limit", "2", "--calibrate-problems", "1", "--sweep-shares", "0.8", "--sweep-problems", "1",
          "--budget", "24", "--step-cap", "12", "--n-ctx", "512", "--n-threads", "1", "--json", str(out / "r.json"),
+         "--modes", "small,large,ours,paper,sweep",
          "--results-md", str(out / "RESULTS.md"), "--plots", str(out / "plots"), "--quiet"]
     )  # fmt: skip
     assert rc == 0

@@ -5,8 +5,8 @@ The library behind ``glimp bench`` and ``benchmarks/``. Importing it loads no en
 """
 
 from glimp_llm.bench.answers import extract_answer, gold_number, is_correct
-from glimp_llm.bench.baseline import single_model_generate
 from glimp_llm.bench.datasets import MATH_INSTRUCTION, Problem, gsm_symbolic, load_gsm8k_jsonl, load_problems
+from glimp_llm.bench.modes import ModeSpec, parse_modes, registry
 from glimp_llm.bench.runner import BenchPlan, Mode, ModeRunner, Record, run_plan
 from glimp_llm.bench.stats import summarize
 
@@ -15,6 +15,7 @@ __all__ = [
     "BenchPlan",
     "Mode",
     "ModeRunner",
+    "ModeSpec",
     "Problem",
     "Record",
     "extract_answer",
@@ -23,7 +24,8 @@ __all__ = [
     "is_correct",
     "load_gsm8k_jsonl",
     "load_problems",
+    "parse_modes",
+    "registry",
     "run_plan",
-    "single_model_generate",
     "summarize",
 ]

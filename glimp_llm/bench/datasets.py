@@ -39,23 +39,46 @@ class Problem:
 
 
 def load_gsm8k_jsonl(path: str | Path, *, offset: int = 0, limit: int | None = None) -> list[Problem]:
-    """Problems ``offset .. offset+limit`` of a JSONL file with ``question`` and ``answer`` ("... #### N")."""
+    """Problems ``offset .. offset+limit`` of a JSONL file with ``question`` and ``answer`` ("... #### N").
+    A file that is missing, unreadable or not such records raises :class:`ConfigurationError` naming the
+    file (and line) and the fix, before any model is loaded."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigurationError(f"--data {p}: no such file; pass a GSM8K-format JSONL (question, answer)")
     problems: list[Problem] = []
-    with p.open(encoding="utf-8") as fh:
-        for index, line in enumerate(fh):
-            if index < offset or not line.strip():
-                continue
-            if limit is not None and len(problems) >= limit:
-                break
-            try:
-                row = json.loads(line)
-                problems.append(Problem(f"{p.stem}:{index}", row["question"], gold_number(row["answer"]), p.name))
-            except (KeyError, ValueError, json.JSONDecodeError) as exc:
-                raise ConfigurationError(f"{p}:{index + 1}: not a GSM8K record with a numeric answer ({exc})") from exc
+    for index, line in enumerate(read_lines(p, "--data")):
+        if index < offset or not line.strip():
+            continue
+        if limit is not None and len(problems) >= limit:
+            break
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row["question"].strip():
+                raise KeyError("question")
+            problems.append(Problem(f"{p.stem}:{index}", row["question"], gold_number(str(row["answer"])), p.name))
+        except (KeyError, ValueError, json.JSONDecodeError) as exc:
+            raise ConfigurationError(
+                f"{p}:{index + 1}: not a GSM8K record (a 'question' string and an 'answer' ending in '#### N'; "
+                f"{type(exc).__name__}: {exc}); fix the line or pass another --data file"
+            ) from exc
     return problems
+
+
+def read_lines(path: Path, flag: str) -> list[str]:
+    """The lines of a UTF-8 text file, with a typed error that names the flag when it cannot be read."""
+    if not path.exists():
+        raise ConfigurationError(f"{flag} {path}: no such file; pass a GSM8K-format JSONL (question, answer)")
+    if not path.is_file():
+        raise ConfigurationError(f"{flag} {path}: not a file; pass a GSM8K-format JSONL (question, answer)")
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except PermissionError as exc:
+        raise ConfigurationError(f"{flag} {path}: not readable ({exc.strerror}); fix its permissions") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"{flag} {path}: not UTF-8 text ({exc.reason}); pass a JSONL file") from exc
+
+
+def count_rows(path: str | Path) -> int:
+    """How many non-blank lines (problems) a JSONL file holds."""
+    return sum(1 for line in read_lines(Path(path), "--data") if line.strip())
 
 
 def gsm_symbolic(*, offset: int = 0, limit: int = 100, seed: int = 42) -> list[Problem]:

@@ -11,6 +11,11 @@ from typing import Any
 from glimp_llm.bench.runner import Record
 
 COLORS = {"small": "#2ca02c", "large": "#9467bd", "routed": "#1f77b4", "paper": "#ff7f0e"}
+#: one distinct, dark-enough colour per further mode (none of COLORS)
+PALETTE = [
+    "#d62728", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31",
+    "#843c39", "#7b4173", "#3182bd", "#31a354", "#000000",
+]  # fmt: skip
 
 
 def _pyplot() -> Any:
@@ -22,36 +27,61 @@ def _pyplot() -> Any:
     return plt
 
 
+def _marker(p: Mapping[str, Any]) -> str:
+    """The marker of a mode's family: baselines squares, ours and its sweep circles, the paper's variant a
+    diamond, the look-ahead a triangle, random a cross, guards down-triangles (all four: a star),
+    verification pentagons (with guards: a plus)."""
+    name = str(p["mode"])
+    if p["kind"] in ("small", "large"):
+        return "s"
+    if p["paper"]:
+        return "D"
+    if p.get("glimpse_tokens", 1) > 1:
+        return "^"
+    if name == "random":
+        return "X"
+    if name.startswith("verify"):
+        return "P" if "guards" in name else "p"
+    if name.startswith("guard"):
+        return "*" if name == "guards" else "v"
+    return "o"
+
+
 def accuracy_vs_latency(points: Sequence[Mapping[str, Any]], path: str | Path, *, title: str) -> Path:
-    """Accuracy against mean latency, one point per mode on the same problems; ours joined by tau (the
-    one-token glimpse only: a look-ahead mode is another signal, drawn apart)."""
+    """Accuracy (with its standard error) against mean latency, one point per mode on the same problems;
+    ours and its sweep joined by tau (the one-token glimpse only: other modes are other signals).
+
+    Why a legend and not labels at the points: a run has up to 14 modes, many within a few percent of each
+    other in latency, and labels at the points overlap; each mode gets its own colour and legend entry
+    (with its tau and large-step share), the marker says its family."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    fixed = {"small": COLORS["small"], "large": COLORS["large"], "ours": COLORS["routed"], "paper": COLORS["paper"]}
+    others = iter(PALETTE * 3)
     ours = sorted(
-        (p for p in points if p["kind"] == "routed" and not p["paper"] and p.get("glimpse_tokens", 1) == 1),
+        (p for p in points if p["mode"] == "ours" or str(p["mode"]).startswith("ours@")),
         key=lambda p: p["latency_mean_s"],
     )
-    if ours:
+    if len(ours) > 1:
         ax.plot(
-            [p["latency_mean_s"] for p in ours], [p["accuracy"] for p in ours], "-", color=COLORS["routed"], alpha=0.5
+            [p["latency_mean_s"] for p in ours], [p["accuracy"] for p in ours], "-", color=COLORS["routed"], alpha=0.4
         )
     for p in points:
-        ahead = p.get("glimpse_tokens", 1) > 1
-        color = COLORS["paper"] if p["paper"] else ("tab:red" if ahead else COLORS.get(p["kind"] or "routed", "black"))
-        marker = "s" if p["kind"] in ("small", "large") else ("D" if p["paper"] else ("^" if ahead else "o"))
-        ax.scatter(p["latency_mean_s"], p["accuracy"], color=color, marker=marker, s=60, zorder=3)
-        label = (
-            p["mode"]
-            if p["threshold"] is None
-            else f"{p['mode']}\ntau={p['threshold']:.3g}, L={p['large_step_share']:.2f}"
-        )
-        offset = (6, -22) if p["paper"] or ahead else (6, 4)  # keep labels of nearby points apart
-        ax.annotate(label, (p["latency_mean_s"], p["accuracy"]), textcoords="offset points", xytext=offset, fontsize=8)
+        color = fixed.get(str(p["mode"])) or next(others)
+        label = str(p["mode"])
+        if p["threshold"] is not None:
+            label += f" (tau {p['threshold']:.3g}"
+        label += f"{', ' if p['threshold'] is not None else ' ('}L {p['large_step_share']:.2f})"
+        ax.errorbar(
+            p["latency_mean_s"], p["accuracy"], yerr=p.get("accuracy_se") or 0.0, color=color, marker=_marker(p),
+            markersize=8, capsize=3, elinewidth=0.8, linestyle="none", zorder=3, label=label,
+        )  # fmt: skip
     ax.set_xlabel("mean latency per problem (s)")
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel("accuracy (± standard error)")
     ax.set_title(textwrap.fill(title, 70), fontsize=10)
     ax.grid(alpha=0.3)
-    ax.margins(x=0.25, y=0.15)
+    ax.margins(x=0.1, y=0.15)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, title="L = large-step share")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -90,6 +120,7 @@ def time_breakdown(summary: Mapping[str, Mapping[str, Any]], path: str | Path, *
         ("glimpses", "time_glimpse_s", "#d62728"),
         ("small generation", "time_small_s", COLORS["small"]),
         ("large generation", "time_large_s", COLORS["large"]),
+        ("verification", "time_verify_s", "#8c564b"),
         ("other (router overhead)", "time_other_s", "#7f7f7f"),
     ]
     fig, ax = plt.subplots(figsize=(8, 0.55 * len(modes) + 1.8))
@@ -103,7 +134,7 @@ def time_breakdown(summary: Mapping[str, Mapping[str, Any]], path: str | Path, *
     ax.invert_yaxis()
     ax.set_xlabel("mean seconds per problem")
     ax.set_title(textwrap.fill(title, 80), fontsize=10)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, frameon=False)  # clear of the bars
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=5, frameon=False)  # clear of the bars
     ax.margins(x=0.12)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -113,3 +144,54 @@ def time_breakdown(summary: Mapping[str, Mapping[str, Any]], path: str | Path, *
 
 def glimpse_entropies(records: Sequence[Record], mode: str) -> list[float]:
     return [h for r in records if r.mode == mode for h in r.entropies if h is not None]
+
+
+def draw_all(document: Mapping[str, Any], records: Sequence[Record], modes: Sequence[Any], out: Path) -> list[Path]:
+    """Every figure of a run, from what ran: accuracy vs latency of all main modes on all problems (and of
+    every mode on the sweep subset when a sweep ran), the glimpse entropies of ours and paper where they
+    ran, and where the time goes."""
+    from glimp_llm.bench.report import sweep_points
+
+    out.mkdir(parents=True, exist_ok=True)
+    meta = document["meta"]
+    pair = f"{meta['small_model']} -> {meta['large_model']}"
+    written: list[Path] = []
+    summary = document["summary"]
+    if summary:
+        n = max(row["n"] for row in summary.values())
+        written.append(
+            accuracy_vs_latency(
+                sweep_points(summary, meta["modes"]),
+                out / "accuracy_vs_latency.png",
+                title=f"Accuracy vs mean latency, {n} problems ({pair})",
+            )
+        )
+    sweep = document.get("sweep_summary") or {}
+    if sweep:
+        written.append(
+            accuracy_vs_latency(
+                sweep_points(sweep, meta["modes"]),
+                out / "accuracy_vs_latency_sweep.png",
+                title=f"Accuracy vs mean latency with the tau sweep, the same {document['sweep_problems']} "
+                f"problems ({pair})",
+            )
+        )
+    taus = {m.name: m.threshold for m in modes}
+    series = {
+        "exact (ours)": glimpse_entropies(records, "ours"),
+        "top-20 renormalised (paper)": glimpse_entropies(records, "paper"),
+    }
+    if any(series.values()):
+        written.append(
+            entropy_histogram(
+                series,
+                {"exact (ours)": taus.get("ours"), "top-20 renormalised (paper)": taus.get("paper")},  # type: ignore[dict-item]
+                out / "entropy_histogram.png",
+                title=f"Glimpse entropies of the small model in the routed runs ({pair})",
+            )
+        )
+    if summary:
+        written.append(
+            time_breakdown(summary, out / "time_breakdown.png", title=f"Where the time goes, mean per problem ({pair})")
+        )
+    return written

@@ -31,6 +31,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("large-token share", "large_token_share", ".3f"),
     ("glimpse % wall", "glimpse_share", "pct"),
     ("generation % wall", "engine_share", "pct"),
+    ("verify % wall", "verify_share", "pct"),
+    ("verified steps rejected", "rejected_step_share", "pct"),
     ("other % wall", "other_share", "pct"),
     ("router overhead", "router_overhead", "pct2"),
     ("hit budget", "hit_budget", "d"),
@@ -41,7 +43,9 @@ def _fmt(value: Any, spec: str, row: Mapping[str, Any]) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
     if spec == "acc":
-        return f"{value:.3f} ({row.get('correct', 0)}/{row.get('n', 0)})"
+        se = row.get("accuracy_se")
+        pm = f" ± {se:.3f}" if isinstance(se, float) and math.isfinite(se) else ""
+        return f"{value:.3f}{pm} ({row.get('correct', 0)}/{row.get('n', 0)})"
     if spec == "pct":
         return f"{100 * value:.1f}%"
     if spec == "pct2":
@@ -60,6 +64,26 @@ def mode_table(summary: Mapping[str, Mapping[str, Any]], taus: Mapping[str, floa
         cells = [mode, "" if tau is None else f"{tau:.4g}"]
         cells += [_fmt(row.get(key), spec, row) for _, key, spec in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def modes_table(modes: Sequence[Mapping[str, Any]], summary: Mapping[str, Mapping[str, Any]]) -> str:
+    """What each mode that ran is: its description and router settings (the random baseline with the
+    large-step probability it was given)."""
+    lines = ["| mode | what it is | router settings |", "|---|---|---|"]
+    for m in modes:
+        if m["name"] not in summary:
+            continue
+        settings = dict(m.get("overrides") or {})
+        if m.get("paper_faithful"):
+            settings["paper_faithful"] = True
+        if m.get("glimpse_tokens", 1) != 1:
+            settings["glimpse_tokens"] = m["glimpse_tokens"]
+        shown = summary[m["name"]].get("random_large_share_mean")
+        if m.get("share_of") and shown is not None:
+            settings["random_large_share"] = f"{shown:.3f} (mean; the share {m['share_of']} measured so far)"
+        text = ", ".join(f"{k}={v}" for k, v in settings.items()) or "defaults"
+        lines.append(f"| {m['name']} | {m.get('description', '')} | {text} |")
     return "\n".join(lines)
 
 
@@ -94,7 +118,13 @@ def render_markdown(document: Mapping[str, Any]) -> str:
         f"- host: {meta['host']}; 1-min load average at run starts: median {meta['load']['median']:.2f}, "
         f"max {meta['load']['max']:.2f}",
         "",
+        "### The modes that ran",
+        "",
+        modes_table(meta["modes"], document["summary"]),
+        "",
         "### All modes on all problems where they ran",
+        "",
+        "Accuracy ± its binomial standard error; latency / large-only is paired (the same problems).",
         "",
         mode_table(document["summary"], taus),
     ]
@@ -189,6 +219,7 @@ def sweep_points(summary: Mapping[str, Mapping[str, Any]], modes: Sequence[Mappi
                 "glimpse_tokens": m.get("glimpse_tokens", 1),
                 "threshold": m.get("threshold"),
                 "accuracy": row["accuracy"],
+                "accuracy_se": row.get("accuracy_se"),
                 "latency_mean_s": row["latency_mean_s"],
                 "latency_median_s": row["latency_median_s"],
                 "large_step_share": row["large_step_share"],

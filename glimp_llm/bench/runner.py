@@ -11,30 +11,31 @@ deployment with a system prompt keeps warm) and pays for its own problem prompt.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from glimp_llm.bench.answers import extract_answer, format_number, is_correct
-from glimp_llm.bench.baseline import single_model_generate
 from glimp_llm.bench.datasets import Problem
+from glimp_llm.bench.modes import ModeKind
 from glimp_llm.config import RouterConfig
 from glimp_llm.engines.base import Engine, SamplingParams
 from glimp_llm.engines.slots import common_prefix_length
-from glimp_llm.errors import GlimpError
+from glimp_llm.errors import ConfigurationError, GlimpError
 from glimp_llm.router import Router, RouteRequest
 from glimp_llm.trace import RoutedResult
-
-ModeKind = Literal["small", "large", "routed"]
 
 
 @dataclass(frozen=True)
 class Mode:
-    """One way of answering: a single model, or routing at ``threshold`` (ours or paper-faithful).
+    """One resolved mode of a run: a registry entry (:mod:`glimp_llm.bench.modes`) with its threshold.
+
+    ``overrides`` are the RouterConfig settings of the mode beyond ``paper_faithful`` and
+    ``glimpse_tokens`` (kept as fields: the records and meta files of earlier runs carry them).
+    ``share_of``: the mode whose measured large-step share sets ``random_large_share`` at run time.
     ``sweep`` marks the extra taus that run only on the sweep subset."""
 
     name: str
@@ -44,9 +45,29 @@ class Mode:
     target_share: float | None = None
     sweep: bool = False
     glimpse_tokens: int = 1
+    overrides: dict[str, Any] = field(default_factory=dict)
+    share_of: str | None = None
+    description: str = ""
+
+    def router_update(self) -> dict[str, Any]:
+        """The RouterConfig fields this mode sets. The single-model kinds route through the router too
+        (routing small-only / large-only), also when read from a meta file written before that existed."""
+        update: dict[str, Any] = {"paper_faithful": self.paper_faithful, "glimpse_tokens": self.glimpse_tokens}
+        if self.kind == "small":
+            update["routing"] = "small-only"
+        elif self.kind == "large":
+            update["routing"] = "large-only"
+        update.update(self.overrides)
+        return update
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Mode:
+        """A mode from a meta file (fields an older file lacks take their defaults)."""
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
@@ -75,10 +96,17 @@ class Record:
     entropies: list[float | None] = field(default_factory=list)
     entropy_kind: str | None = None
     text: str = ""
+    random_large_share: float | None = None  # routing=random: the probability of a large step in this run
+    verify_s: float = 0.0  # the large model scoring small-model steps (router.verify)
+    verified_steps: int = 0
+    rejected_steps: int = 0  # verified steps of which the large model rejected a token
+    small_tokens_rejected: int = 0
+    forced_tokens: int = 0  # near-certain tokens kept before routing (router.forced_entropy)
+    routed_by: list[str] = field(default_factory=list)  # per step: entropy, random, fixed, a guard ...
 
     @property
     def engine_s(self) -> float:
-        return self.glimpse_s + self.small_s + self.large_s
+        return self.glimpse_s + self.small_s + self.large_s + self.verify_s
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -91,7 +119,9 @@ class Record:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def record_of(problem: Problem, mode: Mode, result: RoutedResult, load1: float) -> Record:
+def record_of(
+    problem: Problem, mode: Mode, result: RoutedResult, load1: float, random_large_share: float | None = None
+) -> Record:
     predicted = extract_answer(result.text)
     t, u = result.timings, result.usage
     kinds = {s.entropy_kind for s in result.steps if s.entropy_kind}
@@ -118,6 +148,14 @@ def record_of(problem: Problem, mode: Mode, result: RoutedResult, load1: float) 
         entropies=[s.entropy for s in result.steps],
         entropy_kind=kinds.pop() if len(kinds) == 1 else None,
         text=result.text,
+        random_large_share=random_large_share,
+        # getattr: the guard and verification fields of the trace are newer than some engines' results
+        verify_s=getattr(t, "verify_seconds", 0.0),
+        verified_steps=getattr(u, "verified_steps", 0),
+        rejected_steps=getattr(u, "rejected_steps", 0),
+        small_tokens_rejected=getattr(u, "small_tokens_rejected", 0),
+        forced_tokens=getattr(u, "forced_tokens", 0),
+        routed_by=[str(getattr(s, "routed_by", "entropy")) for s in result.steps],
     )
 
 
@@ -154,20 +192,19 @@ class ModeRunner:
         for engine in engines:
             await engine.glimpse(header, SamplingParams())
 
-    async def run(self, problem: Problem, mode: Mode, max_tokens: int) -> Record:
+    async def run(self, problem: Problem, mode: Mode, max_tokens: int, extra: dict[str, Any] | None = None) -> Record:
+        """``problem`` in ``mode``: the router with the mode's settings (and ``extra`` ones decided at run
+        time, such as the random baseline's share), from a primed cache."""
         await self.prime()
         load1 = load_average()
-        request = RouteRequest(prompt=problem.prompt, max_tokens=max_tokens, threshold=mode.threshold)
-        if mode.kind == "small":
-            result = await single_model_generate(self.small, "small", request, self.config)
-        elif mode.kind == "large":
-            result = await single_model_generate(self.large, "large", request, self.config)
-        else:
-            cfg = self.config.model_copy(
-                update={"paper_faithful": mode.paper_faithful, "glimpse_tokens": mode.glimpse_tokens}
-            )
-            result = await Router(self.small, self.large, cfg).generate(request)
-        return record_of(problem, mode, result, load1)
+        update = {**mode.router_update(), **(extra or {})}
+        if mode.threshold is not None:
+            update["threshold"] = mode.threshold
+        cfg = self.config.model_copy(update=update)
+        request = RouteRequest(prompt=problem.prompt, max_tokens=max_tokens)
+        result = await Router(self.small, self.large, cfg).generate(request)
+        share = cfg.random_large_share if cfg.routing == "random" else None
+        return record_of(problem, mode, result, load1, share)
 
 
 @dataclass(frozen=True)
@@ -198,14 +235,31 @@ async def run_plan(
     done: Sequence[Record] = (),
 ) -> list[Record]:
     """Run the plan, appending each record to ``jsonl`` as it finishes (a crash loses one run, and a
-    rerun with the same file resumes: ``done`` records are skipped)."""
+    rerun with the same file resumes: ``done`` records are skipped).
+
+    A mode with ``share_of`` (the random baseline) gets ``random_large_share`` = the large-step share the
+    named mode measured so far on this run's problems (the current one included: it runs earlier in each
+    problem), so that over the run both send the same share of steps to the large model."""
     finished = {(r.problem, r.mode) for r in done}
     records = list(done)
+    ids = {p.id for p in problems}
     for problem, mode in plan.runs(problems):
         if (problem.id, mode.name) in finished:
             continue
+        extra: dict[str, Any] = {}
+        if mode.share_of is not None:
+            share = measured_share([r for r in records if r.problem in ids], mode.share_of)
+            if share is not None:
+                extra["random_large_share"] = share
+            elif "random_large_share" not in mode.overrides:
+                print(
+                    f"run skipped: {problem.id} {mode.name}: {mode.share_of} has no finished run yet to take the "
+                    f"large-step share from",
+                    file=sys.stderr,
+                )
+                continue
         try:
-            record = await runner.run(problem, mode, plan.max_tokens)
+            record = await runner.run(problem, mode, plan.max_tokens, extra)
         except GlimpError as exc:  # one failed run must not lose an hour of others; it is reported
             print(f"run failed: {problem.id} {mode.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
             continue
@@ -217,6 +271,13 @@ async def run_plan(
     return records
 
 
+def measured_share(records: Sequence[Record], mode: str) -> float | None:
+    """The large-step share of ``mode`` over ``records`` (None before it has a step)."""
+    mine = [r for r in records if r.mode == mode]
+    steps = sum(r.small_steps + r.large_steps for r in mine)
+    return sum(r.large_steps for r in mine) / steps if steps else None
+
+
 def append_record(path: str | os.PathLike[str], record: Record) -> None:
     """One JSON line per finished run (milliseconds next to a run of seconds: no need for async IO)."""
     with open(path, "a", encoding="utf-8") as fh:
@@ -224,17 +285,25 @@ def append_record(path: str | os.PathLike[str], record: Record) -> None:
 
 
 def read_records(path: str | os.PathLike[str]) -> list[Record]:
-    """Records of an earlier (possibly unfinished) run."""
+    """Records of an earlier (possibly unfinished) run. A killed process can leave its last line cut
+    short: that run is dropped (it runs again); a broken line before the end is an error naming it."""
     out: list[Record] = []
     with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                out.append(Record.from_dict(json.loads(line)))
+        lines = fh.read().splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(Record.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, TypeError) as exc:
+            if number == len(lines):
+                print(f"{path}:{number}: an unfinished record (the run was cut off); it runs again", file=sys.stderr)
+                continue
+            raise ConfigurationError(
+                f"--records {path}:{number} is not a benchmark record ({exc}); delete that line, or pass a new "
+                "--records file to start afresh"
+            ) from exc
     return out
-
-
-def finite_or_none(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else x
 
 
 def now_iso() -> str:

@@ -6,6 +6,7 @@ sweep mode measured on a subset is not compared with a mean over other problems.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ def summarize_mode(records: Sequence[Record]) -> dict[str, Any]:
     if n == 0:
         return {"n": 0}
     walls = [r.wall_s for r in records]
+    accuracy = sum(r.correct for r in records) / n
     steps = sum(r.small_steps + r.large_steps for r in records)
     small_tok = sum(r.small_tokens for r in records)
     large_tok = sum(r.large_tokens for r in records)
@@ -34,12 +36,17 @@ def summarize_mode(records: Sequence[Record]) -> dict[str, Any]:
     gen_small = sum(r.small_s for r in records)
     gen_large = sum(r.large_s for r in records)
     queue = sum(r.queue_s for r in records)
-    engine = glimpse + gen_small + gen_large
+    verify = sum(r.verify_s for r in records)
+    engine = glimpse + gen_small + gen_large + verify
+    verified = sum(r.verified_steps for r in records)
     other = wall - queue - engine
     return {
         "n": n,
         "correct": sum(r.correct for r in records),
-        "accuracy": sum(r.correct for r in records) / n,
+        "accuracy": accuracy,
+        # binomial standard error: with n = 100 an accuracy is known to about +-0.05, so a difference
+        # between two modes smaller than that is not a finding
+        "accuracy_se": math.sqrt(accuracy * (1.0 - accuracy) / n),
         "latency_median_s": percentile(walls, 50),
         "latency_p90_s": percentile(walls, 90),
         "latency_mean_s": wall / n,
@@ -51,15 +58,27 @@ def summarize_mode(records: Sequence[Record]) -> dict[str, Any]:
         "time_glimpse_s": glimpse / n,
         "time_small_s": gen_small / n,
         "time_large_s": gen_large / n,
+        "time_verify_s": verify / n,
         "time_other_s": other / n,
         "glimpse_share": glimpse / wall if wall else 0.0,
         "engine_share": (gen_small + gen_large) / wall if wall else 0.0,
+        "verify_share": verify / wall if wall else 0.0,
+        "verified_steps": verified,
+        "rejected_step_share": sum(r.rejected_steps for r in records) / verified if verified else None,
+        "forced_tokens_mean": sum(r.forced_tokens for r in records) / n,
         "other_share": other / wall if wall else 0.0,
         "router_overhead": (wall - queue) / engine - 1.0 if engine else 0.0,
         "hit_budget": sum(r.finish_reason == "length" for r in records),
         "load1_median": percentile([r.load1 for r in records], 50),
         "glimpses": sum(r.glimpses for r in records),
+        **_random_share(records),
     }
+
+
+def _random_share(records: Sequence[Record]) -> dict[str, float]:
+    """For the random baseline: the mean large-step probability it was given (ours' share so far)."""
+    shares = [r.random_large_share for r in records if r.random_large_share is not None]
+    return {"random_large_share_mean": sum(shares) / len(shares)} if shares else {}
 
 
 def paired_ratio(records: Sequence[Record], mode: str, reference: str = REFERENCE_MODE) -> dict[str, Any]:
@@ -93,15 +112,6 @@ def summarize(records: Sequence[Record], modes: Sequence[str]) -> dict[str, dict
 
 def subset(records: Sequence[Record], problems: set[str]) -> list[Record]:
     return [r for r in records if r.problem in problems]
-
-
-def decode_speed_bound(small_tokens_per_s: float, large_tokens_per_s: float, small_token_share: float) -> float:
-    """The best latency ratio routing can reach with a share of tokens on the small model and *free*
-    glimpses and hand-offs: ``(1 - f) + f * large_speed / small_speed``."""
-    if small_tokens_per_s <= 0 or large_tokens_per_s <= 0:
-        return float("nan")
-    f = small_token_share
-    return (1.0 - f) + f * large_tokens_per_s / small_tokens_per_s
 
 
 def decode_speeds(records: Sequence[Record]) -> dict[str, float]:

@@ -1,10 +1,15 @@
-"""``glimp bench``: every mode on the same problems in one run, with a calibrated tau sweep.
+"""``glimp bench``: the chosen modes on the same problems in one run, with a calibrated tau sweep.
 
-Modes: small only, large only (both without glimpses: see :mod:`glimp_llm.bench.baseline`), routed
-(ours: exact entropy, glimpse reused) and routed paper-faithful (renormalised top-20, glimpse discarded).
+Modes are named sets of router settings (:mod:`glimp_llm.bench.modes`): the single-model baselines, ours,
+paper-faithful, the look-ahead glimpse, the random baseline at ours' share, each guard, all guards,
+verification. ``--modes`` picks some (default: all); only what runs is calibrated, reported and drawn.
 Unless taus are given, they are calibrated first on held-out problems (the ones right after the
 evaluated range) for target shares of large-model steps, separately for each entropy kind, so that ours
 and the paper's variant are compared at the same intervention rate rather than at the same number.
+
+Why :func:`prepare` runs first: every input and output of an hour-long run is checked before the first
+generation (see :mod:`glimp_llm.bench.preflight`); a run with ``--records`` resumes from the runs it
+finished, and says so.
 """
 
 from __future__ import annotations
@@ -17,13 +22,18 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from glimp_llm.bench.modes import ModeSpec, Selection, parse_modes, registry
 from glimp_llm.cli.common import add_config_options, config_from_args
+from glimp_llm.errors import ConfigurationError, EngineUnavailableError, GlimpError
 
 DEFAULT_SMALL = "qwen2.5-coder-0.5b-instruct"
 DEFAULT_LARGE = "qwen2.5-coder-1.5b-instruct"
+DEFAULT_PLOTS = "benchmarks/plots"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -36,10 +46,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_options(p)
     d = p.add_argument_group("problems")
     d.add_argument("--data", metavar="FILE", help="GSM8K-format JSONL (default: reasoning-gym gsm_symbolic, seeded)")
-    d.add_argument("--seed", type=int, default=42, help="seed of the generated dataset")
+    d.add_argument("--seed", type=int, default=42, help="seed of the generated dataset and of the random mode")
     d.add_argument("--offset", type=int, default=0, help="first problem")
     d.add_argument("--limit", type=int, default=100, help="number of evaluated problems")
     r = p.add_argument_group("modes and taus")
+    r.add_argument(
+        "--modes",
+        metavar="LIST",
+        help="comma-separated modes to run, e.g. large,ours (default: all). Modes: "
+        + ", ".join(registry())
+        + "; 'sweep' adds ours at the --sweep-shares. They run in that order per problem, whatever the order here",
+    )
     r.add_argument("--main-share", type=float, default=0.5, help="target large-step share of the main routed modes")
     r.add_argument("--sweep-shares", default="0.2,0.8", help="extra target shares for ours (comma-separated)")
     r.add_argument("--sweep-problems", type=int, default=20, help="the sweep runs on the first N problems")
@@ -48,39 +65,237 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--glimpse-tokens",
         type=int,
-        default=1,
+        default=8,
         metavar="K",
-        help="also run ours with a K-token look-ahead glimpse (router.glimpse_tokens), calibrated at the main share",
+        help="look-ahead width of the mode ours+kK (router.glimpse_tokens), calibrated at the main share; "
+        "1 leaves that mode out",
     )
     r.add_argument("--paper-tau", type=float, help="explicit tau for the paper-faithful mode")
+    r.add_argument("--lookahead-tau", type=float, help="explicit tau for the look-ahead mode ours+kK")
+    r.add_argument(
+        "--random-share",
+        type=float,
+        metavar="S",
+        help="large-step probability of the random mode (default: the share ours measured on the same problems)",
+    )
     r.add_argument("--step-cap", type=int, default=256, help="tokens per step at most")
     r.add_argument("--budget", type=int, default=768, help="generated tokens per problem at most")
     r.add_argument("--n-threads", type=int, help="llama.cpp threads per model (default: all cores)")
     o = p.add_argument_group("output")
     o.add_argument("--json", default="benchmarks/results.json", metavar="FILE", help="the run as JSON")
     o.add_argument("--results-md", default="benchmarks/RESULTS.md", metavar="FILE", help="Markdown tables go here")
-    o.add_argument("--plots", default="benchmarks/plots", metavar="DIR", help="PNG figures go here")
+    o.add_argument(
+        "--plots",
+        metavar="DIR",
+        help=f"PNG figures go here (default: {DEFAULT_PLOTS}; needs the bench extra: given explicitly, a missing "
+        "matplotlib is an error before the run; by default the plots are skipped with a warning)",
+    )
+    o.add_argument("--no-plots", action="store_true", help="draw no figures")
     o.add_argument("--records", metavar="FILE", help="append each run to this JSONL (resumes when it exists)")
     o.add_argument("--quiet", action="store_true", help="no per-run lines")
 
 
-def _shares(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise ConfigurationError(f"{flag} {text!r}: not a comma-separated list of numbers ({exc})") from exc
+
+
+def _share(value: float, flag: str) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigurationError(f"{flag} must be within 0..1 (a share of steps); got {value}")
+    return value
+
+
+@dataclass
+class Prepared:
+    """Everything ``glimp bench`` decided and checked before its engines start: the run needs nothing
+    else that could fail late (short of the engines themselves)."""
+
+    config: Any
+    selection: Selection
+    problems: list[Any]
+    held_out: list[Any]
+    plots: Path | None
+    meta_path: Path | None
+    done: list[Any] = field(default_factory=list)
+    saved: dict[str, Any] | None = None
+    explicit_taus: dict[str, float] = field(default_factory=dict)
+    sweep: list[tuple[str, float | None, float | None]] = field(default_factory=list)  # (name, tau, share)
+    calibrate_kinds: set[str] = field(default_factory=set)
+
+
+def prepare(args: argparse.Namespace, warn: Callable[[str], None]) -> Prepared:
+    """Check every input and output of the run and resolve what can be resolved without an engine.
+    Raises the typed error (with the fix) of the first problem found."""
+    from glimp_llm.bench import preflight
+    from glimp_llm.bench.datasets import count_rows, load_problems
+    from glimp_llm.bench.runner import Mode, read_records
+
+    if args.glimpse_tokens < 1:
+        raise ConfigurationError(f"--glimpse-tokens must be >= 1; got {args.glimpse_tokens}")
+    if args.limit < 1 or args.offset < 0 or args.calibrate_problems < 0 or args.sweep_problems < 0:
+        raise ConfigurationError("--limit must be >= 1, and --offset, --calibrate-problems, --sweep-problems >= 0")
+    selection = parse_modes(args.modes, registry(args.glimpse_tokens))
+    _share(args.main_share, "--main-share")
+    if args.random_share is not None:
+        _share(args.random_share, "--random-share")
+    taus = _floats(args.taus, "--taus") if args.taus else []
+    if args.taus and not taus:
+        raise ConfigurationError(f"--taus {args.taus!r} names no tau; pass MAIN[,SWEEP...]")
+    explicit: dict[str, float] = {}
+    if taus:
+        explicit["exact"] = taus[0]
+        explicit["paper"] = taus[0]
+    if args.paper_tau is not None:
+        explicit["paper"] = args.paper_tau
+    if args.lookahead_tau is not None:
+        explicit["look-ahead"] = args.lookahead_tau
+    sweep: list[tuple[str, float | None, float | None]] = []
+    if selection.sweep and args.sweep_problems > 0:
+        if taus:
+            sweep = [(f"ours@tau={t:g}", t, None) for t in taus[1:]]
+        else:
+            shares = _floats(args.sweep_shares, "--sweep-shares")
+            sweep = [(f"ours@{s:.2f}", None, _share(s, "--sweep-shares")) for s in shares]
+    if selection.explicit and selection.sweep and not sweep:
+        raise ConfigurationError(
+            "--modes names 'sweep' but there is nothing to sweep: pass --sweep-shares (or extra --taus) and "
+            "--sweep-problems > 0"
+        )
+    if not selection.specs and not sweep:
+        raise ConfigurationError("--modes selects nothing to run; name at least one mode")
+
+    config = build_config(args)
+    preflight.check_models(config)
+
+    # Resume: the records of an earlier run and its modes, taus and calibration.
+    meta_path: Path | None = None
+    done: list[Any] = []
+    saved: dict[str, Any] | None = None
+    if args.records:
+        preflight.check_writable(args.records, "--records")
+        meta_path = Path(args.records + ".meta.json")
+        preflight.check_writable(meta_path, "--records (its .meta.json)")
+        if Path(args.records).is_file():
+            done = read_records(args.records)
+        if meta_path.is_file():
+            try:
+                saved = json.loads(meta_path.read_text(encoding="utf-8"))
+                [Mode.from_dict(m) for m in saved["modes"]]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ConfigurationError(
+                    f"{meta_path}: not the meta file of a benchmark run ({exc}); delete it (the taus are "
+                    "calibrated again) or pass a new --records file"
+                ) from exc
+
+    saved_names = {m["name"] for m in saved["modes"]} if saved else set()
+    if any(s.share_of for s in selection.specs) and args.random_share is None:
+        needs = {s.share_of for s in selection.specs if s.share_of}
+        for name in needs:
+            if name not in selection.names and not any(r.mode == name for r in done):
+                raise ConfigurationError(
+                    f"the random mode takes its large-step share from {name} on the same problems: add {name} to "
+                    "--modes, or pass --random-share S"
+                )
+    kinds = {s.tau for s in selection.specs if s.tau and s.name not in saved_names and s.tau not in explicit}
+    if any(name not in saved_names and tau is None for name, tau, _ in sweep):
+        kinds.add("exact")
+    saved_samples = (saved or {}).get("calibration") or {}
+    reusable = set(saved_samples.get("samples", {}))
+    keys = {"exact": "exact", "paper": "top-20 renormalised", "look-ahead": f"look-ahead k={args.glimpse_tokens}"}
+    collect = bool(kinds) and not all(keys[k] in reusable or (k == "look-ahead" and args.glimpse_tokens == 1)
+                                       for k in kinds)  # fmt: skip
+
+    # Problems: the evaluated range and, when a calibration will run, the held-out ones right after it.
+    source = args.data or f"reasoning-gym gsm_symbolic (seed {args.seed})"
+    problems = load_problems(args.data, offset=args.offset, limit=args.limit, seed=args.seed)
+    total = count_rows(args.data) if args.data else None
+    preflight.check_problem_count(
+        len(problems),
+        args.limit,
+        source=f"--data {args.data}" if args.data else source,
+        what=f"--offset {args.offset} --limit {args.limit} asks for (it has {total} in all)",
+        fix=f"lower --limit to {len(problems)} or --offset" if problems else "lower --offset",
+    )
+    held_out: list[Any] = []
+    if collect:
+        if args.calibrate_problems < 1:
+            raise ConfigurationError(
+                f"modes {', '.join(sorted(kinds))} need a calibrated tau and --calibrate-problems is 0: pass "
+                "--calibrate-problems N, or the taus (--taus, --paper-tau, --lookahead-tau)"
+            )
+        first = args.offset + args.limit
+        held_out = load_problems(args.data, offset=first, limit=args.calibrate_problems, seed=args.seed)
+        last = first + args.calibrate_problems - 1
+        preflight.check_problem_count(
+            len(held_out),
+            args.calibrate_problems,
+            source=f"--data {args.data}",
+            what=f"the calibration needs after the evaluated ones (problems {first}..{last})",
+            fix="lower --calibrate-problems, --limit or --offset, or pass the taus (--taus, --paper-tau, "
+            "--lookahead-tau)",
+        )
+
+    # Outputs, all before the first generation.
+    preflight.check_writable(args.json, "--json")
+    preflight.check_writable(args.results_md, "--results-md")
+    plots = preflight.plots_dir(args.plots, disabled=args.no_plots, default=DEFAULT_PLOTS, warn=warn)
+    if plots is not None:
+        preflight.check_writable(plots, "--plots", directory=True)
+    return Prepared(
+        config=config,
+        selection=selection,
+        problems=problems,
+        held_out=held_out,
+        plots=plots,
+        meta_path=meta_path,
+        done=done,
+        saved=saved,
+        explicit_taus=explicit,
+        sweep=sweep,
+        calibrate_kinds=kinds,
+    )
 
 
 def main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    prepared = prepare(args, lambda text: _warn(console, text))
+    try:
+        return asyncio.run(run(args, prepared, console))
+    except KeyboardInterrupt:
+        if args.records:
+            n = len(_finished(args.records))
+            console.print(
+                f"interrupted: {n} finished runs are in {args.records}; rerun the same command to resume from them",
+                highlight=False,
+                soft_wrap=True,
+                markup=False,
+            )
+        else:
+            console.print(
+                "interrupted: the finished runs are lost (pass --records FILE to make a run resumable)", markup=False
+            )
+        raise
+
+
+def _warn(console: Any, text: str) -> None:
+    """One warning line (escaped: "glimp-llm[bench]" is not a style tag)."""
+    from rich.markup import escape
+
+    console.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+def _finished(path: str) -> list[Any]:
     from glimp_llm.bench.runner import read_records
 
-    resume: dict[str, Any] = {"done": [], "saved": None, "meta_path": None}
-    if args.records:
-        Path(args.records).parent.mkdir(parents=True, exist_ok=True)
-        meta_path = Path(args.records + ".meta.json")
-        resume["meta_path"] = meta_path
-        if Path(args.records).is_file():
-            resume["done"] = read_records(args.records)
-        if meta_path.is_file():
-            resume["saved"] = json.loads(meta_path.read_text(encoding="utf-8"))
-    return asyncio.run(run(args, resume))
+    try:
+        return read_records(path) if Path(path).is_file() else []
+    except GlimpError:
+        return []
 
 
 def build_config(args: argparse.Namespace) -> Any:
@@ -102,8 +317,7 @@ def build_config(args: argparse.Namespace) -> Any:
     return GlimpConfig.validated(data)
 
 
-async def run(args: argparse.Namespace, resume: dict[str, Any]) -> int:
-    from rich.console import Console
+async def run(args: argparse.Namespace, prep: Prepared, console: Any) -> int:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -113,45 +327,45 @@ async def run(args: argparse.Namespace, resume: dict[str, Any]) -> int:
         TimeRemainingColumn,
     )
 
-    from glimp_llm.bench import plots
-    from glimp_llm.bench.datasets import load_problems
     from glimp_llm.bench.report import render_markdown, update_results_file, write_json
-    from glimp_llm.bench.runner import BenchPlan, Mode, ModeRunner, load_average, now_iso, run_plan
+    from glimp_llm.bench.runner import BenchPlan, ModeRunner, load_average, now_iso, run_plan
     from glimp_llm.manager import BackendManager
     from glimp_llm.render import entropy_histogram
 
-    console = Console(stderr=True)
     t_start = time.time()
-    started = now_iso()
-    config = build_config(args)
-    problems = load_problems(args.data, offset=args.offset, limit=args.limit, seed=args.seed)
-    held_out = (
-        load_problems(args.data, offset=args.offset + args.limit, limit=args.calibrate_problems, seed=args.seed)
-        if args.calibrate_problems and not args.taus
-        else []
-    )
-    records_path = args.records
-    meta_path: Path | None = resume["meta_path"]
-    done = resume["done"]
-    saved = resume["saved"]
+    started = (prep.saved or {}).get("started") or now_iso()
+    config, problems = prep.config, prep.problems
 
     async with BackendManager(config) as manager:
         small, large = manager.small, manager.large
+        selection = _check_scoring(prep.selection, large, console)
         runner = ModeRunner(small, large, config.router)
-        calibration: dict[str, Any] | None = None
-        if saved is not None:
-            modes = [Mode(**m) for m in saved["modes"]]
-            calibration = saved.get("calibration")
-            started = saved.get("started", started)
-        else:
-            modes, calibration = await _choose_modes(args, small, large, config, held_out, console)
-        if meta_path is not None and saved is None:
-            _write_text(
-                meta_path,
-                json.dumps({"modes": [m.to_dict() for m in modes], "calibration": calibration, "started": started}),
-            )
+        modes, calibration = await _choose_modes(args, prep, selection, small, large, console)
+        if prep.meta_path is not None:
+            prep.meta_path.parent.mkdir(parents=True, exist_ok=True)
+            _write_meta(prep.meta_path, prep.saved, modes, calibration, started)
         plan = BenchPlan(modes, max_tokens=args.budget, sweep_problems=min(args.sweep_problems, len(problems)))
         runs = plan.runs(problems)
+        wanted = {(p.id, m.name) for p, m in runs}
+        done = [r for r in prep.done if (r.problem, r.mode) in wanted]
+        if args.records:
+            if done:
+                console.print(
+                    f"resuming from {args.records}: {len(done)} of {len(runs)} runs already done, "
+                    f"{len(runs) - len(done)} to go",
+                    highlight=False,
+                    soft_wrap=True,
+                    markup=False,
+                )
+            else:
+                console.print(
+                    f"recording each run to {args.records} (an interrupted run resumes from it)",
+                    highlight=False,
+                    soft_wrap=True,
+                    markup=False,
+                )
+        names = ", ".join(m.name for m in modes)
+        console.print(f"modes: {names} on {len(problems)} problems", highlight=False, soft_wrap=True)
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -166,12 +380,12 @@ async def run(args: argparse.Namespace, resume: dict[str, Any]) -> int:
                 progress.advance(task)
                 if not args.quiet:
                     progress.console.print(
-                        f"{r.problem:>18} {r.mode:<12} {'ok ' if r.correct else 'bad'} {r.wall_s:6.2f} s "
+                        f"{r.problem:>18} {r.mode:<14} {'ok ' if r.correct else 'bad'} {r.wall_s:6.2f} s "
                         f"S{r.small_tokens:>4} L{r.large_tokens:>4} load {r.load1:.2f}",
                         highlight=False,
                     )
 
-            records = await run_plan(runner, problems, plan, jsonl=records_path, on_record=on_record, done=done)
+            records = await run_plan(runner, problems, plan, jsonl=args.records, on_record=on_record, done=done)
         small_model, large_model = small.info.model, large.info.model
 
     document = build_document(
@@ -179,74 +393,163 @@ async def run(args: argparse.Namespace, resume: dict[str, Any]) -> int:
     )
     write_json(args.json, document)
     update_results_file(args.results_md, render_markdown(document))
-    _plots(document, records, modes, Path(args.plots), plots)
-    summary = document["summary"]
-    for name, row in summary.items():
+    if prep.plots is not None:
+        from glimp_llm.bench import plots
+
+        plots.draw_all(document, records, modes, prep.plots)
+    for name, row in document["summary"].items():
         console.print(
-            f"{name:<12} acc {row['accuracy']:.3f}  median {row['latency_median_s']:.2f} s  p90 "
-            f"{row['latency_p90_s']:.2f} s  vs large {row.get('latency_ratio_mean', float('nan')):.3f}  "
-            f"large steps {row['large_step_share']:.3f}  overhead {100 * row['router_overhead']:.2f}%",
+            f"{name:<14} acc {row['accuracy']:.3f} ± {row['accuracy_se']:.3f}  median {row['latency_median_s']:.2f} s"
+            f"  vs large {row.get('latency_ratio_mean', float('nan')):.3f}  large steps "
+            f"{row['large_step_share']:.3f}  large tokens {row['large_token_share']:.3f}",
             highlight=False,
+            soft_wrap=True,
         )
     exact = [h for r in records if r.mode == "ours" for h in r.entropies if h is not None]
     if exact:
         main_tau = next((m.threshold for m in modes if m.name == "ours"), None)
         console.print(entropy_histogram(exact, threshold=main_tau))
-    console.print(f"wrote {args.json}, {args.results_md}, {args.plots}/*.png ({load_average():.2f} load)")
+    wrote = [args.json, args.results_md] + ([f"{prep.plots}/*.png"] if prep.plots is not None else [])
+    console.print(
+        f"wrote {', '.join(wrote)} ({load_average():.2f} load)", highlight=False, soft_wrap=True, markup=False
+    )
     return 0
 
 
-async def _choose_modes(
-    args: argparse.Namespace, small: Any, large: Any, config: Any, held_out: list[Any], console: Any
-) -> tuple[list[Any], dict[str, Any] | None]:
-    from glimp_llm.bench.runner import Mode
-    from glimp_llm.calibrate import calibrate, collect_glimpses
+def _check_scoring(selection: Selection, large: Any, console: Any) -> Selection:
+    """Verification needs the large engine's ``score``. Named in --modes: a typed error now; only in the
+    default set: those modes are dropped, with one warning (the other modes still run)."""
+    if getattr(large.info, "can_score", False):
+        return selection
+    needing = [s.name for s in selection.specs if s.needs_scoring]
+    if not needing:
+        return selection
+    why = f"the large engine ({large.info.model}) cannot score tokens (EngineInfo.can_score is false)"
+    if selection.explicit:
+        raise EngineUnavailableError(
+            f"--modes {', '.join(needing)}: verification needs a large engine that can score tokens, and {why}; "
+            "use one that can (llama.cpp in-process, TensorRT-LLM with context logits, a server that returns "
+            f"prompt log-probabilities), or drop {', '.join(needing)} from --modes"
+        )
+    _warn(console, f"skipping {', '.join(needing)}: {why}")
+    return selection.without(needing)
 
-    modes = [Mode("small", "small"), Mode("large", "large")]
-    if args.taus:
-        taus = _shares(args.taus)
-        paper_tau = args.paper_tau if args.paper_tau is not None else taus[0]
-        modes += [Mode("ours", "routed", taus[0]), Mode("paper", "routed", paper_tau, paper_faithful=True)]
-        modes += [Mode(f"ours@tau={t:g}", "routed", t, sweep=True) for t in taus[1:]]
-        return modes, None
-    console.print(f"calibrating on {len(held_out)} held-out problems (small and large sample solutions)...")
+
+async def _choose_modes(
+    args: argparse.Namespace, prep: Prepared, selection: Selection, small: Any, large: Any, console: Any
+) -> tuple[list[Any], dict[str, Any] | None]:
+    """The resolved modes of the run, each with its tau: from the meta file of the run being resumed,
+    from explicit taus, or calibrated (on the saved calibration samples when they have the kind needed,
+    else on the held-out problems)."""
+    from glimp_llm.bench.runner import Mode
+    from glimp_llm.calibrate import calibrate_values, collect_glimpses, quantiles
+
+    saved_modes = {m["name"]: Mode.from_dict(m) for m in (prep.saved or {}).get("modes", [])}
+    calibration: dict[str, Any] | None = (prep.saved or {}).get("calibration")
     k = args.glimpse_tokens
-    router_config = config.router.model_copy(update={"glimpse_tokens": k})
-    samples = await collect_glimpses(small, large, [p.prompt for p in held_out], router_config, max_tokens=args.budget)
-    rows = []
-    main_exact = calibrate(samples, args.main_share, "exact")
-    main_paper = calibrate(samples, args.main_share, "paper")
-    modes += [
-        Mode("ours", "routed", main_exact.threshold, target_share=args.main_share),
-        Mode("paper", "routed", main_paper.threshold, paper_faithful=True, target_share=args.main_share),
-    ]
-    rows += [{"mode": "ours", **main_exact.to_dict()}, {"mode": "paper", **main_paper.to_dict()}]
-    if k > 1:
-        ahead = calibrate(samples, args.main_share, "look-ahead")
-        modes.append(Mode(f"ours+k{k}", "routed", ahead.threshold, target_share=args.main_share, glimpse_tokens=k))
-        rows.append({"mode": f"ours+k{k}", **ahead.to_dict()})
-    for share in _shares(args.sweep_shares):
-        c = calibrate(samples, share, "exact")
-        name = f"ours@{share:.2f}"
-        modes.append(Mode(name, "routed", c.threshold, target_share=share, sweep=True))
-        rows.append({"mode": name, **c.to_dict()})
-    calibration = {
-        "description": (
-            f"{len(samples)} glimpses of the small model at the step starts of small-only and large-only sample "
-            f"solutions to {len(held_out)} held-out problems ({held_out[0].id} .. {held_out[-1].id}); tau = the "
-            "(1 - share) quantile, per entropy kind."
-            if held_out
-            else "no held-out problems"
-        ),
-        "taus": rows,
-        "quantiles": {"exact": main_exact.quantiles, "top-20 renormalised": main_paper.quantiles},
-        "samples": {
-            "exact": [s.exact for s in samples],
-            "top-20 renormalised": [s.topk_renormalized for s in samples],
-            **({f"look-ahead k={k}": [s.look_ahead for s in samples]} if k > 1 else {}),
-        },
-    }
+    keys = {"exact": "exact", "paper": "top-20 renormalised", "look-ahead": f"look-ahead k={k}"}
+    samples: dict[str, list[float]] = dict((calibration or {}).get("samples", {}))
+    if k == 1:
+        samples.setdefault(keys["look-ahead"], samples.get("exact", []))
+    if prep.held_out:
+        held_out = prep.held_out
+        console.print(f"calibrating on {len(held_out)} held-out problems (small and large sample solutions)...")
+        router_config = prep.config.router.model_copy(update={"glimpse_tokens": k})
+        glimpses = await collect_glimpses(
+            small, large, [p.prompt for p in held_out], router_config, max_tokens=args.budget
+        )
+        samples = {
+            "exact": [s.exact for s in glimpses],
+            "top-20 renormalised": [s.topk_renormalized for s in glimpses],
+            **({keys["look-ahead"]: [s.look_ahead for s in glimpses]} if k > 1 else {}),
+        }
+        calibration = {
+            "description": (
+                f"{len(glimpses)} glimpses of the small model at the step starts of small-only and large-only "
+                f"sample solutions to {len(held_out)} held-out problems ({held_out[0].id} .. {held_out[-1].id}); "
+                "tau = the (1 - share) quantile, per entropy kind. The guard and verification modes use ours' tau."
+            ),
+            "taus": [row for row in (calibration or {}).get("taus", []) if row["mode"] in saved_modes],
+            "quantiles": {},
+            "samples": samples,
+        }
+    rows: list[dict[str, Any]] = []
+    calibrated: dict[str, Any] = {}
+
+    def tau_for(kind: str, share: float, row_name: str) -> tuple[float, float | None]:
+        if kind in prep.explicit_taus:
+            return prep.explicit_taus[kind], None
+        if kind not in calibrated:  # one calibration per kind; the guard modes share ours'
+            calibrated[kind] = calibrate_values(samples[keys[kind]], share, kind)  # type: ignore[arg-type]
+            rows.append({"mode": row_name, **calibrated[kind].to_dict()})
+        return calibrated[kind].threshold, share
+
+    modes: list[Any] = []
+    for spec in selection.specs:
+        if spec.name in saved_modes:
+            modes.append(saved_modes[spec.name])
+            continue
+        tau, target = tau_for(spec.tau, args.main_share, spec.name) if spec.tau else (None, None)
+        modes.append(mode_of(spec, tau, target, args))
+    for name, tau, share in prep.sweep:
+        if name in saved_modes:
+            modes.append(saved_modes[name])
+            continue
+        target = None
+        if tau is None and share is not None:
+            c = calibrate_values(samples["exact"], share, "exact")
+            rows.append({"mode": name, **c.to_dict()})
+            tau, target = c.threshold, share
+        modes.append(
+            Mode(name, "routed", tau, target_share=target, sweep=True, description="ours at another tau (sweep)")
+        )
+    if calibration is not None:
+        seen = {row["mode"] for row in rows}
+        calibration["taus"] = [r for r in calibration.get("taus", []) if r["mode"] not in seen] + rows
+        calibration["quantiles"] = {
+            kind: quantiles(samples[kind]) for kind in ("exact", "top-20 renormalised") if samples.get(kind)
+        }
     return modes, calibration
+
+
+def mode_of(spec: ModeSpec, tau: float | None, target: float | None, args: argparse.Namespace) -> Any:
+    """A registry entry resolved for this run: its tau, and for the random baseline its seed and share
+    (explicit ``--random-share``, else taken at run time from the mode it names)."""
+    from glimp_llm.bench.runner import Mode
+
+    overrides = dict(spec.overrides)
+    paper = bool(overrides.pop("paper_faithful", False))
+    k = int(overrides.pop("glimpse_tokens", 1))
+    share_of = spec.share_of
+    if overrides.get("routing") == "random":
+        overrides["random_seed"] = args.seed
+        if args.random_share is not None:
+            overrides["random_large_share"] = args.random_share
+            share_of = None
+    return Mode(
+        spec.name,
+        spec.kind,
+        tau,
+        paper_faithful=paper,
+        target_share=target,
+        glimpse_tokens=k,
+        overrides=overrides,
+        share_of=share_of,
+        description=spec.description,
+    )
+
+
+def _write_meta(
+    path: Path, saved: dict[str, Any] | None, modes: list[Any], calibration: dict[str, Any] | None, started: str
+) -> None:
+    """The modes (with their taus) and calibration of the run, merged with those of the run it resumes,
+    so a later run with other --modes keeps every tau already used."""
+    merged = {m["name"]: m for m in (saved or {}).get("modes", [])}
+    merged.update({m.name: m.to_dict() for m in modes})
+    path.write_text(
+        json.dumps({"modes": list(merged.values()), "calibration": calibration, "started": started}),
+        encoding="utf-8",
+    )
 
 
 def build_document(
@@ -266,8 +569,9 @@ def build_document(
     from glimp_llm.bench.stats import decode_speeds, percentile, summarize
 
     ids = {p.id for p in problems}
-    records = [r for r in records if r.problem in ids]  # a resumed run cut short: only the evaluated range
     names = [m.name for m in modes]
+    # Only what this run covers: the evaluated range and the chosen modes (a records file can hold more).
+    records = [r for r in records if r.problem in ids and r.mode in names]
     main_names = [m.name for m in modes if not m.sweep]
     sweep_ids = {p.id for p in problems[: plan.sweep_problems]}
     loads = [r.load1 for r in records] or [0.0]
@@ -302,36 +606,3 @@ def build_document(
         "records": [r.to_dict() for r in records],
     }
     return document
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.write_text(text, encoding="utf-8")
-
-
-def _plots(document: dict[str, Any], records: list[Any], modes: list[Any], out: Path, plots: Any) -> None:
-    from glimp_llm.bench.report import sweep_points
-
-    out.mkdir(parents=True, exist_ok=True)
-    meta = document["meta"]
-    pair = f"{meta['small_model']} -> {meta['large_model']}"
-    source = document["sweep_summary"] or document["summary"]
-    n = next(iter(source.values()))["n"] if source else 0
-    plots.accuracy_vs_latency(
-        sweep_points(source, meta["modes"]),
-        out / "accuracy_vs_latency.png",
-        title=f"Accuracy vs mean latency, same {n} problems ({pair})",
-    )
-    taus = {m.name: m.threshold for m in modes}
-    series = {
-        "exact (ours)": plots.glimpse_entropies(records, "ours"),
-        "top-20 renormalised (paper)": plots.glimpse_entropies(records, "paper"),
-    }
-    plots.entropy_histogram(
-        series,
-        {"exact (ours)": taus.get("ours"), "top-20 renormalised (paper)": taus.get("paper")},  # type: ignore[dict-item]
-        out / "entropy_histogram.png",
-        title=f"Glimpse entropies of the small model in the routed runs ({pair})",
-    )
-    plots.time_breakdown(
-        document["summary"], out / "time_breakdown.png", title=f"Where the time goes, mean per problem ({pair})"
-    )

@@ -1,6 +1,7 @@
 """``glimp calibrate --target-large-share S --data FILE``: set tau from your own prompts.
 
-It glimpses the small model at every step start of sample solutions to the prompts, draws the entropy
+It checks its inputs and output first (:func:`preflight`: nothing fails after the generations), then
+glimpses the small model at every step start of sample solutions to the prompts, draws the entropy
 distribution in the terminal, and writes a config file whose ``router.threshold`` sends share ``S`` of
 the steps to the large model (see :mod:`glimp_llm.calibrate` and docs/calibration.md for why tau must be
 calibrated per model pair and entropy kind).
@@ -39,48 +40,86 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def read_prompts(path: str, *, offset: int, limit: int) -> list[str]:
     """User messages from a JSONL file: GSM8K records get the benchmark's math prompt; other rows give
-    their ``prompt`` (or ``question``) as is."""
+    their ``prompt`` (or ``question``) as is. A row that is neither raises the typed error naming it."""
     import json
 
-    from glimp_llm.bench.datasets import MATH_INSTRUCTION
+    from glimp_llm.bench.datasets import MATH_INSTRUCTION, read_lines
     from glimp_llm.errors import ConfigurationError
 
     p = Path(path)
-    if not p.is_file():
-        raise ConfigurationError(f"--data {p}: no such file")
     prompts: list[str] = []
-    for index, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
+    for index, line in enumerate(read_lines(p, "--data")):
         if index < offset or not line.strip():
             continue
         if len(prompts) >= limit:
             break
-        row = json.loads(line)
-        if "prompt" in row:
-            prompts.append(str(row["prompt"]))
-        elif "question" in row:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(f"{p}:{index + 1}: not JSON ({exc}); fix the line or pass another --data") from exc
+        if isinstance(row, dict) and isinstance(row.get("prompt"), str):
+            prompts.append(row["prompt"])
+        elif isinstance(row, dict) and isinstance(row.get("question"), str):
             prompts.append(f"{MATH_INSTRUCTION}\n\n{row['question'].strip()}")
         else:
-            raise ConfigurationError(f"{p}:{index + 1}: a row needs 'prompt' or 'question'")
+            raise ConfigurationError(f"{p}:{index + 1}: a row needs a 'prompt' or 'question' string")
     return prompts
 
 
-def main(args: argparse.Namespace) -> int:
+def preflight(args: argparse.Namespace) -> tuple[Any, list[str]]:
+    """Everything the calibration needs, checked before its first generation: the share, the trajectories,
+    the output file (format and writable), the prompts (readable, enough for --offset/--limit), the models.
+    Returns the config and the prompts."""
+    from glimp_llm.bench import preflight as checks
     from glimp_llm.errors import ConfigurationError
 
     if not 0.0 <= args.target_large_share <= 1.0:
         raise ConfigurationError(f"--target-large-share must be within 0..1; got {args.target_large_share}")
+    if args.limit < 1 or args.offset < 0:
+        raise ConfigurationError(f"--limit must be >= 1 and --offset >= 0; got {args.limit} and {args.offset}")
+    trajectories = [t.strip() for t in args.trajectories.split(",") if t.strip()]
+    if not trajectories or any(t not in ("small", "large") for t in trajectories):
+        raise ConfigurationError(f"--trajectories {args.trajectories!r}: use small, large or small,large")
+    out = Path(args.out)
+    if out.suffix not in (".yaml", ".yml", ".json", ".toml"):
+        raise ConfigurationError(f"--out {out}: use a .yaml, .json or .toml file name")
+    if out.suffix in (".yaml", ".yml"):
+        import importlib.util
+
+        if importlib.util.find_spec("yaml") is None:
+            raise ConfigurationError(f"--out {out} needs PyYAML: pip install pyyaml, or write .json / .toml")
+    checks.check_writable(out, "--out")
     if args.data:
         prompts = read_prompts(args.data, offset=args.offset, limit=args.limit)
+        source = f"--data {args.data}"
     else:
         from glimp_llm.bench.datasets import gsm_symbolic
 
         prompts = [p.prompt for p in gsm_symbolic(offset=args.offset, limit=args.limit, seed=args.seed)]
-    if not prompts:
-        raise ConfigurationError("no prompts to calibrate on; check --data, --offset and --limit")
-    return asyncio.run(_calibrate(args, prompts))
+        source = "the generated dataset"
+    checks.check_problem_count(
+        len(prompts),
+        args.limit,
+        source=source,
+        what=f"--offset {args.offset} --limit {args.limit} asks for",
+        fix=f"lower --limit to {len(prompts)} or --offset" if prompts else "lower --offset",
+    )
+    config = config_from_args(args)
+    if config.router.glimpse_tokens > 1 and args.entropy == "exact":
+        raise ConfigurationError(
+            f"router.glimpse_tokens={config.router.glimpse_tokens} routes on the look-ahead signal, not on the "
+            "first token's exact entropy: drop --entropy exact (or set glimpse_tokens to 1)"
+        )
+    checks.check_models(config)
+    return config, prompts
 
 
-async def _calibrate(args: argparse.Namespace, prompts: list[str]) -> int:
+def main(args: argparse.Namespace) -> int:
+    config, prompts = preflight(args)
+    return asyncio.run(_calibrate(args, config, prompts))
+
+
+async def _calibrate(args: argparse.Namespace, config: Any, prompts: list[str]) -> int:
     from rich.console import Console
 
     from glimp_llm.calibrate import calibrate, collect_glimpses
@@ -88,14 +127,6 @@ async def _calibrate(args: argparse.Namespace, prompts: list[str]) -> int:
     from glimp_llm.render import entropy_histogram
 
     console = Console(stderr=True)
-    config = config_from_args(args)
-    if config.router.glimpse_tokens > 1 and args.entropy == "exact":
-        from glimp_llm.errors import ConfigurationError
-
-        raise ConfigurationError(
-            f"router.glimpse_tokens={config.router.glimpse_tokens} routes on the look-ahead signal, not on the "
-            "first token's exact entropy: drop --entropy exact (or set glimpse_tokens to 1)"
-        )
     default = "look-ahead" if config.router.glimpse_tokens > 1 else "exact"
     entropy = args.entropy or ("paper" if config.router.paper_faithful else default)
     trajectories: Any = tuple(t.strip() for t in args.trajectories.split(",") if t.strip())
