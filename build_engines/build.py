@@ -4,7 +4,8 @@
     python -m build_engines build build_engines/configs/qwen2.5-0.5b-7b.yaml             # build both
     python -m build_engines validate ENGINE_DIR [ENGINE_DIR2] [--tokenizer HF] [--tokenizer2 HF]
 
-For tensorrt-llm 1.0 - 1.2.x (the TensorRT-engine flow was removed after 1.3.0rc20). Two routes:
+For tensorrt-llm 1.1 - 1.2.x (the TensorRT-engine flow was removed after 1.3.0rc20; the driver needs 1.1+). Two
+routes:
 
 * ``cli``: the model family's ``convert_checkpoint.py`` (from a TensorRT-LLM source checkout; it is not in
   the wheel), then ``trtllm-build`` with generation logits, a paged KV cache, paged context FMHA (KV block
@@ -12,6 +13,14 @@ For tensorrt-llm 1.0 - 1.2.x (the TensorRT-engine flow was removed after 1.3.0rc
   directory is self-contained and its vocabulary can be checked.
 * ``python``: ``BuildConfig(gather_generation_logits=True)`` and the TensorRT-backend ``LLM(...).save(dir)``,
   run as a separate ``python -c`` program (the runtime wants its own process and a ``__main__`` guard).
+  ``LLM.save`` writes the engine and ``tokenizer.save_pretrained`` only (tensorrt_llm/llmapi/llm_utils.py), so
+  the HF files are copied afterwards as on the cli route: ``generation_config.json`` carries the model's extra
+  end-of-sequence ids (Qwen: 151643), which would otherwise never stop a step.
+
+``trtllm-build`` prints a deprecation warning for ``--gather_generation_logits`` on every build ("a build flag
+is not required anymore"): it is expected, and the flag stays (the C++ runtime behind Triton reads it).
+``gather_context_logits: true`` (a setting, for the verifying large model) adds ``--gather_context_logits``:
+``score`` (router.verify) needs it on the TensorRT backend.
 
 Every command is printed before it runs (``--dry-run`` prints them and stops). After the build, each
 engine is checked with :func:`glimp_llm.engines.tensorrt_llm_validate.validate_engine_dir` — the same
@@ -54,7 +63,7 @@ from glimp_llm.errors import ConfigurationError, GlimpError
 
 Role = Literal["small", "large"]
 ROLES: tuple[Role, Role] = ("small", "large")
-SUPPORTED = "tensorrt-llm>=1.0,<1.3 (or 1.3.0rc0 - rc20)"
+SUPPORTED = "tensorrt-llm>=1.1,<1.3 (or 1.3.0rc0 - rc20)"
 
 
 class _Strict(BaseModel):
@@ -74,6 +83,11 @@ class BuildSettings(_Strict):
     tokens_per_block: int = Field(32, ge=1, description="KV block size: the unit of prefix reuse")
     logits_dtype: Literal["float32", "float16"] = "float32"
     gemm_plugin: str = "auto"
+    gather_context_logits: bool = Field(
+        False,
+        description="context logits for score() (router.verify) on the TensorRT backend; costs GPU memory for "
+        "[max_num_tokens, vocab] logits and host memory for [prompt, vocab] per scoring request",
+    )
 
     @model_validator(mode="after")
     def _lengths(self) -> BuildSettings:
@@ -180,7 +194,8 @@ def python_route_program(spec: BuildSpec, role: Role) -> str:
             "",
             "if __name__ == '__main__':",
             f"    bc = BuildConfig(max_batch_size={s.max_batch_size}, max_num_tokens={s.max_num_tokens}, "
-            f"max_seq_len={s.max_seq_len}, max_input_len={s.input_len}, gather_generation_logits=True)",
+            f"max_seq_len={s.max_seq_len}, max_input_len={s.input_len}, gather_generation_logits=True"
+            + (", gather_context_logits=True)" if s.gather_context_logits else ")"),
             "    bc.plugin_config.use_paged_context_fmha = True",
             f"    bc.plugin_config.tokens_per_block = {s.tokens_per_block}",
             f"    llm = LLM(model={str(spec.hf_dir(role))!r}, tokenizer={str(spec.hf_dir(role))!r}, dtype={s.dtype!r}, "
@@ -233,18 +248,21 @@ def plan_build(spec: BuildSpec, *, python: str = sys.executable) -> list[Action]
                 "--gather_generation_logits", "--logits_dtype", s.logits_dtype,
                 "--workers", str(m.tp_size * m.pp_size),
             ]  # fmt: skip
+            if s.gather_context_logits:
+                trtllm_build.append("--gather_context_logits")
             actions.append(Action(role, "trtllm-build", trtllm_build))
-            actions.append(
-                Action(
-                    role,
-                    "copy tokenizer",
-                    describe=f"copy the HF tokenizer files present among {', '.join(TOKENIZER_FILES)} "
-                    f"from {hf} to {engine}",
-                    run=lambda hf=hf, engine=engine: _copy_tokenizer(hf, engine),
-                )
-            )
         else:
             actions.append(Action(role, "LLM(...).save", [python, "-c", python_route_program(spec, role)]))
+        # both routes: trtllm-build copies no tokenizer, LLM.save no generation_config.json
+        actions.append(
+            Action(
+                role,
+                "copy tokenizer",
+                describe=f"copy the HF tokenizer files present among {', '.join(TOKENIZER_FILES)} "
+                f"from {hf} to {engine}",
+                run=lambda hf=hf, engine=engine: _copy_tokenizer(hf, engine),
+            )
+        )
     return actions
 
 
@@ -261,14 +279,15 @@ def installed_tensorrt_llm() -> str | None:
 
 
 def supports_engine_flow(ver: str) -> bool:
-    """True for 1.0 - 1.2.x and 1.3.0rc0 - rc20: the releases that still build TensorRT engines."""
+    """True for 1.1 - 1.2.x and 1.3.0rc0 - rc20: the releases that still build TensorRT engines and that the
+    driver supports (engines only load on the version that built them, and 1.0 lacks what the driver uses)."""
     m = re.match(r"^(\d+)\.(\d+)\.(\d+)(?:rc(\d+))?", ver)
     if not m:
         return False
     major, minor, _patch, rc = int(m[1]), int(m[2]), int(m[3]), m[4]
     if major != 1:
         return False
-    if minor <= 2:
+    if 1 <= minor <= 2:
         return True
     return minor == 3 and rc is not None and int(rc) <= 20 and _patch == 0
 

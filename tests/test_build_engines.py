@@ -85,8 +85,11 @@ def test_dry_run_of_the_python_route(
     out = capsys.readouterr().out
     spec = be.load_spec(config).model_copy(update={"route": "python"})
     actions = be.plan_build(spec)
-    assert len(actions) == 2
+    assert [a.title for a in actions] == ["LLM(...).save", "copy tokenizer"] * 2
     for action in actions:
+        if action.argv is None:  # LLM.save writes no generation_config.json: the HF files are copied after it
+            assert "generation_config.json" in action.command_line()
+            continue
         assert action.command_line() in out  # printed exactly as it would run
         program = action.argv[2]
         compile(program, "<python route>", "exec")
@@ -140,8 +143,64 @@ def test_python_route_builds_and_validates_on_the_fake_runtime(
     assert "already built and valid" in capsys.readouterr().out
 
 
+def test_python_route_keeps_the_models_extra_eos_ids(
+    be, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 13, defect 5: LLM.save writes the tokenizer only; generation_config.json (Qwen's second EOS id)
+    must reach the engine directory, and validate warns when it is missing."""
+    for role in ("small", "large"):
+        hf = make_hf_dir(tmp_path / "hf" / role)
+        eos = json.loads((hf / "generation_config.json").read_text())["eos_token_id"]
+        (hf / "generation_config.json").write_text(json.dumps({"eos_token_id": [*eos, 3]}))
+    config = tmp_path / "pair.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "fake-pair",
+                "output_dir": str(tmp_path / "engines"),
+                "route": "python",
+                "defaults": {"max_seq_len": 512, "max_num_tokens": 512, "max_batch_size": 8},
+                "small": {"hf_dir": str(tmp_path / "hf" / "small")},
+                "large": {"hf_dir": str(tmp_path / "hf" / "large"), "settings": {"gather_context_logits": True}},
+            }
+        )
+    )
+    monkeypatch.setenv("PYTHONPATH", f"{FAKES}:{ROOT}")
+    monkeypatch.setattr(be, "installed_tensorrt_llm", lambda: "1.2.1")
+    assert be.main(["build", str(config)]) == 0, capsys.readouterr()
+    for role in ("small", "large"):
+        engine = tmp_path / "engines" / role
+        assert json.loads((engine / "generation_config.json").read_text())["eos_token_id"][-1] == 3
+        assert not any("generation_config" in w for w in validate_engine_dir(engine).warnings)
+    assert validate_engine_dir(tmp_path / "engines" / "large").gather_context_logits
+    assert not validate_engine_dir(tmp_path / "engines" / "small").gather_context_logits
+    (tmp_path / "engines" / "small" / "generation_config.json").unlink()
+    assert any("generation_config.json" in w for w in validate_engine_dir(tmp_path / "engines" / "small").warnings)
+
+
+def test_gather_context_logits_setting_adds_the_build_flag(be, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELS", "/models")
+    monkeypatch.setenv("TRTLLM_REPO", "/opt/TensorRT-LLM")
+    spec = be.load_spec(ROOT / "build_engines" / "configs" / "qwen2.5-0.5b-7b.yaml")
+    large = spec.large.model_copy(update={"settings": {"gather_context_logits": True}})
+    builds = [a.argv for a in be.plan_build(spec.model_copy(update={"large": large})) if a.title == "trtllm-build"]
+    assert "--gather_context_logits" not in builds[0] and builds[1][-1] == "--gather_context_logits"
+    python = be.python_route_program(spec.model_copy(update={"large": large, "route": "python"}), "large")
+    assert "gather_context_logits=True" in python
+
+
+def test_example_configs_accept_whole_window_prompts_without_chunked_context(be) -> None:
+    """Issue 13, defect 2: max_num_tokens below max_input_len caps prompts where chunked context is off."""
+    for config in CONFIGS:
+        spec = be.load_spec(config)
+        for role in ("small", "large"):
+            s = spec.settings(role)
+            assert s.max_num_tokens >= s.input_len, (config.name, role)
+
+
 def test_supported_versions(be) -> None:
-    assert be.supports_engine_flow("1.2.1") and be.supports_engine_flow("1.0.0")
+    assert be.supports_engine_flow("1.2.1") and be.supports_engine_flow("1.1.0")
+    assert not be.supports_engine_flow("1.0.0")  # below the driver's floor (cache_salt, cached_tokens)
     assert be.supports_engine_flow("1.3.0rc20") and not be.supports_engine_flow("1.3.0rc21")
     assert not be.supports_engine_flow("1.4.0rc1") and not be.supports_engine_flow("0.21.0")
 

@@ -843,3 +843,21 @@ async def test_the_fake_replaces_an_already_imported_real_package(
     eng = await started(make_engine_dir(tmp_path / "e", STEPS))
     assert (await eng.glimpse(await prompt_ids(eng), SamplingParams())).text == "First"
     assert _is_fake(sys.modules["transformers"])
+
+
+def test_doctor_and_the_extra_state_the_same_supported_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13, defect 4: the extra's floor, the driver's check and `glimp doctor` agree."""
+    import tomllib
+
+    from glimp_llm.cli import doctor
+    from glimp_llm.engines.tensorrt_llm import SUPPORTED_RANGE, version_problem
+
+    root = Path(__file__).resolve().parent.parent
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["tensorrt"] == [f"tensorrt-llm{SUPPORTED_RANGE}"] and doctor.TENSORRT_SUPPORTED == SUPPORTED_RANGE
+    assert version_problem("1.0.0") and not version_problem("1.1.0") and not version_problem("1.2.1")
+    assert version_problem("unknown") is None  # then the driver feature-detects
+    monkeypatch.setattr(doctor, "_version", lambda dist: "1.0.0" if dist == "tensorrt-llm" else None)
+    trt_report = doctor.collect()["engines"]["tensorrt_llm"]
+    assert trt_report["supported"] == SUPPORTED_RANGE and "older than this driver supports" in trt_report["problem"]
+    assert doctor._tensorrt_version_problem("1.3.0rc21") and doctor._tensorrt_version_problem("1.2.1") is None

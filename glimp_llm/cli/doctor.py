@@ -25,6 +25,28 @@ def _version(dist: str) -> str | None:
         return None
 
 
+#: Kept equal to glimp_llm.engines.tensorrt_llm.SUPPORTED_RANGE and the `tensorrt` extra (not imported from the
+#: driver so that doctor stays light); tests check that they agree.
+TENSORRT_SUPPORTED = ">=1.1,<1.3"
+
+
+def _tensorrt_version_problem(version: str) -> str | None:
+    """Why the installed tensorrt-llm cannot run the in-process driver (below 1.1: no cache_salt, no
+    cached_tokens; 1.3.0rc21 and later: no TensorRT-engine backend, HF checkpoints only), or None."""
+    from glimp_llm.engines.tensorrt_llm import version_problem
+
+    problem = version_problem(version)
+    if problem is not None:
+        return problem
+    parts = version.split(".")
+    if len(parts) >= 2 and parts[0] == "1" and parts[1].isdigit() and int(parts[1]) >= 3:
+        return (
+            f"tensorrt-llm {version}: engine directories need <1.3 (the TensorRT backend was removed after "
+            "1.3.0rc20); HF checkpoints on backend: pytorch may work but are outside the tested range"
+        )
+    return None
+
+
 def _gpu() -> dict[str, Any]:
     smi = shutil.which("nvidia-smi")
     if not smi:
@@ -54,8 +76,11 @@ def collect() -> dict[str, Any]:
     }
     for _name, info in engines.items():
         info["available"] = info["version"] is not None
-    if engines["tensorrt_llm"]["available"]:
-        engines["tensorrt_llm"]["importable"] = importlib.util.find_spec("tensorrt_llm") is not None
+    trt = engines["tensorrt_llm"]
+    trt["supported"] = TENSORRT_SUPPORTED
+    if trt["available"]:
+        trt["importable"] = importlib.util.find_spec("tensorrt_llm") is not None
+        trt["problem"] = _tensorrt_version_problem(trt["version"])
     adapters = {
         "langchain": _version("langchain-core"),
         "llama_index": _version("llama-index-core"),
@@ -88,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
     for c in ("engine", "package", "version", "usable here"):
         t.add_column(c)
     for name, info in report["engines"].items():
-        ok = info["available"] and info.get("importable", True)
+        ok = info["available"] and info.get("importable", True) and not info.get("problem")
         t.add_row(name, info["package"], info["version"] or "-", "[green]yes[/]" if ok else "[red]no[/]")
     console.print(t)
     t = Table(title="models")
@@ -102,9 +127,14 @@ def main(args: argparse.Namespace) -> int:
     console.print(
         f"GPU: {'[green]' + gpu['detail'] + '[/]' if gpu['present'] else '[yellow]none[/] (' + gpu['detail'] + ')'}"
     )
-    if not report["engines"]["tensorrt_llm"]["available"]:
+    trt = report["engines"]["tensorrt_llm"]
+    if not trt["available"]:
         console.print(
-            "TensorRT-LLM: not installed. On a CUDA host: pip install 'glimp-llm\\[tensorrt]' "
-            "--extra-index-url https://pypi.nvidia.com (see docs/deploy-nvidia.md)"
+            f"TensorRT-LLM: not installed (supported: tensorrt-llm{trt['supported']}). On a CUDA host: "
+            "pip install 'glimp-llm\\[tensorrt]' --extra-index-url https://pypi.nvidia.com (see docs/deploy-nvidia.md)"
         )
+    elif trt.get("problem"):
+        console.print(f"TensorRT-LLM: [red]{trt['problem']}[/]", markup=True, highlight=False)
+    else:
+        console.print(f"TensorRT-LLM: {trt['version']} (supported: tensorrt-llm{trt['supported']})")
     return 0
