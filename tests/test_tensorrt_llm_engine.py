@@ -779,6 +779,8 @@ async def test_score_reads_context_logits(trt: ModuleType, tmp_path: Path, backe
     vocab = eng.info.vocab_size
     expected = [log_softmax(llm.model_logits(ctx + cont[:j])[:vocab])[tok] for j, tok in enumerate(cont)]
     assert scores.logprobs == pytest.approx(expected, abs=2e-2)  # fp16 logits, as the fake returns them
+    best = [log_softmax(llm.model_logits(ctx + cont[:j])[:vocab]).max() for j in range(len(cont))]
+    assert scores.best_logprobs == pytest.approx(best, abs=2e-2)
     call = llm.executor.calls[-1]
     assert call["inputs"] == ctx + cont and call["sampling_params"].return_context_logits is True
     assert call["sampling_params"].max_tokens == 1
@@ -861,3 +863,14 @@ def test_doctor_and_the_extra_state_the_same_supported_range(monkeypatch: pytest
     trt_report = doctor.collect()["engines"]["tensorrt_llm"]
     assert trt_report["supported"] == SUPPORTED_RANGE and "older than this driver supports" in trt_report["problem"]
     assert doctor._tensorrt_version_problem("1.3.0rc21") and doctor._tensorrt_version_problem("1.2.1") is None
+
+
+async def test_router_verify_with_a_tensorrt_llm_large_model(trt: ModuleType, tmp_path: Path) -> None:
+    """router.verify scores the small model's steps with the large engine's context logits (PyTorch backend)."""
+    small = await started(make_engine_dir(tmp_path / "small", STEPS, [0.2]), name="small")
+    large = await started(make_hf_dir(tmp_path / "large", STEPS, 0.1), name="large")
+    assert large.info.can_score and not small.info.can_score
+    router = Router(small, large, RouterConfig(threshold=1.0, thinking="off", verify=True))
+    result = await router.generate("What is 2 plus 2?")
+    assert result.text == STEPS  # the large model agrees with every token, so nothing is rewritten
+    assert large.stats.extra["score_calls"] >= 1

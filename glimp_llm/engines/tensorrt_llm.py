@@ -1107,9 +1107,13 @@ class TensorRTLLMEngine:
         top = block.max(axis=1, keepdims=True)
         lse = top[:, 0] + np.log(np.exp(block - top).sum(axis=1))
         logprobs = block[np.arange(len(cont)), cont] - lse
+        best = top[:, 0] - lse  # the most likely token's log-probability at each position
         self._stats.extra["score_calls"] = self._stats.extra.get("score_calls", 0) + 1
         return TokenScores(
-            logprobs=tuple(float(x) for x in logprobs), seconds=time.perf_counter() - t0, cached_tokens=reused
+            logprobs=tuple(float(x) for x in logprobs),
+            best_logprobs=tuple(float(x) for x in best),
+            seconds=time.perf_counter() - t0,
+            cached_tokens=reused,
         )
 
     async def _context_rows(
