@@ -247,6 +247,16 @@ def test_resume_with_another_mode_reuses_the_saved_calibration(tmp_path: Path, m
     assert set(json.loads((out / "r.json").read_text())["summary"]) == {"ours"}
 
 
+def test_random_mode_added_later_takes_the_share_of_ours_earlier_records(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    base = [*_bench_args(tmp_path), "--no-plots", "--records", str(out / "rec.jsonl")]
+    assert glimp_main([*base, "--modes", "ours"]) == 0
+    assert glimp_main([*base, "--modes", "random"]) == 0
+    doc = json.loads((out / "r.json").read_text())
+    assert set(doc["summary"]) == {"random"} and len(doc["records"]) == 3
+    assert [r["random_large_share"] for r in doc["records"]] == pytest.approx([0.4] * 3)
+
+
 def test_a_broken_record_before_the_end_is_a_typed_error(tmp_path: Path) -> None:
     path = tmp_path / "rec.jsonl"
     record = Record("p:0", "ours", 1.0, True, "18", "18", 1, 0, 0, 0, 0, 1, 1, 1, 1, 1, "eos", 0.0)

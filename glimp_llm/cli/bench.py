@@ -385,7 +385,11 @@ async def run(args: argparse.Namespace, prep: Prepared, console: Any) -> int:
                         highlight=False,
                     )
 
-            records = await run_plan(runner, problems, plan, jsonl=args.records, on_record=on_record, done=done)
+            # every saved record of these problems goes in (the random mode reads ours' share from them, also
+            # when ours ran in an earlier command); the document keeps only the modes of this one
+            ids = {p.id for p in problems}
+            earlier = [r for r in prep.done if r.problem in ids]
+            records = await run_plan(runner, problems, plan, jsonl=args.records, on_record=on_record, done=earlier)
         small_model, large_model = small.info.model, large.info.model
 
     document = build_document(
