@@ -94,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
                 path = models.resolve(name, progress=report, force=args.force)
             else:
                 path = models.verify(name, progress=report)
-            console.print(f"[green]ok[/green] {escape(name)}: {escape(str(path))}")
+            console.print(f"[green]ok[/green] {escape(name)}: {escape(str(path))}", soft_wrap=True)
     return 0
 
 
