@@ -4,9 +4,15 @@ missing part is a failure: CI must never pass by skipping what it was meant to t
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
-from collections.abc import Callable
+import signal
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -77,3 +83,84 @@ def smollm2_path() -> str:
 def qwen_pair_paths() -> tuple[str, str]:
     require("llama_cpp", "the Qwen pair runs on llama-cpp-python")
     return require_model("qwen2.5-coder-0.5b-instruct"), require_model("qwen2.5-coder-1.5b-instruct")
+
+
+# ------------------------------------------------------------------------------------ a real vLLM server
+class VllmServer:
+    """The one vLLM OpenAI server of a test run (``backends/vllm/cpu.py``, SmolLM2-135M on 127.0.0.1)."""
+
+    def __init__(
+        self, url: str, model_dir: str, proc: subprocess.Popen[bytes] | None, log: Path, ready_s: float
+    ) -> None:
+        self.url, self.model_dir, self.proc, self.log, self.ready_s = url, model_dir, proc, log, ready_s
+        self.model = "smollm2"
+
+    def log_tail(self, n: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-n:]
+
+
+def _load_vllm_recipe() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "backends" / "vllm" / "cpu.py"
+    spec = importlib.util.spec_from_file_location("glimp_vllm_cpu_recipe", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    """Start one vLLM server for the whole run (its start-up, ~40 s on 2 cores, is paid once) and stop it at
+    the end. Needs ``.venv-vllm`` (``python backends/vllm/cpu.py install``; scripts/test.sh does it): without
+    it the vLLM tests skip, or fail under GLIMP_TEST_STRICT=1."""
+    external = os.environ.get("GLIMP_TEST_VLLM_URL")  # a server already running (local iteration only)
+    if external:
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(external + "/v1/models", timeout=5) as resp:
+            root = json.load(resp)["data"][0]["root"]
+        yield VllmServer(external, root, None, Path(os.devnull), 0.0)
+        return
+    recipe = _load_vllm_recipe()
+    if not recipe.installed():
+        message = f"{recipe.VENV} is missing: run `python backends/vllm/cpu.py install` (scripts/test.sh does)"
+        if STRICT:
+            pytest.fail(message + " and GLIMP_TEST_STRICT=1 forbids skipping")
+        pytest.skip(message)
+    gguf = require_model("smollm2-135m-instruct")
+    model_dir = recipe.convert(Path(gguf), log=lambda *_: None)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    log = tmp_path_factory.mktemp("vllm") / "server.log"
+    with log.open("wb") as out:
+        # its own session: the engine-core child goes down with it (killpg on the group we created)
+        proc = subprocess.Popen(
+            recipe.server_command(model_dir, port=port),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=recipe.server_env(),
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        ready_s = recipe.wait_ready(url, proc, timeout_s=600)
+    except Exception as exc:
+        _stop_group(proc)
+        pytest.fail(f"the vLLM server did not start: {exc}\n{log.read_text(errors='replace')[-3000:]}")
+    yield VllmServer(url, str(model_dir), proc, log, ready_s)
+    _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group (the test run created it), wait for the server, then SIGKILL
+    whatever of that group is left (an engine-core child that outlived it)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)

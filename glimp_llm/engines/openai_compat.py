@@ -66,6 +66,7 @@ from glimp_llm.engines.base import (
     Message,
     SamplingParams,
     TokenCallback,
+    TokenScores,
 )
 from glimp_llm.engines.replicas import NoReplicaError, Replica, ReplicaPool, prefix_key
 from glimp_llm.entropy import entropy_from_topk
@@ -120,8 +121,10 @@ class OpenAICompatEngine:
         replica_retry_s: float = 5.0,
         chat_template: str | None = None,
         tokenizer_from: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.name = name or model
+        self._transport = transport  # None: real sockets; tests pass recorded servers (httpx.MockTransport)
         self.model = model
         self.pool = ReplicaPool(base_urls, retry_after_s=replica_retry_s)
         self._api_key = api_key
@@ -143,6 +146,7 @@ class OpenAICompatEngine:
         self._info: EngineInfo | None = None
         self._template: ChatTemplate | None = None
         self._local_tokenizer: Any = None
+        self._token_texts: dict[int, str] = {}
         self._health_task: asyncio.Task[None] | None = None
         self._stats = EngineStats(extra={"retries": 0.0, "retokenized_steps": 0.0, "replica_failures": 0.0})
         self._start_lock = asyncio.Lock()
@@ -200,6 +204,7 @@ class OpenAICompatEngine:
                 # servers drop idle keep-alive connections after ~5 s (llama-server, uvicorn): expire ours first
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=2.0),
                 trust_env=False,  # never send loopback traffic through a proxy from the environment
+                transport=self._transport,
             )
             try:
                 self._info = await self._call(self._describe)
@@ -463,9 +468,13 @@ class OpenAICompatEngine:
                 + "; set vocab_size (the real vocabulary, for the entropy bound) and context_window in the config"
             )
         template, bos, eos = self._chat_template_override, "", ""
+        eos_ids: frozenset[int] = frozenset()
         if self._tokenizer_from:
             template, bos, eos = _hf_template(Path(self._tokenizer_from), template)
-        return await self._finish_info(replica, self._vocab_size, window, template, bos, eos, False, frozenset())
+            # the end token's id, so that callers (the router's verification) can score ending the answer
+            ids = await self._tokenize_on(replica, eos) if eos else []
+            eos_ids = frozenset(ids) if len(ids) == 1 else frozenset()
+        return await self._finish_info(replica, self._vocab_size, window, template, bos, eos, False, eos_ids)
 
     async def _finish_info(
         self,
@@ -497,6 +506,7 @@ class OpenAICompatEngine:
             bos_token=bos,
             eos_token=eos,
             add_bos=add_bos,
+            can_score=self._dialect == "vllm",
         )
 
     # ------------------------------------------------------------------------------ text
@@ -531,6 +541,9 @@ class OpenAICompatEngine:
             if self._dialect == "llama.cpp":
                 data = await self._post_json(replica, "/detokenize", {"tokens": ids})
                 text = data.get("content")
+            elif self._dialect == "sglang":  # SGLang skips special tokens unless told, and answers `text`
+                body = {"model": self.model, "tokens": ids, "skip_special_tokens": False}
+                text = (await self._post_json(replica, "/detokenize", body)).get("text")
             else:
                 data = await self._post_json(replica, "/detokenize", {"model": self.model, "tokens": ids})
                 text = data.get("prompt")
@@ -539,6 +552,47 @@ class OpenAICompatEngine:
             return text
 
         return await self._call(attempt)
+
+    async def _drop_end_token(
+        self, tokens: list[int], text: str, reason: int | None, *, local: bool
+    ) -> tuple[list[int], str]:
+        """Remove the end-of-sequence token from the last chunk of a step (the contract leaves it out).
+
+        vLLM (measured: 0.32 CPU) returns the EOS id in ``token_ids`` and, with ``skip_special_tokens: false``,
+        its text (``<|im_end|>``) in ``text``; ``stop_reason`` is then null. SGLang reports the token in
+        ``matched_stop``. trtllm-serve says null as well; its EOS is recognised by the tokenizer's eos_token.
+        """
+        last = tokens[-1]
+        if isinstance(reason, int):
+            is_end = last == reason
+        elif self.dialect == "vllm" or last in self.info.eos_token_ids:
+            is_end = True  # vLLM: finish "stop" with no stop_reason is end of sequence, and the id is included
+        else:
+            is_end = bool(self.info.eos_token) and await self._token_text(last) == self.info.eos_token
+        if not is_end:
+            return tokens, text
+        if not local:
+            piece = await self._token_text(last)
+            if piece and text.endswith(piece):
+                text = text[: -len(piece)]
+        return tokens[:-1], text
+
+    async def _token_text(self, token: int) -> str:
+        """The text of one token (cached: only end tokens are looked up, once each)."""
+        if token not in self._token_texts:
+            self._token_texts[token] = (
+                self._local_detokenize([token]) if self.dialect == "trtllm" else await self.detokenize([token])
+            )
+        return self._token_texts[token]
+
+    def _text_delta(self, ids: list[int], pieces: list[str]) -> str:
+        """The new text of a stream the engine detokenises itself: all ids decoded, minus what was emitted.
+        A trailing U+FFFD is a character whose bytes are still incomplete; it waits for the next token."""
+        decoded = self._local_detokenize(ids)
+        done = sum(len(p) for p in pieces)
+        if decoded.endswith("\ufffd"):
+            decoded = decoded.rstrip("\ufffd")
+        return decoded[done:] if len(decoded) > done else ""
 
     def _local_detokenize(self, ids: list[int]) -> str:
         if self._local_tokenizer is None:
@@ -564,7 +618,7 @@ class OpenAICompatEngine:
         self._require_client()
         if self._template is not None:
             return self._template.render(messages, tools=tools, add_generation_prompt=add_generation_prompt)
-        if self.dialect in ("llama.cpp", "trtllm"):
+        if self.dialect != "vllm":  # only vLLM's /tokenize renders messages (SGLang's takes a prompt only)
             raise ConfigurationError(
                 f"engine {self.name!r}: the server exposes no chat template; set chat_template or tokenizer_from"
             )
@@ -641,6 +695,65 @@ class OpenAICompatEngine:
         self._stats.busy_seconds += time.perf_counter() - t0
         return dataclasses.replace(g, seconds=time.perf_counter() - t0)
 
+    async def score(self, context: Sequence[int], continuation: Sequence[int]) -> TokenScores:
+        """Log-probability of each ``continuation`` token, read from vLLM's ``prompt_logprobs``.
+
+        Why this shape: ``/v1/completions`` with the token-id prompt ``context + continuation``, ``max_tokens=1``
+        and ``prompt_logprobs=0`` makes vLLM return, for every prompt position, a dict holding the actual
+        token's logprob (full distribution, temperature 1). The one generated token is the price of the
+        request and is thrown away. The prefill leaves ``context + continuation`` in the server's prefix
+        cache, which the next step from there would compute anyway. llama-server, SGLang's OpenAI routes and
+        trtllm-serve return no prompt logprobs (SGLang only on its native ``/generate``, trtllm-serve not at
+        all), so those dialects cannot score.
+        """
+        if not self.info.can_score:
+            raise EngineUnavailableError(
+                f"engine {self.name!r}: a {self.dialect} server returns no prompt logprobs on its OpenAI routes, "
+                "so it cannot score another model's tokens; put the large model on vLLM (or an in-process engine) "
+                "to verify steps"
+            )
+        if not continuation:
+            return TokenScores(logprobs=())
+        full = [int(t) for t in context] + [int(t) for t in continuation]
+        self._check_context(full)
+        body = {
+            "model": self.model,
+            "prompt": full,
+            "max_tokens": 1,
+            "prompt_logprobs": 0,
+            "temperature": 0.0,
+            "return_token_ids": True,
+        }
+        start = len(context)
+
+        async def attempt(replica: Replica) -> TokenScores:
+            data = await self._post_json(replica, "/v1/completions", body)
+            try:
+                choice = data["choices"][0]
+                rows = choice["prompt_logprobs"]
+                values = []
+                for i, token in enumerate(full[start:], start):
+                    entry = rows[i][str(token)]
+                    values.append(float(entry["logprob"] if isinstance(entry, dict) else entry))
+                usage = data.get("usage") or {}
+                cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
+                raise MalformedResponseError(
+                    f"engine {self.name!r}: {replica.url}/v1/completions answered without prompt_logprobs for "
+                    f"every position ({type(exc).__name__}: {exc}); is it vLLM?",
+                    engine=self.name,
+                ) from None
+            return TokenScores(logprobs=tuple(values), cached_tokens=cached)
+
+        t0 = time.perf_counter()
+        async with self._semaphore:
+            scores = await self._call(attempt, key=prefix_key(context))
+        seconds = time.perf_counter() - t0
+        self._stats.busy_seconds += seconds
+        self._stats.tokens_reused += scores.cached_tokens
+        self._stats.tokens_evaluated += max(0, len(full) - scores.cached_tokens)
+        return dataclasses.replace(scores, seconds=seconds)
+
     def _estimate(self, logprobs: list[float]) -> tuple[float, float, float]:
         if not logprobs:
             raise MalformedResponseError(
@@ -683,19 +796,37 @@ class OpenAICompatEngine:
         )
 
     def _openai_extras(self, *, glimpse: bool) -> dict[str, Any]:
-        """Fields beyond OpenAI's that make each server return token ids and keep stop strings."""
+        """Fields beyond OpenAI's that make each server return token ids and keep stop strings.
+
+        * vLLM: ``return_token_ids`` (ids of the step), ``include_stop_str_in_output``; in a glimpse
+          ``return_tokens_as_token_ids`` keys the top logprobs by ``"token_id:N"`` instead of by decoded text,
+          where two tokens that decode alike would collide and lose probability mass from the estimate.
+        * SGLang: ``no_stop_trim`` keeps the stop string, ``return_token_ids`` returns the ids (else the step
+          would be re-tokenised and a glimpse would have no token id at all).
+        * trtllm-serve forbids undeclared fields; it returns token ids only with ``detokenize: false`` (then
+          its text is empty, and the engine detokenises with ``tokenizer_from``, which trtllm needs anyway).
+        """
         if self.dialect == "vllm":
-            return {"return_token_ids": True, "include_stop_str_in_output": True, "skip_special_tokens": False}
+            extras: dict[str, Any] = {
+                "return_token_ids": True,
+                "include_stop_str_in_output": True,
+                "skip_special_tokens": False,
+            }
+            if glimpse:
+                extras["return_tokens_as_token_ids"] = True
+            return extras
         if self.dialect == "sglang":
-            return {"no_stop_trim": True, "skip_special_tokens": False}
-        return {"include_stop_str_in_output": True, "skip_special_tokens": False}  # trtllm: declared fields only
+            return {"no_stop_trim": True, "skip_special_tokens": False, "return_token_ids": True}
+        return {"include_stop_str_in_output": True, "skip_special_tokens": False, "detokenize": False}
 
     def _parse_openai_glimpse(self, data: dict[str, Any], replica: Replica) -> Glimpse:
         try:
             choice = data["choices"][0]
             lp = choice["logprobs"]
             token_id, logprob, top = _openai_first_token(choice, lp)
-            text = str(choice.get("text", ""))
+            text = str(choice.get("text") or "")
+            if self.dialect == "trtllm":  # detokenize: false -> no text from the server
+                text = self._local_detokenize([token_id])
             usage = data.get("usage") or {}
             cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
         except (KeyError, IndexError, TypeError, ValueError) as exc:
@@ -863,6 +994,7 @@ class OpenAICompatEngine:
         ids: list[int] = []
         pieces: list[str] = []
         have_ids = True
+        local_text = self.dialect == "trtllm"
         finish_reason: str | None = None
         stop_reason: Any = None
         cached = 0
@@ -877,17 +1009,29 @@ class OpenAICompatEngine:
                         have_ids = False
                         tokens = []
                     tokens = _int_list(tokens, self.name, "stream token_ids")
+                    reason = choice.get("stop_reason", choice.get("matched_stop"))
+                    if choice.get("finish_reason") == "stop" and not isinstance(reason, str) and tokens:
+                        tokens, text = await self._drop_end_token(tokens, text, reason, local=local_text)
                     ids.extend(tokens)
+                    if local_text:  # trtllm-serve with detokenize: false: the text is ours to decode
+                        text = self._text_delta(ids, pieces)
                     pieces.append(text)
                     emit(Delta(tuple(tokens), text))
                     if choice.get("finish_reason"):
-                        finish_reason, stop_reason = choice["finish_reason"], choice.get("stop_reason")
+                        finish_reason = choice["finish_reason"]
+                        # vLLM and trtllm-serve say `stop_reason`, SGLang `matched_stop` (a string or a token id)
+                        stop_reason = choice.get("stop_reason", choice.get("matched_stop"))
         if finish_reason is None:
             raise EngineFailureError(
                 f"engine {self.name!r}: {replica.url} closed the stream before the end of the step",
                 transient=True,
                 engine=self.name,
             )
+        if local_text:  # what a held-back partial character resolved to
+            tail = self._local_detokenize(ids)[len("".join(pieces)) :]
+            if tail:
+                emit(Delta((), tail))
+                pieces.append(tail)
         text = "".join(pieces)
         matched = stop_reason if isinstance(stop_reason, str) and stop_reason in stops else None
         if matched is None and finish_reason == "stop":
@@ -895,6 +1039,13 @@ class OpenAICompatEngine:
         if matched is not None and matched not in text:  # a server that trimmed the stop string anyway
             emit(Delta((), matched))
             text += matched
+        if matched is not None and have_ids and not local_text and ids:
+            # vLLM (measured) cuts the text right after the stop string, also inside a token, while token_ids
+            # hold that whole token: the context continues from the ids, so the text must be theirs
+            full = await self.detokenize(ids)
+            if full != text and full.startswith(text):
+                emit(Delta((), full[len(text) :]))
+                text = full
         if not have_ids:
             # the server returned no token ids: re-tokenise the step (counted; exact prefixes not guaranteed)
             self._stats.extra["retokenized_steps"] += 1
