@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -32,9 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from glimp_llm.admission import Admission
-from glimp_llm.chat_template import ChatTemplate
+from glimp_llm.chat.options import MAX_STOP_SEQUENCES, check_options, stop_list
+from glimp_llm.chat.prompt import prompt_ids, thinking
 from glimp_llm.config import RouterConfig
 from glimp_llm.engines.base import Delta, Engine, Glimpse, Message, SamplingParams, TokenScores
+from glimp_llm.engines.decoding import first_stop
 from glimp_llm.entropy import renormalized_topk_entropy
 from glimp_llm.errors import (
     ConfigurationError,
@@ -60,13 +61,14 @@ from glimp_llm.trace import (
 )
 
 EventSink = Callable[[RouterEvent], None]
-MAX_STOP_SEQUENCES = 16
+__all__ = ["MAX_STOP_SEQUENCES", "RouteRequest", "Router", "look_ahead", "stop_list", "validate_request"]
 
 
 @dataclass(frozen=True)
 class RouteRequest:
     """One routed generation. Give ``messages`` (chat) or ``prompt`` (a user message, or with
-    ``raw=True`` text that is already formatted and is used as it is)."""
+    ``raw=True`` text that is already formatted and is used as it is). ``prefill`` begins the assistant's
+    answer (a forced tool call, :mod:`glimp_llm.chat.tools`); the result's text is what follows it."""
 
     prompt: str | None = None
     messages: Sequence[Message] | None = None
@@ -79,6 +81,7 @@ class RouteRequest:
     top_p: float | None = None
     seed: int | None = None
     timeout_s: float | None = None
+    prefill: str = ""
 
 
 @dataclass
@@ -132,42 +135,16 @@ def validate_request(request: RouteRequest) -> None:
             content = m.get("content")
             if isinstance(content, str) and "\x00" in content:
                 raise InvalidRequestError("a message contains NUL characters (binary data?); pass text")
-    if request.max_tokens is not None and (
-        not isinstance(request.max_tokens, int) or isinstance(request.max_tokens, bool) or request.max_tokens < 1
-    ):
-        raise InvalidRequestError(f"max_tokens must be an integer >= 1; got {request.max_tokens!r}")
-    if request.threshold is not None:
-        t = request.threshold
-        if not isinstance(t, int | float) or isinstance(t, bool) or t != t or t in (float("inf"), float("-inf")):
-            raise InvalidRequestError(f"threshold must be a finite number of nats; got {t!r}")
-        if t < 0:
-            raise InvalidRequestError(f"threshold must be >= 0 nats (entropy is never negative); got {t}")
-    # Non-numbers used to escape as TypeError, NaN slipped through every comparison (a NaN timeout_s
-    # disabled the deadline), and a bad seed was blamed on the engine (tests/test_bad_input.py).
-    if request.temperature is not None and not (_is_number(request.temperature) and 0.0 <= request.temperature <= 5.0):
-        raise InvalidRequestError(f"temperature must be a number within 0..5 (0 = greedy); got {request.temperature!r}")
-    if request.top_p is not None and not (_is_number(request.top_p) and 0.0 < request.top_p <= 1.0):
-        raise InvalidRequestError(f"top_p must be a number in (0, 1] (1 = no nucleus cut); got {request.top_p!r}")
-    if request.seed is not None and (not isinstance(request.seed, int) or isinstance(request.seed, bool)):
-        raise InvalidRequestError(f"seed must be an integer (or None for unseeded sampling); got {request.seed!r}")
-    if request.timeout_s is not None and not (_is_number(request.timeout_s) and request.timeout_s > 0):
-        raise InvalidRequestError(f"timeout_s must be a number of seconds > 0 (or None); got {request.timeout_s!r}")
-    if request.stop is not None and not isinstance(request.stop, str | Sequence):
-        raise InvalidRequestError(f"stop must be a string or a list of strings; got {type(request.stop).__name__}")
-    stops = stop_list(request.stop)
-    if len(stops) > MAX_STOP_SEQUENCES or not all(isinstance(s, str) and s for s in stops):
-        raise InvalidRequestError(f"stop must be at most {MAX_STOP_SEQUENCES} non-empty strings; got {stops!r:.80}")
-
-
-def stop_list(stop: str | Sequence[str] | None) -> list[str]:
-    """``stop`` as a list. A single string is one stop sequence (as in the OpenAI API), not its characters."""
-    if isinstance(stop, str):
-        return [stop]
-    return list(stop or ())
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    # the bounds are one pydantic model shared with glimp serve's request bodies (glimp_llm.chat.options)
+    check_options(
+        max_tokens=request.max_tokens,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        seed=request.seed,
+        stop=request.stop,
+        threshold=request.threshold,
+        timeout_s=request.timeout_s,
+    )
 
 
 def _is_utf8(text: str) -> bool:
@@ -225,22 +202,8 @@ class Router:
                 await asyncio.gather(task, return_exceptions=True)
 
     async def prepare_prompt(self, request: RouteRequest, engine: Engine) -> list[int]:
-        """The token ids of the request's prompt for ``engine``: its chat template, assistant turn open."""
-        if request.messages is None and request.raw:
-            assert request.prompt is not None
-            return await engine.tokenize(request.prompt)
-        messages = (
-            list(request.messages) if request.messages is not None else [{"role": "user", "content": request.prompt}]
-        )
-        if self.config.system_prompt and not any(m.get("role") == "system" for m in messages):
-            messages.insert(0, {"role": "system", "content": self.config.system_prompt})
-        text = await engine.render_chat(messages, tools=request.tools, add_generation_prompt=True)
-        if self._thinking(engine) and not text.rstrip().endswith("<think>"):
-            text += "<think>\n"
-        info = engine.info
-        if info.add_bos and info.bos_token and not text.startswith(info.bos_token):
-            text = info.bos_token + text
-        return await engine.tokenize(text)
+        """The token ids of the request's prompt for ``engine`` (see :mod:`glimp_llm.chat.prompt`)."""
+        return await prompt_ids(request, engine, self.config)
 
     @property
     def _shared_tokens(self) -> bool:
@@ -260,6 +223,12 @@ class Router:
                 "use llama.cpp, a TensorRT-LLM engine built with context logits, or a vLLM server "
                 "(prompt_logprobs), or set router.verify=false"
             )
+        if not large.eos_token_ids:
+            raise ConfigurationError(
+                f"router.verify scores the end of the answer too, but {large.name!r} reports no end-of-sequence "
+                "token ids: give the engine tokenizer_from (servers) or use a model whose metadata names them, "
+                "or set router.verify=false"
+            )
         if not self._shared_tokens:
             raise ConfigurationError(
                 "router.verify needs the two models to share a tokenizer (the large model scores the small "
@@ -268,10 +237,7 @@ class Router:
             )
 
     def _thinking(self, engine: Engine) -> bool:
-        mode = self.config.thinking
-        if mode == "auto":
-            return ChatTemplate(engine.info.chat_template).is_thinking
-        return mode == "on"
+        return thinking(engine, self.config)
 
     # ------------------------------------------------------------------------------- the loop
     async def _route(self, req: RouteRequest, sink: EventSink | None, waited: float) -> RoutedResult:
@@ -787,17 +753,13 @@ async def look_ahead(
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> str | None:
-    best: tuple[int, str] | None = None
-    for s in stops:
-        i = text.find(s)
-        if i >= 0 and (best is None or i < best[0]):
-            best = (i, s)
-    return best[1] if best else None
+    hit = first_stop(text, stops)
+    return hit[1] if hit else None
 
 
 def _first_stop_index(text: str, stops: Sequence[str], start: int) -> int | None:
-    hits = [i for s in stops if (i := text.find(s, start)) >= 0]
-    return min(hits) if hits else None
+    hit = first_stop(text, stops, start)
+    return hit[0] if hit else None
 
 
 class _End:

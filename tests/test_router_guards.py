@@ -208,6 +208,13 @@ async def test_verification_needs_a_large_engine_that_scores() -> None:
         await router.generate("hello")
 
 
+async def test_verification_needs_the_large_models_end_of_sequence_ids() -> None:
+    router, _, lg = await make_router(0.1, threshold=1.0, verify=True)
+    lg._info = dataclasses.replace(lg.info, eos_token_ids=frozenset())
+    with pytest.raises(ConfigurationError, match="no end-of-sequence token ids"):
+        await router.generate("hello")
+
+
 async def test_score_matches_the_engines_own_logprobs_and_primes_its_cache() -> None:
     _, small, _ = await make_router(0.1)
     context = await small.tokenize("<|user|>\nhi<|end|>\n<|assistant|>")
