@@ -2,14 +2,19 @@
 
     .venv/bin/python examples/langchain_agent.py
     .venv/bin/python examples/langchain_agent.py --small qwen2.5-coder-0.5b-instruct --large qwen2.5-coder-0.5b-instruct
+    .venv/bin/python examples/langchain_agent.py --router first_step_large=true   # any RouterConfig field
+    .venv/bin/python examples/langchain_agent.py --force   # a middleware forces the tool call, then the answer
 
-``ChatGlimp`` renders the calculator through the model's own chat template (Qwen2.5 answers with a
-``<tool_call>`` JSON block), the agent runs the tool and hands the result back, and every model turn
-carries its routing trace in ``response_metadata["glimp"]``: which model (small or large) wrote each
-step, at what glimpse entropy. A middleware requires a tool call until the calculator has answered
+By default the agent is exactly what a user writes: ``create_agent(ChatGlimp(...), tools=[calculator],
+system_prompt=...)``, no middleware, every choice left to the model. ``ChatGlimp`` renders the calculator
+through the model's own chat template (Qwen2.5 answers with a ``<tool_call>`` JSON block), the agent runs
+the tool and hands the result back, and every model turn carries its routing trace in
+``response_metadata["glimp"]``: which model (small or large) wrote each step, at what glimpse entropy.
+
+``--force`` adds a middleware that requires a tool call until the calculator has answered
 (``tool_choice="any"``, which ``ChatGlimp`` implements by prefilling a ``<tool_call>`` opening) and then
-asks for the answer (``"none"``); ``--no-force`` leaves every choice to the model.
-The output ends with lines a test can check (``TOOL CALL``, ``ANSWER``).
+asks for the answer (``"none"``): a way to make a weak model use its tools, not something the routed model
+needs. The output ends with lines a test can check (``TOOL CALL``, ``ANSWER``).
 Needs the ``langchain`` extra: ``pip install 'glimp-llm[cpu,langchain]'``.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import operator
 import re
 from collections.abc import Callable
@@ -89,12 +95,30 @@ def compute_first(request: ModelRequest, handler: Callable[[ModelRequest], Model
     return handler(request.override(tool_choice="none" if answered else "any"))
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    """``first_step_large=true`` -> ``("first_step_large", True)``: the value as JSON when it is JSON."""
+    name, _, raw = text.partition("=")
+    try:
+        return name.strip(), json.loads(raw)
+    except json.JSONDecodeError:
+        return name.strip(), raw
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", default=None, help="small model (default: the embedded default pair)")
     parser.add_argument("--large", default=None, help="large model")
     parser.add_argument("--max-tokens", type=int, default=160)
-    parser.add_argument("--no-force", action="store_true", help="let the model decide whether to use the tool")
+    parser.add_argument(
+        "--force", action="store_true", help="add a middleware that forces the tool call, then the answer"
+    )
+    parser.add_argument(
+        "--router",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a RouterConfig setting, e.g. first_step_large=true or threshold=0.5 (repeatable)",
+    )
     args = parser.parse_args()
 
     overrides: dict[str, Any] = {}
@@ -102,11 +126,13 @@ def main() -> None:
         model = getattr(args, role)
         if model:
             overrides[role] = {"kind": "llama_cpp", "model": model}
+    if args.router:
+        overrides["router"] = dict(_setting(s) for s in args.router)
     config = GlimpConfig.load(**overrides) if overrides else GlimpConfig()
 
     with Glimp(config) as glimp:
         model = ChatGlimp(glimp=glimp, max_tokens=args.max_tokens)
-        middleware = [] if args.no_force else [compute_first]
+        middleware = [compute_first] if args.force else []
         agent = create_agent(model, tools=[calculator], system_prompt=SYSTEM, middleware=middleware)
         state = agent.invoke({"messages": [("user", QUESTION)]}, config={"recursion_limit": 8})
 
