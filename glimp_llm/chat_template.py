@@ -15,6 +15,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from glimp_llm.chat.content import content_text
 from glimp_llm.errors import ConfigurationError, InvalidRequestError
 
 #: Used when a model ships no template at all (ChatML, the most widespread convention).
@@ -92,34 +93,28 @@ class ChatTemplate:
             raise InvalidRequestError(f"the model's chat template failed on these messages: {exc}") from exc
 
 
-def _part_text(part: Any) -> str:
-    """The text of one OpenAI content part; parts without text (images, audio) count as no text."""
-    if not isinstance(part, dict):
-        raise InvalidRequestError(
-            f"a content part must be an object like {{'type': 'text', 'text': ...}}; got {part!r:.60}"
-        )
-    text = part.get("text", "")
-    if text is None:
-        return ""
-    if not isinstance(text, str):
-        raise InvalidRequestError(f"a content part's 'text' must be a string; got {type(text).__name__}")
-    return text
-
-
 def _normalize(message: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``message`` as HF templates expect it: content as text, tool-call arguments as a mapping.
+    Nothing the caller holds is changed (the nested ``tool_calls`` are copied before their arguments are
+    parsed): an agent's history is rendered again on every turn."""
     if not isinstance(message, dict) or "role" not in message:
         raise InvalidRequestError(f"a chat message must be a dict with a 'role'; got {message!r:.80}")
     out = dict(message)
-    content = out.get("content")
-    if isinstance(content, list):  # OpenAI content parts: keep the text parts
-        out["content"] = "".join(_part_text(p) for p in content)
-    elif content is None:
-        out["content"] = ""
-    elif not isinstance(content, str):
-        raise InvalidRequestError(f"message content must be a string; got {type(content).__name__}")
-    for call in out.get("tool_calls") or []:  # HF templates expect arguments as a mapping
-        fn = call.get("function", call)
-        if isinstance(fn.get("arguments"), str):
-            with contextlib.suppress(json.JSONDecodeError):
-                fn["arguments"] = json.loads(fn["arguments"])
+    out["content"] = content_text(out.get("content"))
+    if out.get("tool_calls"):
+        out["tool_calls"] = [_normalize_call(call) for call in out["tool_calls"]]
     return out
+
+
+def _normalize_call(call: Any) -> Any:
+    if not isinstance(call, dict):
+        return call
+    call = dict(call)
+    nested = isinstance(call.get("function"), dict)
+    fn = dict(call["function"]) if nested else call
+    if isinstance(fn.get("arguments"), str):
+        with contextlib.suppress(json.JSONDecodeError):
+            fn["arguments"] = json.loads(fn["arguments"])
+    if nested:
+        call["function"] = fn
+    return call

@@ -78,7 +78,7 @@ REQUEST_ROWS: list[tuple[str, dict[str, Any], str]] = [
     ("threshold a string", {"prompt": "hi", "threshold": "1.0"}, "finite number of nats"),
     ("temperature not a number", {"prompt": "hi", "temperature": "hot"}, "temperature must be a number"),
     ("temperature NaN", {"prompt": "hi", "temperature": float("nan")}, "temperature must be a number"),
-    ("temperature too high", {"prompt": "hi", "temperature": 9.0}, "within 0..5"),
+    ("temperature too high", {"prompt": "hi", "temperature": 9.0}, "within 0..2"),
     ("top_p 0", {"prompt": "hi", "top_p": 0.0}, "top_p must be a number in"),
     ("top_p > 1", {"prompt": "hi", "top_p": 1.5}, "top_p must be a number in"),
     ("seed not an integer", {"prompt": "hi", "seed": "abc"}, "seed must be an integer"),

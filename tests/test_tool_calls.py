@@ -7,12 +7,11 @@ import json
 import pytest
 
 from glimp_llm.errors import InvalidRequestError
-from glimp_llm.integrations._common import StreamingText
-from glimp_llm.integrations.tool_calls import (
+from glimp_llm.chat.stream import HoldBack as StreamingText
+from glimp_llm.chat.tools import (
     fallback_messages,
     format_tool_call,
     parse_tool_calls,
-    quote_bare_keys,
     tool_choice_prefill,
     tool_names,
 )
@@ -49,13 +48,34 @@ def test_a_call_written_as_a_javascript_object_literal_is_read() -> None:
         ('{"s": "x, y: z", t : "{u: v}"}', '{"s": "x, y: z", "t" : "{u: v}"}'),  # strings untouched
         ('{"q": "say \\"a, b: c\\"", r: 1}', '{"q": "say \\"a, b: c\\"", "r": 1}'),  # escaped quotes
         ('{"a": 1}', '{"a": 1}'),  # valid JSON stays as it is
-        ("[1, two, 3]", "[1, two, 3]"),  # a bare word that is not a key is left for the JSON error
+        ("[1, two, 3]", None),  # a bare word that is not a key stays a JSON error: the call is invalid
     ],
 )
-def test_quote_bare_keys(text: str, expected: str) -> None:
-    assert quote_bare_keys(text) == expected
-    if expected.startswith("{"):
-        json.loads(expected)
+def test_javascript_object_literal_arguments_are_read_by_the_json5_parser(text: str, expected: str | None) -> None:
+    """The unquoted keys of a JavaScript object literal (what the hand-written quote_bare_keys repaired) are
+    read by json5; strings are never touched."""
+    parsed = parse_tool_calls(f'<tool_call>\n{{"name": "f", "arguments": {text}}}\n</tool_call>', ["f"])
+    if expected is None:
+        assert parsed.calls == [] and len(parsed.invalid) == 1 and parsed.invalid[0].name == "f"
+    else:
+        assert [(c.name, c.arguments) for c in parsed.calls] == [("f", json.loads(expected))]
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        '{"name": "add", "arguments": {"a": 1',
+        '{"name": "add", "arguments": {a: 1, b: ',
+        "{name: 'add', arguments: {a: 1,",
+        '{"name": "add", "arguments": {"a": 1}',
+    ],
+)
+def test_a_truncated_call_stays_invalid_even_in_javascript_syntax(cut: str) -> None:
+    """The budget can cut a call off mid-way: it must never run the tool with half its arguments."""
+    for text in (f"<tool_call>\n{cut}", f"<tool_call>\n{cut}\n</tool_call>"):
+        parsed = parse_tool_calls(text, ["add"])
+        assert parsed.calls == [] and len(parsed.invalid) == 1, text
+        assert parsed.invalid[0].name == "add" and "not valid JSON" in parsed.invalid[0].error
 
 
 def test_code_fence_and_bare_json_and_parameters_key() -> None:

@@ -61,6 +61,28 @@ class Utf8Pieces:
         return self._decoder.decode(b"", final=True)
 
 
+def first_stop(text: str, stops: Sequence[str], start: int = 0) -> tuple[int, str] | None:
+    """The earliest stop string in ``text[start:]`` as ``(index, stop)``: the one scanner of stop strings
+    (engines, the router's steps and request text, and the chat layer's streaming hold-back)."""
+    best: tuple[int, str] | None = None
+    for s in stops:
+        i = text.find(s, start) if s else -1
+        if i >= 0 and (best is None or i < best[0]):
+            best = (i, s)
+    return best
+
+
+def partial_stop(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest end of ``text`` that is the beginning (not the whole) of a stop string: what
+    a stream must hold back until the next piece says whether the stop string follows."""
+    longest = max((len(s) for s in stops), default=0)
+    for n in range(min(longest - 1, len(text)), 0, -1):
+        tail = text[-n:]
+        if any(s.startswith(tail) for s in stops):
+            return n
+    return 0
+
+
 class StopMatcher:
     """Finds the first stop string in text produced so far, looking only at the new part."""
 
@@ -76,10 +98,5 @@ class StopMatcher:
             return None
         start = max(0, len(self.text) - self._longest + 1)
         self.text += piece
-        window = self.text[start:]
-        best: tuple[int, str] | None = None
-        for s in self.stops:
-            i = window.find(s)
-            if i >= 0 and (best is None or i < best[0]):
-                best = (i, s)
-        return best[1] if best else None
+        hit = first_stop(self.text, self.stops, start)
+        return hit[1] if hit else None

@@ -7,6 +7,7 @@ the framework is missing, fails with the ``pip install`` line of the extra that 
   ``BaseChatModel`` with tool calling), for LangChain and LangGraph agents. Extra: ``langchain``.
 * :mod:`glimp_llm.integrations.llama_index`: ``GlimpLlamaIndexLLM`` (a ``FunctionCallingLLM``) and
   :mod:`glimp_llm.integrations.hash_embedding` (an offline embedding). Extra: ``llamaindex``.
-* :mod:`glimp_llm.integrations.tool_calls`: the framework-free tool-call rendering and parsing both
-  adapters share.
+
+Both only map their framework's types: the chat itself (prompt, tools, parsing, streaming hold-back) is
+:mod:`glimp_llm.chat`, which ``glimp serve`` uses too.
 """

@@ -22,16 +22,15 @@ system instruction. Answers are parsed into ``AIMessage.tool_calls`` (unreadable
 ``invalid_tool_calls``) and tool results are rendered back through the template. ``tool_choice="any"``,
 ``"required"``, ``True`` or a tool name *forces* a call by prefilling the assistant turn with the opening of
 a call (``<tool_call>\\n{"name": "``); ``"none"`` hides the tools; ``"auto"``/``None`` lets the model decide.
-See :mod:`glimp_llm.integrations.tool_calls`.
+All of that is :mod:`glimp_llm.chat` (shared with the LlamaIndex adapter and ``glimp serve``); this module
+only maps LangChain's types onto it and back.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 try:
@@ -70,34 +69,18 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from glimp_llm._version import __version__
+from glimp_llm.chat.content import content_text
+from glimp_llm.chat.tools import tool_choice_prefill, tool_names
+from glimp_llm.chat.turn import ChatAnswer, ChatTurn, StreamPiece, prepare, request_options, text_turn, usage
 from glimp_llm.client import Glimp
 from glimp_llm.config import GlimpConfig
 from glimp_llm.engines.base import Message
 from glimp_llm.errors import InvalidRequestError
-from glimp_llm.integrations._common import (
-    PROVIDER,
-    StreamingText,
-    pair_label,
-    prefilled_prompt,
-    resolve_glimp,
-    routing_trace,
-    template_supports_tools,
-    usage_dict,
-)
-from glimp_llm.integrations.tool_calls import (
-    STREAM_PAUSE_MARKERS,
-    ToolCallParse,
-    fallback_messages,
-    parse_tool_calls,
-    tool_choice_prefill,
-    tool_names,
-)
+from glimp_llm.integrations._common import PROVIDER, pair_label, resolve_glimp, routing_trace
 from glimp_llm.router import Router, RouteRequest
-from glimp_llm.trace import DoneEvent, RoutedResult, TokenEvent
+from glimp_llm.trace import RoutedResult
 
 __all__ = ["ChatGlimp", "GlimpLLM"]
-
-_NON_TEXT_BLOCKS_IGNORED = {"tool_use", "tool_call", "reasoning", "thinking", "function_call"}
 
 
 class _GlimpParams(BaseModel):
@@ -164,20 +147,6 @@ class _GlimpParams(BaseModel):
             "stop": list(self.stop) if self.stop else None,
             "config_sha256": hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16],
         }
-
-    def _route_options(self, stop: Sequence[str] | None, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        opts: dict[str, Any] = {}
-        for name in ("temperature", "max_tokens", "top_p", "seed", "threshold"):
-            value = kwargs.get(name, getattr(self, name))
-            if value is not None:
-                opts[name] = value
-        timeout = kwargs.get("timeout", self.timeout)
-        if timeout is not None:
-            opts["timeout_s"] = timeout
-        stops = list(stop) if stop is not None else list(self.stop or ())
-        if stops:
-            opts["stop"] = tuple(stops)
-        return opts
 
     def _ls_params(self, model_type: str, stop: list[str] | None, kwargs: Mapping[str, Any]) -> LangSmithParams:
         params = LangSmithParams(
@@ -257,7 +226,7 @@ class GlimpLLM(_GlimpParams, BaseLLM):
         return self._client.tokenize(text)
 
     def _request(self, prompt: str, stop: list[str] | None, kwargs: Mapping[str, Any]) -> RouteRequest:
-        return RouteRequest(prompt=prompt, raw=self.raw_prompt, **self._route_options(stop, kwargs))
+        return RouteRequest(prompt=prompt, raw=self.raw_prompt, **request_options(self, kwargs, stop))
 
     def _result(self, results: Sequence[RoutedResult]) -> LLMResult:
         generations = [
@@ -267,7 +236,7 @@ class GlimpLLM(_GlimpParams, BaseLLM):
         totals = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         routing = {"small_tokens": 0, "large_tokens": 0, "small_steps": 0, "large_steps": 0}
         for r in results:
-            for k, v in usage_dict(r).items():
+            for k, v in usage(r).items():
                 totals[k] += v
             for k in routing:
                 routing[k] += getattr(r.usage, k)
@@ -325,9 +294,15 @@ class GlimpLLM(_GlimpParams, BaseLLM):
             generation_info={
                 "finish_reason": result.finish_reason,
                 "glimp": routing_trace(result),
-                "token_usage": usage_dict(result),
+                "token_usage": usage(result),
             },
         )
+
+    def _chunks(self, piece: StreamPiece) -> list[GenerationChunk]:
+        chunks = [GenerationChunk(text=piece.text)] if piece.text else []
+        if piece.answer is not None:
+            chunks.append(self._final_chunk(piece.answer.result))
+        return chunks
 
     def _stream(
         self,
@@ -337,18 +312,8 @@ class GlimpLLM(_GlimpParams, BaseLLM):
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
         request = self._request(prompt, stop, kwargs)
-        text = StreamingText(request.stop)
-        for event in self._client.stream(request):
-            if isinstance(event, TokenEvent):
-                pieces = [text.push(event.text)]
-            elif isinstance(event, DoneEvent):
-                pieces = [text.finish(event.result.text)]
-            else:
-                continue
-            chunks = [GenerationChunk(text=p) for p in pieces if p]
-            if isinstance(event, DoneEvent):
-                chunks.append(self._final_chunk(event.result))
-            for chunk in chunks:
+        for piece in text_turn(request).stream(self._client.stream(request)):
+            for chunk in self._chunks(piece):
                 if run_manager is not None:  # BaseLLM.stream() leaves token callbacks to the model
                     run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
@@ -361,63 +326,19 @@ class GlimpLLM(_GlimpParams, BaseLLM):
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
         request = self._request(prompt, stop, kwargs)
-        text = StreamingText(request.stop)
-        async for event in self._client.astream(request):
-            if isinstance(event, TokenEvent):
-                pieces = [text.push(event.text)]
-            elif isinstance(event, DoneEvent):
-                pieces = [text.finish(event.result.text)]
-            else:
-                continue
-            chunks = [GenerationChunk(text=p) for p in pieces if p]
-            if isinstance(event, DoneEvent):
-                chunks.append(self._final_chunk(event.result))
-            for chunk in chunks:
+        async for piece in text_turn(request).astream(self._client.astream(request)):
+            for chunk in self._chunks(piece):
                 if run_manager is not None:
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
 
 
 # ================================================================================ ChatGlimp
-@dataclass(frozen=True)
-class _Prepared:
-    """A chat call turned into a routed request, plus what is needed to read its answer."""
-
-    request: RouteRequest
-    prefill: str = ""
-    tool_names: tuple[str, ...] | None = None  # None: no tools bound, the answer is plain text
-
-    def parse(self, text: str) -> ToolCallParse:
-        full = self.prefill + text
-        if self.tool_names is None:
-            return ToolCallParse(full, [], [])
-        return parse_tool_calls(full, self.tool_names)
-
-    def streamer(self) -> StreamingText:
-        tools = self.tool_names is not None
-        streamer = StreamingText(self.request.stop, STREAM_PAUSE_MARKERS if tools else (), pause_on_leading_json=tools)
-        streamer.push(self.prefill)  # a forced call starts inside a <tool_call> block: nothing is shown
-        return streamer
-
-
 def _text_of(content: str | list[Any]) -> str:
-    """The text of a LangChain message content (a string or content blocks); glimp models read text only."""
+    """The text of a LangChain message content: plain strings in a block list are text blocks."""
     if isinstance(content, str):
         return content
-    parts: list[str] = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, dict):
-            kind = block.get("type")
-            if kind == "text" or (kind is None and "text" in block):
-                parts.append(str(block.get("text", "")))
-            elif kind not in _NON_TEXT_BLOCKS_IGNORED:
-                raise InvalidRequestError(
-                    f"glimp models read text only; a message has a {kind!r} content block. "
-                    "Send text (describe images or files in words)"
-                )
-    return "\n".join(p for p in parts if p)
+    return content_text([{"type": "text", "text": b} if isinstance(b, str) else b for b in content])
 
 
 def to_template_messages(messages: Sequence[BaseMessage]) -> list[Message]:
@@ -506,80 +427,65 @@ class ChatGlimp(_GlimpParams, BaseChatModel):
         return super().bind(tools=formatted, tool_choice=tool_choice, **kwargs)
 
     # ------------------------------------------------------------------------------ requests
-    def _prepare(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]) -> _Prepared:
-        """Messages + bound tools -> a routed request. May start the engines: async callers run it in a thread."""
-        msgs = to_template_messages(messages)
-        tools: list[dict[str, Any]] | None = list(kwargs.get("tools") or ()) or None
-        choice = kwargs.get("tool_choice")
-        if choice == "none":
-            tools = None
-        options = self._route_options(stop, kwargs)
-        native = template_supports_tools(self._client)
-        if not native:
-            msgs = fallback_messages(msgs, tools)
-        template_tools = tools if native else None
-        names = tool_names(tools)
-        prefill = tool_choice_prefill(choice, names) if tools else None
-        if prefill:
-            raw = prefilled_prompt(self._client, msgs, template_tools, prefill)
-            request = RouteRequest(prompt=raw, raw=True, **options)
-        else:
-            request = RouteRequest(messages=msgs, tools=template_tools, **options)
-        return _Prepared(request, prefill or "", tuple(names) if tools else None)
+    def _prepare(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]) -> ChatTurn:
+        """Messages + bound tools -> a chat turn (no engine is touched: safe on the caller's loop)."""
+        return prepare(
+            to_template_messages(messages),
+            tools=kwargs.get("tools"),
+            tool_choice=kwargs.get("tool_choice"),
+            **request_options(self, kwargs, stop),
+        )
 
-    def _metadata(self, result: RoutedResult, parsed: ToolCallParse) -> dict[str, Any]:
-        finish = "tool_calls" if parsed.calls else ("stop" if result.finish_reason in ("eos", "stop") else None)
+    def _metadata(self, answer: ChatAnswer) -> dict[str, Any]:
+        result = answer.result
         return {
             "model_name": self.model_label,
             "model_provider": PROVIDER,
-            "finish_reason": finish or result.finish_reason,
+            "finish_reason": answer.finish_reason,
             "small_model": result.small_model,
             "large_model": result.large_model,
             "glimp": routing_trace(result),
         }
 
     @staticmethod
-    def _usage(result: RoutedResult) -> UsageMetadata:
-        u = result.usage
+    def _usage(answer: ChatAnswer) -> UsageMetadata:
+        u = answer.usage
         return UsageMetadata(
-            input_tokens=u.prompt_tokens, output_tokens=u.completion_tokens, total_tokens=u.total_tokens
+            input_tokens=u["prompt_tokens"], output_tokens=u["completion_tokens"], total_tokens=u["total_tokens"]
         )
 
-    def _chat_result(self, prepared: _Prepared, result: RoutedResult) -> ChatResult:
-        parsed = prepared.parse(result.text)
+    def _chat_result(self, answer: ChatAnswer) -> ChatResult:
         message = AIMessage(
-            content=parsed.content,
-            tool_calls=[tool_call(name=c.name, args=c.arguments, id=c.id) for c in parsed.calls],
+            content=answer.content,
+            tool_calls=[tool_call(name=c.name, args=c.arguments, id=c.id) for c in answer.tool_calls],
             invalid_tool_calls=[
-                invalid_tool_call(name=c.name, args=c.arguments, id=c.id, error=c.error) for c in parsed.invalid
+                invalid_tool_call(name=c.name, args=c.arguments, id=c.id, error=c.error)
+                for c in answer.invalid_tool_calls
             ],
-            usage_metadata=self._usage(result),
-            response_metadata=self._metadata(result, parsed),
+            usage_metadata=self._usage(answer),
+            response_metadata=self._metadata(answer),
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
-    def _final_chunks(
-        self, prepared: _Prepared, text: StreamingText, result: RoutedResult
-    ) -> list[ChatGenerationChunk]:
-        """The rest of the visible content, then the one chunk that carries calls, usage and metadata."""
-        parsed = prepared.parse(result.text)
-        chunks = []
-        rest = text.finish(parsed.content)
-        if rest:
-            chunks.append(ChatGenerationChunk(message=AIMessageChunk(content=rest)))
+    def _chunks(self, piece: StreamPiece) -> list[ChatGenerationChunk]:
+        """A visible piece; after the last, the one chunk that carries calls, usage and metadata."""
+        chunks = [ChatGenerationChunk(message=AIMessageChunk(content=piece.text))] if piece.text else []
+        answer = piece.answer
+        if answer is None:
+            return chunks
         calls = [
             tool_call_chunk(name=c.name, args=json.dumps(c.arguments, ensure_ascii=False), id=c.id, index=i)
-            for i, c in enumerate(parsed.calls)
+            for i, c in enumerate(answer.tool_calls)
         ]
         calls += [
             tool_call_chunk(name=c.name, args=_unrepairable(c.arguments), id=c.id, index=len(calls) + i)
-            for i, c in enumerate(parsed.invalid)
+            for i, c in enumerate(answer.invalid_tool_calls)
         ]
         last = AIMessageChunk(
             content="",
             tool_call_chunks=calls,
-            usage_metadata=self._usage(result),
-            response_metadata=self._metadata(result, parsed),
+            usage_metadata=self._usage(answer),
+            response_metadata=self._metadata(answer),
             chunk_position="last",
         )
         chunks.append(ChatGenerationChunk(message=last))
@@ -593,8 +499,8 @@ class ChatGlimp(_GlimpParams, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        prepared = self._prepare(messages, stop, kwargs)
-        return self._chat_result(prepared, self._client.generate(prepared.request))
+        turn = self._prepare(messages, stop, kwargs)
+        return self._chat_result(turn.answer(self._client.generate(turn.request)))
 
     async def _agenerate(
         self,
@@ -603,8 +509,8 @@ class ChatGlimp(_GlimpParams, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        prepared = await asyncio.to_thread(self._prepare, messages, stop, kwargs)
-        return self._chat_result(prepared, await self._client.agenerate(prepared.request))
+        turn = self._prepare(messages, stop, kwargs)
+        return self._chat_result(turn.answer(await self._client.agenerate(turn.request)))
 
     def _stream(
         self,
@@ -614,15 +520,9 @@ class ChatGlimp(_GlimpParams, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         # No token callbacks here: BaseChatModel.stream() emits on_llm_new_token for every chunk itself.
-        prepared = self._prepare(messages, stop, kwargs)
-        text = prepared.streamer()
-        for event in self._client.stream(prepared.request):
-            if isinstance(event, TokenEvent):
-                delta = text.push(event.text)
-                if delta:
-                    yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
-            elif isinstance(event, DoneEvent):
-                yield from self._final_chunks(prepared, text, event.result)
+        turn = self._prepare(messages, stop, kwargs)
+        for piece in turn.stream(self._client.stream(turn.request)):
+            yield from self._chunks(piece)
 
     async def _astream(
         self,
@@ -631,13 +531,7 @@ class ChatGlimp(_GlimpParams, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        prepared = await asyncio.to_thread(self._prepare, messages, stop, kwargs)
-        text = prepared.streamer()
-        async for event in self._client.astream(prepared.request):
-            if isinstance(event, TokenEvent):
-                delta = text.push(event.text)
-                if delta:
-                    yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
-            elif isinstance(event, DoneEvent):
-                for chunk in self._final_chunks(prepared, text, event.result):
-                    yield chunk
+        turn = self._prepare(messages, stop, kwargs)
+        async for piece in turn.astream(self._client.astream(turn.request)):
+            for chunk in self._chunks(piece):
+                yield chunk

@@ -13,17 +13,16 @@
 * ``complete(prompt, formatted=True)`` continues ``prompt`` as raw text (it is already formatted);
   ``formatted=False`` applies ``completion_to_prompt`` when one was given (then the text is raw), else
   sends the prompt as a user message (after ``system_prompt``) through the model's chat template.
-* Tools: the same rendering, forcing and parsing as the LangChain adapter
-  (:mod:`glimp_llm.integrations.tool_calls`); calls come back as ``ToolCallBlock``\\ s in the message and
-  in ``additional_kwargs["tool_calls"]`` (OpenAI shape), so ``FunctionAgent`` works.
+* Tools: the same rendering, forcing and parsing as the LangChain adapter and ``glimp serve``
+  (:mod:`glimp_llm.chat` does all of the chat; this module maps types); calls come back as
+  ``ToolCallBlock``\\ s in the message and in ``additional_kwargs["tool_calls"]`` (OpenAI shape), so
+  ``FunctionAgent`` works.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncGenerator, Generator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 try:
@@ -50,29 +49,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "glimp_llm.integrations.llama_index needs llama-index-core: pip install 'glimp-llm[llamaindex]'"
     ) from exc
 
+from glimp_llm.chat.content import content_text
+from glimp_llm.chat.turn import ChatAnswer, ChatTurn, StreamPiece, prepare, request_options, text_turn, usage
 from glimp_llm.client import Glimp
 from glimp_llm.config import GlimpConfig
 from glimp_llm.engines.base import Message
-from glimp_llm.errors import InvalidRequestError
-from glimp_llm.integrations._common import (
-    StreamingText,
-    pair_label,
-    prefilled_prompt,
-    resolve_glimp,
-    routing_trace,
-    template_supports_tools,
-    usage_dict,
-)
-from glimp_llm.integrations.tool_calls import (
-    STREAM_PAUSE_MARKERS,
-    ToolCallParse,
-    fallback_messages,
-    parse_tool_calls,
-    tool_choice_prefill,
-    tool_names,
-)
+from glimp_llm.integrations._common import pair_label, resolve_glimp, routing_trace
 from glimp_llm.router import Router, RouteRequest
-from glimp_llm.trace import DoneEvent, RoutedResult, TokenEvent
+from glimp_llm.trace import RoutedResult, TokenEvent
 
 __all__ = ["GlimpLlamaIndexLLM"]
 
@@ -88,34 +72,15 @@ _ROLE = {
 }
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    request: RouteRequest
-    prefill: str = ""
-    tool_names: tuple[str, ...] | None = None
-
-    def parse(self, text: str) -> ToolCallParse:
-        full = self.prefill + text
-        return ToolCallParse(full, [], []) if self.tool_names is None else parse_tool_calls(full, self.tool_names)
-
-    def streamer(self) -> StreamingText:
-        tools = self.tool_names is not None
-        s = StreamingText(self.request.stop, STREAM_PAUSE_MARKERS if tools else (), pause_on_leading_json=tools)
-        s.push(self.prefill)
-        return s
-
-
 def _message_text(message: ChatMessage) -> str:
-    parts: list[str] = []
+    """The text of a LlamaIndex message's blocks (tool-call and thinking blocks are not text to read)."""
+    parts: list[dict[str, Any]] = []
     for block in message.blocks:
         if isinstance(block, TextBlock):
-            parts.append(block.text)
-        elif not isinstance(block, ToolCallBlock) and getattr(block, "block_type", "") not in ("thinking",):
-            raise InvalidRequestError(
-                f"glimp models read text only; a message has a {getattr(block, 'block_type', type(block).__name__)!r} "
-                "block. Send text"
-            )
-    return "\n".join(parts)
+            parts.append({"type": "text", "text": block.text})
+        elif not isinstance(block, ToolCallBlock):
+            parts.append({"type": getattr(block, "block_type", type(block).__name__)})
+    return content_text(parts)
 
 
 def _assistant_tool_calls(message: ChatMessage) -> list[dict[str, Any]]:
@@ -216,171 +181,127 @@ class GlimpLlamaIndexLLM(FunctionCallingLLM):
         )
 
     # ------------------------------------------------------------------------------ requests
-    def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        opts: dict[str, Any] = {}
-        for name in ("temperature", "max_tokens", "top_p", "seed", "threshold"):
-            value = kwargs.get(name, getattr(self, name))
-            if value is not None:
-                opts[name] = value
-        timeout = kwargs.get("timeout", self.timeout)
-        if timeout is not None:
-            opts["timeout_s"] = timeout
-        stop = kwargs.get("stop", self.stop)
-        if stop:
-            opts["stop"] = tuple(stop)
-        return opts
+    def _prepare_chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatTurn:
+        """Messages + tools -> a chat turn (no engine is touched: safe on the caller's loop)."""
+        return prepare(
+            to_template_messages(messages),
+            tools=kwargs.get("tools"),
+            tool_choice="required" if kwargs.get("tool_required") else kwargs.get("tool_choice"),
+            **request_options(self, kwargs),
+        )
 
-    def _prepare_chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> _Prepared:
-        """Messages + tools -> a routed request. May start the engines: async callers run it in a thread."""
-        msgs = to_template_messages(messages)
-        tools: list[dict[str, Any]] | None = list(kwargs.get("tools") or ()) or None
-        choice = "required" if kwargs.get("tool_required") else kwargs.get("tool_choice")
-        if choice == "none":
-            tools = None
-        native = template_supports_tools(self._client)
-        if not native:
-            msgs = fallback_messages(msgs, tools)
-        template_tools = tools if native else None
-        names = tool_names(tools)
-        prefill = tool_choice_prefill(choice, names) if tools else None
-        options = self._options(kwargs)
-        if prefill:
-            raw = prefilled_prompt(self._client, msgs, template_tools, prefill)
-            request = RouteRequest(prompt=raw, raw=True, **options)
-        else:
-            request = RouteRequest(messages=msgs, tools=template_tools, **options)
-        return _Prepared(request, prefill or "", tuple(names) if tools else None)
-
-    def _prepare_complete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> _Prepared:
-        options = self._options(kwargs)
+    def _prepare_complete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> RouteRequest:
+        options = request_options(self, kwargs)
         if formatted:
-            return _Prepared(RouteRequest(prompt=prompt, raw=True, **options))
+            return RouteRequest(prompt=prompt, raw=True, **options)
         if self.completion_to_prompt is not default_completion_to_prompt:
-            return _Prepared(RouteRequest(prompt=self.completion_to_prompt(prompt), raw=True, **options))
+            return RouteRequest(prompt=self.completion_to_prompt(prompt), raw=True, **options)
         msgs: list[Message] = [{"role": "user", "content": prompt}]
         if self.system_prompt:
             msgs.insert(0, {"role": "system", "content": self.system_prompt})
-        return _Prepared(RouteRequest(messages=msgs, **options))
+        return RouteRequest(messages=msgs, **options)
 
     # ------------------------------------------------------------------------------ responses
     @staticmethod
     def _raw(result: RoutedResult) -> dict[str, Any]:
-        return {"usage": usage_dict(result), "finish_reason": result.finish_reason, "glimp": routing_trace(result)}
+        return {"usage": usage(result), "finish_reason": result.finish_reason, "glimp": routing_trace(result)}
 
     @staticmethod
-    def _assistant(parsed: ToolCallParse) -> ChatMessage:
-        blocks: list[Any] = [TextBlock(text=parsed.content)]
-        blocks += [ToolCallBlock(tool_call_id=c.id, tool_name=c.name, tool_kwargs=c.arguments) for c in parsed.calls]
+    def _assistant(answer: ChatAnswer) -> ChatMessage:
+        blocks: list[Any] = [TextBlock(text=answer.content)]
+        calls = answer.tool_calls
+        blocks += [ToolCallBlock(tool_call_id=c.id, tool_name=c.name, tool_kwargs=c.arguments) for c in calls]
         kwargs: dict[str, Any] = {}
-        if parsed.calls:
+        if calls:
             kwargs["tool_calls"] = [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
-                for c in parsed.calls
+                for c in calls
             ]
-        if parsed.invalid:
+        if answer.invalid_tool_calls:
             kwargs["invalid_tool_calls"] = [
-                {"id": c.id, "name": c.name, "arguments": c.arguments, "error": c.error} for c in parsed.invalid
+                {"id": c.id, "name": c.name, "arguments": c.arguments, "error": c.error}
+                for c in answer.invalid_tool_calls
             ]
         return ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks, additional_kwargs=kwargs)
 
-    def _chat_response(self, prepared: _Prepared, result: RoutedResult, delta: str | None = None) -> ChatResponse:
-        return ChatResponse(message=self._assistant(prepared.parse(result.text)), raw=self._raw(result), delta=delta)
+    def _chat_response(self, answer: ChatAnswer, delta: str | None = None) -> ChatResponse:
+        return ChatResponse(message=self._assistant(answer), raw=self._raw(answer.result), delta=delta)
 
     @staticmethod
-    def _token_raw(event: TokenEvent) -> dict[str, Any]:
-        return {"model": event.model, "step": event.step}
+    def _token_raw(event: TokenEvent | None) -> dict[str, Any]:
+        return {"model": event.model, "step": event.step} if event is not None else {}
+
+    def _chat_piece(self, piece: StreamPiece) -> ChatResponse:
+        if piece.answer is not None:
+            return self._chat_response(piece.answer, delta=piece.text)
+        message = ChatMessage(role=MessageRole.ASSISTANT, content=piece.shown)
+        return ChatResponse(message=message, delta=piece.text, raw=self._token_raw(piece.event))
+
+    def _completion_piece(self, piece: StreamPiece) -> CompletionResponse:
+        if piece.answer is not None:
+            result = piece.answer.result
+            return CompletionResponse(text=result.text, delta=piece.text, raw=self._raw(result))
+        return CompletionResponse(text=piece.shown, delta=piece.text, raw=self._token_raw(piece.event))
 
     # ---------------------------------------------------------------------------------- chat
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        prepared = self._prepare_chat(messages, kwargs)
-        return self._chat_response(prepared, self._client.generate(prepared.request))
+        turn = self._prepare_chat(messages, kwargs)
+        return self._chat_response(turn.answer(self._client.generate(turn.request)))
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        prepared = await asyncio.to_thread(self._prepare_chat, messages, kwargs)
-        return self._chat_response(prepared, await self._client.agenerate(prepared.request))
+        turn = self._prepare_chat(messages, kwargs)
+        return self._chat_response(turn.answer(await self._client.agenerate(turn.request)))
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        prepared = self._prepare_chat(messages, kwargs)
+        turn = self._prepare_chat(messages, kwargs)
 
         def gen() -> Generator[ChatResponse, None, None]:
-            text = prepared.streamer()
-            for event in self._client.stream(prepared.request):
-                if isinstance(event, TokenEvent):
-                    delta = text.push(event.text)
-                    if delta:
-                        message = ChatMessage(role=MessageRole.ASSISTANT, content=text.shown)
-                        yield ChatResponse(message=message, delta=delta, raw=self._token_raw(event))
-                elif isinstance(event, DoneEvent):
-                    parsed = prepared.parse(event.result.text)
-                    yield self._chat_response(prepared, event.result, delta=text.finish(parsed.content))
+            for piece in turn.stream(self._client.stream(turn.request)):
+                yield self._chat_piece(piece)
 
         return gen()
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        prepared = await asyncio.to_thread(self._prepare_chat, messages, kwargs)
+        turn = self._prepare_chat(messages, kwargs)
 
         async def gen() -> AsyncGenerator[ChatResponse, None]:
-            text = prepared.streamer()
-            async for event in self._client.astream(prepared.request):
-                if isinstance(event, TokenEvent):
-                    delta = text.push(event.text)
-                    if delta:
-                        message = ChatMessage(role=MessageRole.ASSISTANT, content=text.shown)
-                        yield ChatResponse(message=message, delta=delta, raw=self._token_raw(event))
-                elif isinstance(event, DoneEvent):
-                    parsed = prepared.parse(event.result.text)
-                    yield self._chat_response(prepared, event.result, delta=text.finish(parsed.content))
+            async for piece in turn.astream(self._client.astream(turn.request)):
+                yield self._chat_piece(piece)
 
         return gen()
 
     # ---------------------------------------------------------------------------- completion
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        prepared = self._prepare_complete(prompt, formatted, kwargs)
-        result = self._client.generate(prepared.request)
+        result = self._client.generate(self._prepare_complete(prompt, formatted, kwargs))
         return CompletionResponse(text=result.text, raw=self._raw(result))
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        prepared = self._prepare_complete(prompt, formatted, kwargs)
-        result = await self._client.agenerate(prepared.request)
+        result = await self._client.agenerate(self._prepare_complete(prompt, formatted, kwargs))
         return CompletionResponse(text=result.text, raw=self._raw(result))
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        prepared = self._prepare_complete(prompt, formatted, kwargs)
+        request = self._prepare_complete(prompt, formatted, kwargs)
 
         def gen() -> Generator[CompletionResponse, None, None]:
-            text = prepared.streamer()
-            for event in self._client.stream(prepared.request):
-                if isinstance(event, TokenEvent):
-                    delta = text.push(event.text)
-                    if delta:
-                        yield CompletionResponse(text=text.shown, delta=delta, raw=self._token_raw(event))
-                elif isinstance(event, DoneEvent):
-                    rest = text.finish(event.result.text)
-                    yield CompletionResponse(text=event.result.text, delta=rest, raw=self._raw(event.result))
+            for piece in text_turn(request).stream(self._client.stream(request)):
+                yield self._completion_piece(piece)
 
         return gen()
 
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
-        prepared = self._prepare_complete(prompt, formatted, kwargs)
+        request = self._prepare_complete(prompt, formatted, kwargs)
 
         async def gen() -> AsyncGenerator[CompletionResponse, None]:
-            text = prepared.streamer()
-            async for event in self._client.astream(prepared.request):
-                if isinstance(event, TokenEvent):
-                    delta = text.push(event.text)
-                    if delta:
-                        yield CompletionResponse(text=text.shown, delta=delta, raw=self._token_raw(event))
-                elif isinstance(event, DoneEvent):
-                    rest = text.finish(event.result.text)
-                    yield CompletionResponse(text=event.result.text, delta=rest, raw=self._raw(event.result))
+            async for piece in text_turn(request).astream(self._client.astream(request)):
+                yield self._completion_piece(piece)
 
         return gen()
 

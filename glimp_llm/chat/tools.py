@@ -1,4 +1,4 @@
-"""Tool calling through a model's own chat template, shared by the LangChain and LlamaIndex adapters.
+"""Tool calling through a model's own chat template, for the adapters and ``glimp serve`` alike.
 
 Rendering: tools travel as OpenAI tool dicts (``{"type": "function", "function": {"name", "description",
 "parameters"}}``) into the chat template, which renders them the way the model was trained (Qwen2.5 puts
@@ -15,8 +15,13 @@ in front of the output before parsing.
 Parsing (:func:`parse_tool_calls`) accepts what small models actually write: ``<tool_call>`` blocks (one or
 several, closing tag optional at the very end), the same JSON in a Markdown code fence, or a bare JSON
 object as the whole answer; ``arguments`` or ``parameters``, as an object or a JSON string; and the
-OpenAI ``{"function": {...}}`` shape. JSON that cannot be read becomes an :class:`InvalidToolCall` with the
-raw text and the reason, never an exception, so an agent can show the model its mistake.
+OpenAI ``{"function": {...}}`` shape. Inside a ``<tool_call>`` block, a call written as a JavaScript object
+literal (unquoted keys, single quotes, a trailing comma: Qwen2.5 0.5B does this) is read with ``json5``, a
+maintained JSON5 *parser*: unlike a repair library (``json-repair`` closes what a cut-off call left open,
+``dirtyjson`` is unmaintained since 2022) it refuses truncated input, so a call the budget cut off stays
+invalid instead of running a tool with half its arguments. JSON that cannot be read becomes an
+:class:`InvalidToolCall` with the raw text and the reason, never an exception, so an agent can show the
+model its mistake.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import json5
+
+from glimp_llm.chat.content import content_text
 from glimp_llm.engines.base import Message
 from glimp_llm.errors import InvalidRequestError
 
@@ -38,7 +46,7 @@ STREAM_PAUSE_MARKERS = (TOOL_CALL_OPEN, "```")
 
 _BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.DOTALL)
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON|tool_call)?[ \t]*\n?(.*?)```", re.DOTALL)
-_NAME = re.compile(r'"name"\s*:\s*"([^"]+)"')
+_NAME = re.compile(r"""["']?\bname["']?\s*:\s*["']([^"']+)["']""")
 
 
 @dataclass(frozen=True)
@@ -167,9 +175,7 @@ def _read_call_body(
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, ValueError) as exc:
-        data = _first_json_object(raw)
-        if data is None:
-            data = _first_json_object(quote_bare_keys(raw))
+        data = _first_call_object(raw)
         if data is None:
             m = _NAME.search(raw)
             invalid.append(InvalidToolCall(m.group(1) if m else None, raw, f"the tool call is not valid JSON: {exc}"))
@@ -179,58 +185,19 @@ def _read_call_body(
         (calls if isinstance(result, ParsedToolCall) else invalid).append(result)  # type: ignore[arg-type]
 
 
-_IDENT_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
-_IDENT = _IDENT_START | frozenset("0123456789")
-
-
-def quote_bare_keys(text: str) -> str:
-    """``{setup: "x", n: 1}`` -> ``{"setup": "x", "n": 1}``: quote the object keys a small model wrote as a
-    JavaScript object literal (the JSON is otherwise fine). String-aware: text inside double-quoted strings
-    is never touched, and only an identifier that follows ``{`` or ``,`` and precedes ``:`` is a key."""
-    out: list[str] = []
-    i, n = 0, len(text)
-    in_string = False
-    last = ""  # the last character outside strings and whitespace
-    while i < n:
-        ch = text[i]
-        if in_string:
-            out.append(ch)
-            if ch == "\\" and i + 1 < n:
-                out.append(text[i + 1])
-                i += 1
-            elif ch == '"':
-                in_string = False
-            i += 1
-            continue
-        if ch == '"':
-            in_string = True
-        elif ch in _IDENT_START and last in "{,":
-            j = i
-            while j < n and text[j] in _IDENT:
-                j += 1
-            k = j
-            while k < n and text[k].isspace():
-                k += 1
-            if k < n and text[k] == ":":
-                out.append(f'"{text[i:j]}"')
-                last, i = '"', j
-                continue
-        out.append(ch)
-        if not ch.isspace():
-            last = ch
-        i += 1
-    return "".join(out)
-
-
-def _first_json_object(text: str) -> Any:
-    """The first complete JSON object in ``text`` (models sometimes add words or a stray brace)."""
-    decoder = json.JSONDecoder()
+def _first_call_object(text: str) -> Any:
+    """The first complete call-shaped object in ``text``, read as JSON5 (models add words or a stray brace
+    around a call, and write keys unquoted). Only an object with a ``name`` (or OpenAI's ``function``)
+    counts, so the inner ``arguments`` object of a call cut off mid-way is not taken for the call."""
     for i, ch in enumerate(text):
-        if ch == "{":
-            try:
-                return decoder.raw_decode(text[i:])[0]
-            except json.JSONDecodeError:
-                continue
+        if ch != "{":
+            continue
+        try:
+            obj = json5.loads(text, start=i, consume_trailing=False)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and ("name" in obj or isinstance(obj.get("function"), dict)):
+            return obj
     return None
 
 
@@ -282,9 +249,7 @@ def fallback_messages(messages: Sequence[Message], tools: Sequence[Mapping[str, 
     out: list[Message] = []
     for m in messages:
         role = m.get("role")
-        content = m.get("content") or ""
-        if not isinstance(content, str):
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        content = content_text(m.get("content"))
         if role == "assistant" and m.get("tool_calls"):
             parts = [content] if content else []
             for call in m["tool_calls"]:
