@@ -1,49 +1,59 @@
-"""The OpenAI request shapes ``glimp serve`` accepts, and the mapping of its answers back to OpenAI's.
+"""The OpenAI wire shapes of ``glimp serve``, in one module: request bodies in, the ``openai`` package's own
+response types out (``ChatCompletion``, ``ChatCompletionChunk``, ``Completion``, ``Model``), so what the
+server sends is what the official client parses.
 
-Requests are validated by pydantic; fields OpenAI defines that routing cannot honour (``n > 1``, ``logprobs``,
-``best_of``, ``echo``, ``suffix``) are rejected with 400 rather than ignored, and unknown fields are tolerated
-(clients such as LangChain send a few vendor extras). The routing extension is the ``glimp`` object:
+Requests are validated by pydantic. The generation options and their bounds are
+:class:`~glimp_llm.chat.options.GenerationOptions`, the model the router validates with too. Fields OpenAI
+defines that routing cannot honour (``n > 1``, ``logprobs``, ``best_of``, ``echo``, ``suffix``) are rejected
+with 400 rather than ignored; unknown fields are tolerated (clients such as LangChain send vendor extras).
+The routing extension is the ``glimp`` object:
 
 * in requests: ``{"glimp": {"threshold": 0.8}}`` overrides tau for that request;
-* in responses: ``"glimp": {"finish_reason", "threshold", "mode", "usage", "timings", "steps": [...]}`` with one
-  entry per step (model, entropy, entropy_kind, entropy_error_bound, tokens, text, ended_by, ...): the
+* in responses: ``"glimp": {"finish_reason", "threshold", "mode", "usage", "timings", "steps": [...]}``, the
   routing trace of :meth:`glimp_llm.trace.RoutedResult.to_json_dict` without the text (already in ``choices``).
+
+Tool calls (``tools``, ``tool_choice``: ``"none"``, ``"auto"``, ``"required"`` or a named function) go through
+:mod:`glimp_llm.chat` like the adapters' and come back as ``tool_calls``. A call the model wrote but that
+cannot be read is sent too, with its raw text as ``arguments`` and ``name`` ``""`` when it had none, as
+OpenAI sends what its model wrote: clients report it as invalid (LangChain: ``invalid_tool_calls``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from openai.types import Completion, CompletionChoice, CompletionUsage
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
+from openai.types.chat.chat_completion import Choice
+from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
+from openai.types.chat.chat_completion_chunk import ChoiceDelta, ChoiceDeltaToolCall, ChoiceDeltaToolCallFunction
+from openai.types.chat.chat_completion_message_function_tool_call import ChatCompletionMessageFunctionToolCall, Function
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from glimp_llm.chat.content import content_text
+from glimp_llm.chat.options import GenerationOptions
+from glimp_llm.chat.turn import ChatAnswer, ChatTurn, prepare, text_turn
 from glimp_llm.errors import InvalidRequestError
-from glimp_llm.trace import RoutedFinishReason, RoutedResult
+from glimp_llm.router import RouteRequest
+from glimp_llm.trace import RoutedResult
 
-#: Why a routed request ended -> OpenAI's ``finish_reason``. The exact reason stays in ``glimp.finish_reason``.
-FINISH_REASON: dict[RoutedFinishReason, str] = {
-    "eos": "stop",
-    "stop": "stop",
-    "repetition": "stop",
-    "length": "length",
-    "cancelled": "stop",
-}
+_UNSUPPORTED = ("logprobs", "top_logprobs", "best_of", "echo", "suffix")
 
 
+# ------------------------------------------------------------------------------------------ requests
 class GlimpExtension(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     threshold: float | None = Field(None, description="tau (nats) for this request")
 
 
-class _Common(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class _Body(GenerationOptions):
+    """What both endpoints accept besides their prompt."""
 
     model: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    seed: int | None = None
-    stop: str | list[str] | None = None
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     n: int = 1
@@ -56,44 +66,59 @@ class _Common(BaseModel):
             raise ValueError("only n=1 is supported (each routed request writes one answer)")
         return value
 
-    def stops(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+    @model_validator(mode="after")
+    def _nothing_unsupported(self) -> _Body:
+        extra = self.model_extra or {}
+        for name in _UNSUPPORTED:
+            value = extra.get(name)
+            if value not in (None, False, 0, 1) or (name in ("echo", "suffix") and value):
+                raise ValueError(f"{name} is not supported by the routed model; leave it out")
+        return self
 
     def include_usage(self) -> bool:
         return bool((self.stream_options or {}).get("include_usage"))
 
-    def reject_unsupported(self) -> None:
-        extra = self.model_extra or {}
-        for name in ("logprobs", "top_logprobs", "best_of", "echo", "suffix"):
-            value = extra.get(name)
-            if value not in (None, False, 0, 1) or (name in ("echo", "suffix") and value):
-                raise InvalidRequestError(f"{name} is not supported by the routed model; leave it out")
-            if name == "best_of" and value not in (None, 1):
-                raise InvalidRequestError("best_of is not supported by the routed model; leave it out")
+    def options(self) -> dict[str, Any]:
+        """The :class:`RouteRequest` options (validated again, with the same model, by the router)."""
+        return {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": tuple(self.stops()),
+            "threshold": self.glimp.threshold if self.glimp else None,
+        }
 
 
-class ChatRequest(_Common):
+class ChatBody(_Body):
+    """``POST /v1/chat/completions``."""
+
     messages: list[dict[str, Any]] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, strict=True)
     tools: list[dict[str, Any]] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
 
-    def budget(self) -> int | None:
-        return self.max_completion_tokens or self.max_tokens
+    @field_validator("tools")
+    @classmethod
+    def _function_tools(cls, tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for tool in tools or ():
+            fn = tool.get("function")
+            if tool.get("type", "function") != "function" or not isinstance(fn, dict) or not fn.get("name"):
+                raise ValueError('each tool must be {"type": "function", "function": {"name": ..., "parameters": ...}}')
+        return tools
 
     def prompt_chars(self) -> int:
-        total = 0
-        for m in self.messages:
-            content = m.get("content")
-            if isinstance(content, str):
-                total += len(content)
-            elif isinstance(content, list):
-                total += sum(len(str(p.get("text", ""))) for p in content if isinstance(p, dict))
-        return total
+        return sum(len(content_text(m.get("content"))) for m in self.messages)
+
+    def turn(self) -> ChatTurn:
+        options = self.options()
+        options["max_tokens"] = self.max_completion_tokens or self.max_tokens
+        return prepare(self.messages, tools=self.tools, tool_choice=self.tool_choice, **options)
 
 
-class CompletionRequest(_Common):
+class CompletionBody(_Body):
+    """``POST /v1/completions``: raw text, continued as it is."""
+
     prompt: str | list[str]
 
     def text(self) -> str:
@@ -103,7 +128,14 @@ class CompletionRequest(_Common):
             return self.prompt[0]
         return self.prompt
 
+    def prompt_chars(self) -> int:
+        return len(self.text())
 
+    def turn(self) -> ChatTurn:
+        return text_turn(RouteRequest(prompt=self.text(), raw=True, **self.options()))
+
+
+# ----------------------------------------------------------------------------------------- responses
 def trace(result: RoutedResult) -> dict[str, Any]:
     """The ``glimp`` extension field of a response: the routing trace without the text."""
     data = result.to_json_dict()
@@ -111,10 +143,113 @@ def trace(result: RoutedResult) -> dict[str, Any]:
     return data
 
 
-def usage(result: RoutedResult) -> dict[str, int]:
-    u = result.usage
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
-
-
 def error_body(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def _wire_calls(answer: ChatAnswer) -> list[tuple[str, str, str]]:
+    """``(id, name, arguments)`` of every call, the unreadable ones with their raw text."""
+    calls = [(c.id, c.name, json.dumps(c.arguments, ensure_ascii=False)) for c in answer.tool_calls]
+    return calls + [(c.id, c.name or "", c.arguments) for c in answer.invalid_tool_calls]
+
+
+@dataclass
+class Wire:
+    """Builds one request's response objects: the whole answer, or the chunks of its stream."""
+
+    rid: str
+    model: str
+    chat: bool
+    include_trace: bool
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def _extra(self, answer: ChatAnswer) -> dict[str, Any]:
+        return {"glimp": trace(answer.result)} if self.include_trace else {}
+
+    @staticmethod
+    def _finish(answer: ChatAnswer) -> Literal["stop", "length", "tool_calls"]:
+        return "tool_calls" if _wire_calls(answer) else answer.finish_reason
+
+    @staticmethod
+    def _usage(answer: ChatAnswer) -> CompletionUsage:
+        return CompletionUsage(**answer.usage)
+
+    def full(self, answer: ChatAnswer) -> ChatCompletion | Completion:
+        if not self.chat:
+            text = CompletionChoice(index=0, text=answer.content, finish_reason=answer.finish_reason, logprobs=None)
+            return Completion(
+                id=self.rid,
+                object="text_completion",
+                created=self.created,
+                model=self.model,
+                choices=[text],
+                usage=self._usage(answer),
+                **self._extra(answer),
+            )
+        calls = [
+            ChatCompletionMessageFunctionToolCall(id=i, type="function", function=Function(name=n, arguments=a))
+            for i, n, a in _wire_calls(answer)
+        ]
+        message = ChatCompletionMessage(
+            role="assistant", content=answer.content or (None if calls else ""), tool_calls=calls or None
+        )
+        return ChatCompletion(
+            id=self.rid,
+            object="chat.completion",
+            created=self.created,
+            model=self.model,
+            choices=[Choice(index=0, message=message, finish_reason=self._finish(answer), logprobs=None)],
+            usage=self._usage(answer),
+            **self._extra(answer),
+        )
+
+    def chunk(
+        self, text: str | None = None, *, finish: str | None = None, delta: ChoiceDelta | None = None, **extra: Any
+    ) -> ChatCompletionChunk | Completion:
+        """One stream event. Completion chunks are built unvalidated: the ``openai`` type of a completion
+        choice requires a finish reason, which every chunk but the last has not yet."""
+        if not self.chat:
+            choice = CompletionChoice.model_construct(index=0, text=text or "", finish_reason=finish, logprobs=None)
+            return Completion.model_construct(
+                id=self.rid, object="text_completion", created=self.created, model=self.model, choices=[choice], **extra
+            )
+        if delta is None:
+            delta = ChoiceDelta(content=text) if text is not None else ChoiceDelta()
+        return ChatCompletionChunk(
+            id=self.rid,
+            object="chat.completion.chunk",
+            created=self.created,
+            model=self.model,
+            choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish, logprobs=None)],  # type: ignore[arg-type]
+            **extra,
+        )
+
+    def first_chunks(self) -> list[ChatCompletionChunk | Completion]:
+        return [self.chunk(delta=ChoiceDelta(role="assistant", content=""))] if self.chat else []
+
+    def last_chunks(self, answer: ChatAnswer, rest: str, include_usage: bool) -> list[ChatCompletionChunk | Completion]:
+        """The rest of the visible text, the tool calls, the finish reason (with the trace), the usage."""
+        out = [self.chunk(rest)] if rest else []
+        calls = [
+            ChoiceDeltaToolCall(
+                index=k, id=i, type="function", function=ChoiceDeltaToolCallFunction(name=n, arguments=a)
+            )
+            for k, (i, n, a) in enumerate(_wire_calls(answer) if self.chat else [])
+        ]
+        if calls:
+            out.append(self.chunk(delta=ChoiceDelta(tool_calls=calls)))
+        out.append(self.chunk(finish=self._finish(answer), **self._extra(answer)))
+        if include_usage:
+            kind = "chat.completion.chunk" if self.chat else "text_completion"
+            model = ChatCompletionChunk if self.chat else Completion
+            out.append(
+                model.model_construct(
+                    id=self.rid,
+                    object=kind,
+                    created=self.created,
+                    model=self.model,
+                    choices=[],
+                    usage=self._usage(answer),
+                )
+            )
+        return out
