@@ -3,11 +3,14 @@
 1. glimpse cost with ~2,000 vs ~200 tokens of context (prefix reuse keeps it near 1);
 2. router overhead: wall time / time inside engine calls - 1, over routed requests;
 3. throughput of 8 concurrent routed requests over 1, on llama.cpp's server (parallel slots, continuous
-   batching) through the OpenAI-compatible engine.
+   batching) through the OpenAI-compatible engine, next to the same servers' own speed-up on 8 concurrent
+   plain completions over 1 (no routing), and their ratio: how much of the engine's batching the router
+   keeps.
 
     .venv/bin/python benchmarks/micro.py --data ../shared/data/gsm8k/test_dev.jsonl
 
-Writes benchmarks/micro.json and a block in benchmarks/RESULTS.md.
+Writes benchmarks/micro.json and, from it, the block in benchmarks/RESULTS.md (``--render-only`` rewrites
+the block from the JSON without measuring).
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip", default="", help="comma-separated: glimpse,overhead,concurrency")
     p.add_argument("--json", default="benchmarks/micro.json")
     p.add_argument("--results-md", default="benchmarks/RESULTS.md")
+    p.add_argument("--note", help="said next to the concurrency figure (e.g. what else loaded the machine)")
+    p.add_argument(
+        "--render-only", action="store_true", help="rewrite the RESULTS.md block from --json; measure nothing"
+    )
     return p.parse_args(argv)
 
 
@@ -89,6 +96,11 @@ def preflight(args: argparse.Namespace) -> list[Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render_only:  # the block's one generator is render(), from the JSON, measured or not
+        result = json.loads(Path(args.json).read_text(encoding="utf-8"))
+        update_results_file(args.results_md, render(result), name="glimp-micro")
+        print(render(result))
+        return 0
     try:
         problems = preflight(args)
     except GlimpError as exc:
@@ -96,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result = asyncio.run(run(args, [p.prompt for p in problems], " ".join(p.question for p in problems)))
     result["command"] = " ".join(shlex.quote(a) for a in ["benchmarks/micro.py", *sys.argv[1:]])
+    earlier = None
     if args.skip and Path(args.json).is_file():  # a partial rerun keeps the other measurements
-        earlier = json.loads(Path(args.json).read_text())
-        result = {**earlier, **{k: v for k, v in result.items() if v is not None}}
-        result["command"] = earlier.get("command", "") + " ; " + result["command"]
+        earlier = json.loads(Path(args.json).read_text(encoding="utf-8"))
+    result = micro.merge_runs(earlier, result)
     write_json(args.json, result)
     update_results_file(args.results_md, render(result), name="glimp-micro")
     print(render(result))
@@ -116,6 +128,7 @@ async def run(args: argparse.Namespace, prompts: list[str], text: str) -> dict[s
         "concurrency": args.concurrency,
         "load1_start": micro.load1(),
         "started": time.strftime("%H:%M:%S"),
+        "date": time.strftime("%Y-%m-%d"),
     }
     config = micro.default_router_config(args.tau, args.step_cap, args.budget)
     if not {"glimpse", "overhead"} <= skip:
@@ -143,6 +156,8 @@ async def run(args: argparse.Namespace, prompts: list[str], text: str) -> dict[s
             out["concurrency_8_over_1"] = {"missing": why}
         else:
             out["concurrency_8_over_1"] = await _concurrency(args, config, prompts[: args.concurrency])
+            if args.note:
+                out["concurrency_8_over_1"]["note"] = args.note
         print("concurrency:", out["concurrency_8_over_1"], flush=True)
     out["load1_end"] = micro.load1()
     return out
@@ -162,7 +177,7 @@ async def _concurrency(args: argparse.Namespace, config: Any, prompts: list[str]
         await small.start()
         await large.start()
         try:
-            result = await micro.concurrency_ratio(Router(small, large, config), prompts, args.budget)
+            result = await micro.concurrency_comparison(Router(small, large, config), prompts, args.budget)
         finally:
             await small.close()
             await large.close()
@@ -176,29 +191,8 @@ async def _concurrency(args: argparse.Namespace, config: Any, prompts: list[str]
 
 
 def render(result: dict[str, Any]) -> str:
-    lines = [
-        "### Micro-benchmarks",
-        "",
-        f"Command: `{result.get('command', 'benchmarks/micro.py')}`; tau {result['tau']:.4g}; "
-        f"1-min load average {result['load1_start']:.2f} at the start, {result['load1_end']:.2f} at the end.",
-        "",
-    ]
-    names = {
-        "glimpse_cost_2000_over_200": "glimpse cost, 2,000 / 200 tokens of context",
-        "router_overhead": "router overhead (wall / inside engine calls - 1)",
-        "concurrency_8_over_1": "throughput, {n} concurrent routed requests / 1",
-    }
-    for key, label in names.items():
-        item = result.get(key)
-        if item is None:
-            continue
-        label = label.format(n=result.get("concurrency", 8))
-        if "missing" in item:
-            lines.append(f"- **{label}**: not measured: {item['missing']}")
-        else:
-            value = f"{100 * item['ratio']:.2f}%" if key == "router_overhead" else f"{item['ratio']:.3f}"
-            lines.append(f"- **{label}: {value}** ({item['detail']})")
-    return "\n".join(lines) + "\n"
+    """The RESULTS.md block, from micro.json's content (see :func:`glimp_llm.bench.micro.render_block`)."""
+    return micro.render_block(result)
 
 
 if __name__ == "__main__":
