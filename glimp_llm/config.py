@@ -8,15 +8,26 @@ at construction, and every error names the field and the fix.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tomllib
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    JsonConfigSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+from pydantic_settings.sources import ConfigFileSourceMixin
+from pydantic_settings.sources.utils import parse_env_vars
 
 from glimp_llm.errors import ConfigurationError
 from glimp_llm.models import DEFAULT_LARGE, DEFAULT_SMALL
@@ -254,7 +265,12 @@ class RouterConfig(_Strict):
     @field_validator("threshold", mode="before")
     @classmethod
     def _finite_threshold(cls, value: Any) -> Any:
-        if isinstance(value, int | float) and not math.isfinite(value):
+        # Before the type check, so "NaN" from an environment variable gets this message, not "must be >= 0".
+        try:
+            number = float(value) if isinstance(value, int | float | str) else 0.0
+        except ValueError:
+            return value  # not a number at all: the type check says so
+        if not math.isfinite(number):
             raise ValueError("threshold must be a finite number of nats (e.g. 1.0); NaN and inf are not allowed")
         return value
 
@@ -281,13 +297,19 @@ class GlimpConfig(_Strict):
         env: Mapping[str, str] | None = None,
         **overrides: Any,
     ) -> GlimpConfig:
-        """File (YAML/TOML/JSON) < ``GLIMP_*`` environment < keyword arguments; then validate."""
-        data: dict[str, Any] = {}
-        if path is not None:
-            data = read_config_file(path)
-        _deep_merge(data, env_overrides(os.environ if env is None else env))
-        _deep_merge(data, overrides)
-        return cls.validated(data, source=str(path) if path else "arguments")
+        """File (YAML/TOML/JSON) < ``GLIMP_*`` environment (``env``, default ``os.environ``) < keyword
+        arguments, merged by pydantic-settings (:class:`_LayeredConfig`); then validated."""
+        source = str(path) if path else "arguments"
+        token = _LAYERS.set((Path(path) if path is not None else None, os.environ if env is None else env))
+        try:
+            layered = _LayeredConfig(**overrides)
+        except ValidationError as exc:
+            raise ConfigurationError(format_validation_error(exc, source)) from None
+        except SettingsError as exc:  # a list or mapping field whose variable is not JSON
+            raise ConfigurationError(f"invalid configuration (GLIMP_* environment): {exc}: {exc.__cause__}") from None
+        finally:
+            _LAYERS.reset(token)
+        return cls(small=layered.small, large=layered.large, router=layered.router)
 
     @classmethod
     def validated(cls, data: Mapping[str, Any], *, source: str = "arguments") -> GlimpConfig:
@@ -303,62 +325,82 @@ class GlimpConfig(_Strict):
         return GlimpConfig.validated(data)
 
 
-def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigurationError(f"config file {p} does not exist; pass an existing .yaml, .toml or .json file")
-    text = p.read_text(encoding="utf-8", errors="replace")
-    try:
-        if p.suffix in (".yaml", ".yml"):
-            import yaml
+# What one GlimpConfig.load call layers: (config file, environment). A context variable, not class state, so
+# concurrent loads in threads or tasks each see their own; pydantic-settings asks for the sources per class.
+_LAYERS: ContextVar[tuple[Path | None, Mapping[str, str]]] = ContextVar("glimp_config_layers")
 
-            data = yaml.safe_load(text)
-        elif p.suffix == ".toml":
-            data = tomllib.loads(text)
-        elif p.suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise ConfigurationError(f"config file {p}: unknown extension {p.suffix!r}; use .yaml, .toml or .json")
+
+class _LayeredConfig(GlimpConfig, BaseSettings):
+    """GlimpConfig's fields read from three pydantic-settings sources, highest precedence first: keyword
+    arguments, ``GLIMP_<SECTION>__<FIELD>`` variables (list and mapping fields parsed as JSON, ``null`` is
+    None), the config file. Only :meth:`GlimpConfig.load` builds it, and returns a plain GlimpConfig."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", env_parse_none_str="null", case_sensitive=False
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, *_: Any
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path, env = _LAYERS.get()
+        sources = [init_settings, _EnvironmentSource(settings_cls, env)]
+        return (*sources, _file_source(settings_cls, path)) if path is not None else tuple(sources)
+
+
+class _EnvironmentSource(EnvSettingsSource):
+    """``GLIMP_*`` variables from a given mapping (``GlimpConfig.load(env=...)``) instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._env = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._env, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+class _MappingFile(ConfigFileSourceMixin):
+    """A config file whose top level is not a mapping fails with that said, not with a merge error."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        data = super()._read_file(file_path)  # type: ignore[safe-super]
+        if not isinstance(data, dict):
+            raise ConfigurationError(
+                f"config file {file_path} must hold a mapping at the top level, got {type(data).__name__}"
+            )
+        return data
+
+
+class _YamlFile(_MappingFile, YamlConfigSettingsSource):
+    pass
+
+
+class _TomlFile(_MappingFile, TomlConfigSettingsSource):
+    pass
+
+
+class _JsonFile(_MappingFile, JsonConfigSettingsSource):
+    pass
+
+
+def _file_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSettingsSource:
+    """The pydantic-settings source for ``path`` by its extension; a missing, unknown or unreadable file is a
+    ConfigurationError that names it (pydantic-settings itself skips a missing file silently)."""
+    if not path.is_file():
+        raise ConfigurationError(f"config file {path} does not exist; pass an existing .yaml, .toml or .json file")
+    try:
+        match path.suffix:
+            case ".yaml" | ".yml":
+                return _YamlFile(settings_cls, yaml_file=path, yaml_file_encoding="utf-8")
+            case ".toml":
+                return _TomlFile(settings_cls, toml_file=path)
+            case ".json":
+                return _JsonFile(settings_cls, json_file=path, json_file_encoding="utf-8")
     except ConfigurationError:
         raise
-    except Exception as exc:
-        raise ConfigurationError(f"config file {p} is not valid {p.suffix[1:].upper()}: {exc}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigurationError(f"config file {p} must hold a mapping at the top level, got {type(data).__name__}")
-    return data
-
-
-def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    """``GLIMP_ROUTER__THRESHOLD=0.8`` -> ``{"router": {"threshold": 0.8}}`` (values parsed as JSON when
-    they are JSON, else kept as strings)."""
-    out: dict[str, Any] = {}
-    for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX) or "__" not in key:
-            continue
-        parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__")]
-        if parts[0] not in ("small", "large", "router"):
-            continue
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
-
-
-def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
-    for key, value in extra.items():
-        if isinstance(value, BaseModel):
-            value = value.model_dump()
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value)
-        else:
-            base[key] = dict(value) if isinstance(value, Mapping) else value
+    except Exception as exc:  # the parser's own message, with line and column
+        raise ConfigurationError(f"config file {path} is not valid {path.suffix[1:].upper()}: {exc}") from None
+    raise ConfigurationError(f"config file {path}: unknown extension {path.suffix!r}; use .yaml, .toml or .json")
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:

@@ -11,7 +11,7 @@ Fields are strict: ``"0.5"``, ``True`` or ``NaN`` for a number used to slip thro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
@@ -86,12 +86,14 @@ def check_options(**values: Any) -> RequestOptions:
         raise InvalidRequestError(describe(exc)) from None
 
 
-def describe(exc: ValidationError, limit: int = 5) -> str:
-    """A validation error as one line a caller can act on: our message for the options above (bound and
-    value), pydantic's own for any other field."""
+def describe(errors: ValidationError | Sequence[Mapping[str, Any]], limit: int = 5) -> str:
+    """Validation errors as one line a caller can act on: our message for the options above (bound and
+    value), pydantic's own for any other field. ``errors`` may come from a request body, whose locations
+    start with ``"body"`` (FastAPI's): that part is dropped."""
     problems: list[str] = []
-    for error in exc.errors()[:limit]:
+    for error in (errors.errors() if isinstance(errors, ValidationError) else errors)[:limit]:
         loc = [str(p) for p in error["loc"]]
+        loc = loc[1:] if loc[:1] == ["body"] else loc
         name = loc[0] if loc else "body"
         value = error.get("input")
         if error["type"] == "value_error":
