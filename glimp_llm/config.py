@@ -341,7 +341,12 @@ class _LayeredConfig(GlimpConfig, BaseSettings):
 
     @classmethod
     def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, *_: Any
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,  # reads os.environ only: replaced by _EnvironmentSource
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         path, env = _LAYERS.get()
         sources = [init_settings, _EnvironmentSource(settings_cls, env)]

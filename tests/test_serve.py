@@ -1,9 +1,11 @@
 """`glimp serve` over scripted engines, on 127.0.0.1: the official openai client, LangChain's ChatOpenAI,
-streaming, the routing trace, limits (413/429), the API key, errors without stack traces, metrics, and
-client disconnects cancelling the routed request."""
+streaming, the routing trace, limits (413/429), the API key, errors without stack traces, metrics,
+client disconnects cancelling the routed request, and tool calling: OpenAI ``tool_calls`` (streamed and
+not, every ``tool_choice``) read by the official client and by a LangChain ``create_agent`` on ChatOpenAI."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -45,14 +47,14 @@ def _config(token_seconds: float = 0.0, **router: Any) -> GlimpConfig:
     )
 
 
-def _serve(config: GlimpConfig, **settings: Any) -> Iterator[Served]:
+def _serve(config: GlimpConfig | BackendManager, **settings: Any) -> Iterator[Served]:
     require("fastapi", "glimp serve needs the server extra")
     require("uvicorn", "glimp serve needs the server extra")
     import uvicorn
 
     from glimp_llm.server import ServerSettings, create_app
 
-    manager = BackendManager(config)
+    manager = config if isinstance(config, BackendManager) else BackendManager(config)
     app = create_app(settings=ServerSettings(**settings), manager=manager)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -255,3 +257,165 @@ def test_client_disconnect_cancels_the_routed_request(slow: Callable[..., Iterat
         while served.manager.router.admission.running or small.stats.cancelled_calls + large.stats.cancelled_calls < 2:
             assert time.monotonic() < deadline, "the routed requests were not cancelled after the clients left"
             time.sleep(0.02)
+
+
+# ------------------------------------------------------------------------------------- tool calling
+MULTIPLY = {
+    "type": "function",
+    "function": {
+        "name": "multiply",
+        "description": "Multiply two integers.",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+        },
+    },
+}
+ADD = {**MULTIPLY, "function": {**MULTIPLY["function"], "name": "add", "description": "Add two integers."}}
+CALL = '<tool_call>\n{"name": "multiply", "arguments": {"a": 6, "b": 7}}\n</tool_call>'
+FINAL = "The product of 6 and 7 is 42."
+QUESTION = [{"role": "user", "content": "What is 6 times 7? Use the tool."}]
+
+
+def _turn_scripted_manager() -> BackendManager:
+    """Engines that write ``CALL`` until the conversation holds a tool result, then ``FINAL``: the two
+    turns of a tool-calling agent. A forced call's prefill is the start of ``CALL``, so the script
+    continues it token for token."""
+    import math
+
+    import numpy as np
+
+    from glimp_llm.config import RouterConfig
+    from glimp_llm.engines.scripted import ScriptedEngine, _peak_probability
+    from glimp_llm.router import Router
+
+    class TurnScripted(ScriptedEngine):
+        def __init__(self, name: str) -> None:
+            super().__init__(CALL, name=name, entropies=0.05)
+            self._turns = [self.tokenizer.encode(CALL), self.tokenizer.encode(FINAL)]
+            self._tool = self.tokenizer.ids["<|tool|>"]
+
+        def _logits_for(self, context: Any) -> Any:
+            script = self._turns[min(1, sum(1 for t in context if t == self._tool))]
+            _, offset = self.position(context)
+            target = script[offset] if offset < len(script) else self.tokenizer.eos_id
+            vocab = len(self.tokenizer)
+            q = _peak_probability(0.05 if offset == 0 else self._inner_entropy, vocab)
+            logits = np.full(vocab, math.log((1 - q) / (vocab - 1)), dtype=np.float32)
+            logits[target] = math.log(q)
+            return logits
+
+    small, large = TurnScripted("small"), TurnScripted("large")
+    return BackendManager(router=Router(small, large, RouterConfig(threshold=1.0, max_tokens=200)))
+
+
+@pytest.fixture(scope="module")
+def tooled() -> Iterator[Served]:
+    yield from _serve(_turn_scripted_manager(), api_key=KEY)
+
+
+@pytest.mark.parametrize(
+    "tool_choice",
+    [None, "auto", "required", {"type": "function", "function": {"name": "multiply"}}],
+    ids=["unset", "auto", "required", "named"],
+)
+def test_openai_client_gets_tool_calls_for_every_tool_choice_that_allows_them(tooled: Served, tool_choice: Any) -> None:
+    extra = {} if tool_choice is None else {"tool_choice": tool_choice}
+    resp = _openai(tooled).chat.completions.create(model="glimp", messages=QUESTION, tools=[MULTIPLY, ADD], **extra)
+    choice = resp.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert not choice.message.content
+    [call] = choice.message.tool_calls
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == "multiply" and json.loads(call.function.arguments) == {"a": 6, "b": 7}
+    assert resp.model_extra["glimp"]["steps"] and resp.usage.completion_tokens > 0
+
+
+def test_tool_choice_none_hides_the_tools_and_returns_text(tooled: Served) -> None:
+    resp = _openai(tooled).chat.completions.create(
+        model="glimp", messages=QUESTION, tools=[MULTIPLY], tool_choice="none"
+    )
+    choice = resp.choices[0]
+    assert choice.finish_reason == "stop" and not choice.message.tool_calls
+    assert choice.message.content == CALL  # the script's text, not read as a call: no tools were offered
+
+
+def test_a_named_tool_choice_that_is_not_offered_is_a_400(tooled: Served) -> None:
+    import openai
+
+    with pytest.raises(openai.BadRequestError, match="not a bound tool"):
+        _openai(tooled).chat.completions.create(
+            model="glimp",
+            messages=QUESTION,
+            tools=[MULTIPLY],
+            tool_choice={"type": "function", "function": {"name": "divide"}},
+        )
+
+
+@pytest.mark.parametrize("tool_choice", ["auto", "required"])
+def test_streamed_tool_calls_assemble_to_the_same_call(tooled: Served, tool_choice: str) -> None:
+    chunks = list(
+        _openai(tooled).chat.completions.create(
+            model="glimp",
+            messages=QUESTION,
+            tools=[MULTIPLY],
+            tool_choice=tool_choice,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    deltas = [t for c in chunks if c.choices for t in c.choices[0].delta.tool_calls or []]
+    assert content == ""  # the call's text is never streamed as content
+    assert {d.index for d in deltas} == {0}
+    name = "".join(d.function.name or "" for d in deltas)
+    arguments = "".join(d.function.arguments or "" for d in deltas)
+    assert name == "multiply" and json.loads(arguments) == {"a": 6, "b": 7}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_the_tool_result_turn_answers_in_text(tooled: Served) -> None:
+    client = _openai(tooled)
+    first = client.chat.completions.create(model="glimp", messages=QUESTION, tools=[MULTIPLY])
+    call = first.choices[0].message.tool_calls[0]
+    history = [
+        *QUESTION,
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "42"},
+    ]
+    second = client.chat.completions.create(model="glimp", messages=history, tools=[MULTIPLY])
+    assert second.choices[0].finish_reason == "stop" and not second.choices[0].message.tool_calls
+    assert second.choices[0].message.content == FINAL
+    streamed = client.chat.completions.create(model="glimp", messages=history, tools=[MULTIPLY], stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == FINAL
+
+
+def test_langchain_create_agent_on_chat_openai_runs_the_tool_through_glimp_serve(tooled: Served) -> None:
+    require("langchain_openai", "LangChain's ChatOpenAI is the second client the issue names")
+    require("langchain.agents", "create_agent is LangChain's tool-calling agent")
+    from langchain.agents import create_agent
+    from langchain_core.messages import AIMessage, ToolMessage
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+
+    calls: list[tuple[int, int]] = []
+
+    @tool
+    def multiply(a: int, b: int) -> int:
+        """Multiply two integers."""
+        calls.append((a, b))
+        return a * b
+
+    for streaming in (False, True):
+        calls.clear()
+        llm = ChatOpenAI(model="glimp", base_url=tooled.v1, api_key=KEY, max_retries=0, timeout=30, streaming=streaming)
+        agent = create_agent(llm, tools=[multiply])
+        state = agent.invoke({"messages": [("user", "What is 6 times 7? Use the tool.")]})
+        messages = state["messages"]
+        assert calls == [(6, 7)], streaming
+        [tool_message] = [m for m in messages if isinstance(m, ToolMessage)]
+        assert tool_message.content == "42" and tool_message.name == "multiply"
+        final = messages[-1]
+        assert isinstance(final, AIMessage) and not final.tool_calls and final.content == FINAL
