@@ -8,12 +8,13 @@ at construction, and every error names the field and the fix.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -39,8 +40,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
-class LlamaCppEngineConfig(_Strict):
+class _EngineConfig(_Strict):
+    """Base of engine configurations: ``kind`` tells them apart, ``engine`` names the class built from one."""
+
+    engine: ClassVar[str]
+    """``module:Class`` of the engine (imported only when built: engines pull heavy optional dependencies)."""
+
+    def engine_class(self) -> Any:
+        """The engine class this configuration builds (its ``from_config`` takes this object)."""
+        module, _, name = self.engine.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+class LlamaCppEngineConfig(_EngineConfig):
     """In-process llama.cpp (the embedded CPU default)."""
+
+    engine = "glimp_llm.engines.llama_cpp:LlamaCppEngine"
 
     kind: Literal["llama_cpp"] = "llama_cpp"
     model: str = Field(description="a registered model name (`glimp models`) or a path to a .gguf file")
@@ -55,8 +70,10 @@ class LlamaCppEngineConfig(_Strict):
     chat_template: str | None = Field(None, description="override the GGUF's chat template (Jinja)")
 
 
-class ScriptedEngineConfig(_Strict):
+class ScriptedEngineConfig(_EngineConfig):
     """A scripted engine (tests, docs, fault injection): writes ``response``; step-start entropies."""
+
+    engine = "glimp_llm.engines.scripted:ScriptedEngine"
 
     kind: Literal["scripted"] = "scripted"
     response: str = Field(description="the text the engine writes, steps separated by a blank line")
@@ -68,8 +85,10 @@ class ScriptedEngineConfig(_Strict):
     max_queue: int | None = Field(None, ge=0)
 
 
-class OpenAICompatEngineConfig(_Strict):
+class OpenAICompatEngineConfig(_EngineConfig):
     """Any OpenAI-compatible server (vLLM, SGLang, trtllm-serve, llama-server); several replicas allowed."""
+
+    engine = "glimp_llm.engines.openai_compat:OpenAICompatEngine"
 
     kind: Literal["openai"] = "openai"
     base_urls: list[str] = Field(min_length=1, description="server roots, e.g. http://127.0.0.1:8080/v1")
@@ -80,8 +99,8 @@ class OpenAICompatEngineConfig(_Strict):
     timeout_s: float = Field(60.0, gt=0)
     connect_timeout_s: float = Field(5.0, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
-    token_ids: Literal["auto", "always", "never"] = Field(
-        "auto", description="send token-id prompts (exact prefixes) when the server accepts them"
+    token_ids: Literal["always", "never"] = Field(
+        "always", description="send token-id prompts (exact prefixes; every supported server takes them) or text"
     )
     max_concurrency: int = Field(64, ge=1, description="requests in flight to this model, over all replicas")
     health_interval_s: float = Field(10.0, gt=0, description="seconds between health checks of the replicas")
@@ -102,9 +121,11 @@ class OpenAICompatEngineConfig(_Strict):
     )
 
 
-class TensorRTLLMEngineConfig(_Strict):
+class TensorRTLLMEngineConfig(_EngineConfig):
     """TensorRT-LLM in-process: a prebuilt engine directory (TensorRT backend) or an HF checkpoint
     (PyTorch backend), with generation logits gathered at runtime and KV block reuse."""
+
+    engine = "glimp_llm.engines.tensorrt_llm:TensorRTLLMEngine"
 
     kind: Literal["tensorrt_llm"] = "tensorrt_llm"
     model: str = Field(description="engine directory (config.json + rank*.engine) or HF checkpoint directory")
@@ -123,6 +144,12 @@ EngineConfig = Annotated[
     LlamaCppEngineConfig | ScriptedEngineConfig | OpenAICompatEngineConfig | TensorRTLLMEngineConfig,
     Field(discriminator="kind"),
 ]
+
+#: kind -> configuration class, derived from :data:`EngineConfig`: the one registry of engines (the manager
+#: builds ``cfg.engine_class().from_config(cfg, name=role)``; error messages list these kinds).
+ENGINE_KINDS: dict[str, type[_EngineConfig]] = {
+    c.model_fields["kind"].default: c for c in get_args(get_args(EngineConfig)[0])
+}
 
 
 class SamplingConfig(_Strict):
@@ -411,14 +438,11 @@ def _file_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSe
 def format_validation_error(exc: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in _KINDS))
+        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in ENGINE_KINDS))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field; check the spelling (see docs/configuration.md)"
         elif err["type"] == "union_tag_invalid":
-            msg = f"unknown engine kind; use one of {', '.join(sorted(_KINDS))}"
+            msg = f"unknown engine kind; use one of {', '.join(sorted(ENGINE_KINDS))}"
         lines.append(f"  {loc or '<root>'}: {msg} (got {err.get('input')!r:.60})")
     return "\n".join(lines)
-
-
-_KINDS = {"llama_cpp", "scripted", "openai", "tensorrt_llm"}

@@ -11,17 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from glimp_llm._loop import LoopThread
-from glimp_llm.config import (
-    GlimpConfig,
-    LlamaCppEngineConfig,
-    OpenAICompatEngineConfig,
-    ScriptedEngineConfig,
-    TensorRTLLMEngineConfig,
-)
+from glimp_llm.config import EngineConfig, GlimpConfig
 from glimp_llm.engines.base import Engine
 from glimp_llm.errors import ConfigurationError
 from glimp_llm.router import Router
@@ -29,61 +22,10 @@ from glimp_llm.router import Router
 log = logging.getLogger("glimp_llm.manager")
 
 
-def _llama_cpp(cfg: LlamaCppEngineConfig, role: str) -> Engine:
-    from glimp_llm.engines.llama_cpp import LlamaCppEngine
-
-    return LlamaCppEngine(
-        cfg.model,
-        name=role,
-        n_ctx=cfg.n_ctx,
-        n_threads=cfg.n_threads,
-        n_batch=cfg.n_batch,
-        n_slots=cfg.n_slots,
-        max_queue=cfg.max_queue,
-        seed=cfg.seed,
-        chat_template=cfg.chat_template,
-    )
-
-
-def _scripted(cfg: ScriptedEngineConfig, role: str) -> Engine:
-    from glimp_llm.engines.scripted import ScriptedEngine
-
-    return ScriptedEngine(
-        cfg.response,
-        entropies=cfg.entropies,
-        name=cfg.name if cfg.name != "scripted" else role,
-        token_seconds=cfg.token_seconds,
-        context_window=cfg.context_window,
-        n_slots=cfg.n_slots,
-        max_queue=cfg.max_queue,
-    )
-
-
-def _openai(cfg: OpenAICompatEngineConfig, role: str) -> Engine:
-    from glimp_llm.engines.openai_compat import OpenAICompatEngine
-
-    return OpenAICompatEngine.from_config(cfg, name=role)
-
-
-def _tensorrt_llm(cfg: TensorRTLLMEngineConfig, role: str) -> Engine:
-    from glimp_llm.engines.tensorrt_llm import TensorRTLLMEngine
-
-    return TensorRTLLMEngine.from_config(cfg, name=role)
-
-
-ENGINE_FACTORIES: dict[str, Callable[[Any, str], Engine]] = {
-    "llama_cpp": _llama_cpp,
-    "scripted": _scripted,
-    "openai": _openai,
-    "tensorrt_llm": _tensorrt_llm,
-}
-
-
-def build_engine(cfg: Any, role: str) -> Engine:
-    factory = ENGINE_FACTORIES.get(cfg.kind)
-    if factory is None:
-        raise ConfigurationError(f"{role}.kind={cfg.kind!r} has no engine; use one of {sorted(ENGINE_FACTORIES)}")
-    return factory(cfg, role)
+def build_engine(cfg: EngineConfig, role: str) -> Engine:
+    """The engine ``cfg`` describes (its kind's class, from :data:`~glimp_llm.config.ENGINE_KINDS`), as ``role``."""
+    engine: Engine = cfg.engine_class().from_config(cfg, name=role)
+    return engine
 
 
 class BackendManager:

@@ -15,20 +15,29 @@ httpx's transports play for its client). An engine:
 * is safe to call concurrently (it batches in flight or queues fairly);
 * frees its slot when a call is cancelled, and releases everything on ``close``.
 
+:class:`EngineBase` is the small concrete base the engines share (as httpx's transports share
+``BaseTransport``): name, info once started, counters, an idempotent start under a lock, the closed state,
+the argument and context-window checks, and the typing of unexpected failures. Each engine is built from
+its configuration by ``from_config`` (the registry is :data:`glimp_llm.config.ENGINE_KINDS`).
+
 The typed errors live in :mod:`glimp_llm.errors` and are re-exported here for engine authors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
 from glimp_llm.errors import (
     ContextTooLongError,
     EngineFailureError,
     EngineTimeoutError,
     EngineUnavailableError,
+    GlimpError,
+    InvalidRequestError,
     MalformedResponseError,
 )
 
@@ -37,6 +46,7 @@ __all__ = [
     "ContextTooLongError",
     "Delta",
     "Engine",
+    "EngineBase",
     "EngineFailureError",
     "EngineHealth",
     "EngineInfo",
@@ -166,7 +176,6 @@ class EngineStats:
     generate_calls: int = 0
     cancelled_calls: int = 0
     failed_calls: int = 0
-    busy_seconds: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -239,3 +248,112 @@ class Engine(Protocol):
         ...
 
     async def health(self) -> EngineHealth: ...
+
+
+class EngineBase:
+    """What every engine shares, written once: lifecycle, counters and the checks of its arguments.
+
+    Subclasses implement ``_start`` (load or connect; return the :class:`EngineInfo`), optionally ``_close``
+    and ``_health``, ``from_config``, and the model calls of :class:`Engine`. ``start`` is idempotent and
+    serialised, a closed engine stays closed (``EngineUnavailableError``), and ``info`` stays readable after
+    ``close`` (the router reports on engines it has closed).
+    """
+
+    backend_name: ClassVar[str] = "engine"
+    #: How to make a context fit, for :class:`ContextTooLongError` messages (the setting differs per engine).
+    window_fix: ClassVar[str] = "shorten the prompt or lower max_tokens"
+
+    def __init__(self, *, name: str, stats: EngineStats | None = None) -> None:
+        self.name = name
+        self._info: EngineInfo | None = None
+        self._stats = stats or EngineStats()
+        self._start_lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, name: str) -> Self:
+        """The engine a validated engine configuration describes, as the ``small`` or ``large`` role."""
+        raise NotImplementedError(f"{cls.__name__} cannot be built from a configuration")
+
+    # ------------------------------------------------------------------------------- lifecycle
+    @property
+    def info(self) -> EngineInfo:
+        if self._info is None:
+            raise EngineUnavailableError(f"engine {self.name!r} is not started; call `await engine.start()`")
+        return self._info
+
+    @property
+    def stats(self) -> EngineStats:
+        return self._stats
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._closed:
+                raise EngineUnavailableError(f"engine {self.name!r} was closed; create a new one")
+            if self._info is None:
+                self._info = await self._start()
+
+    async def _start(self) -> EngineInfo:
+        """Load the model or connect to the server; called once, under the start lock."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._close()
+
+    async def _close(self) -> None:
+        """Release what ``_start`` acquired (called once, also for an engine that never started)."""
+
+    def _require_started(self) -> None:
+        if self._info is None or self._closed:
+            state = "closed" if self._closed else "not started"
+            raise EngineUnavailableError(f"engine {self.name!r} is {state}; call `await engine.start()` first")
+
+    async def health(self) -> EngineHealth:
+        if self._info is None or self._closed:
+            return EngineHealth(ok=False, detail="closed" if self._closed else "not started")
+        return await self._health()
+
+    async def _health(self) -> EngineHealth:
+        return EngineHealth(ok=True, detail="ready")
+
+    # ------------------------------------------------------------------------------- checks
+    def _check_context(self, context: Sequence[int]) -> list[int]:
+        """The context as ints, refused when empty or when it leaves no room for one more token."""
+        ids = [int(t) for t in context]
+        if not ids:
+            raise InvalidRequestError("the context is empty: pass at least one token (e.g. the chat template)")
+        window = self.info.context_window
+        if len(ids) >= window:
+            raise ContextTooLongError(
+                f"context of {len(ids)} tokens does not fit the {window}-token window of {self.name!r}; "
+                + self.window_fix,
+                context_tokens=len(ids),
+                window=window,
+            )
+        return ids
+
+    def _step_budget(self, context: Sequence[int], max_tokens: int) -> int:
+        """``max_tokens`` checked and capped to the room the window leaves after ``context``."""
+        if max_tokens < 1:
+            raise InvalidRequestError(f"max_tokens={max_tokens}: ask for at least one token")
+        return min(max_tokens, self.info.context_window - len(self._check_context(context)))
+
+    @contextlib.contextmanager
+    def _counted(self, failure: str | None = None) -> Iterator[None]:
+        """Count a call that was cancelled or failed; an untyped failure (a backend bug, a native error)
+        becomes an :class:`EngineFailureError` with its cause, so callers catch one error tree."""
+        try:
+            yield
+        except asyncio.CancelledError:
+            self._stats.cancelled_calls += 1
+            raise
+        except GlimpError:
+            self._stats.failed_calls += 1
+            raise
+        except Exception as exc:
+            self._stats.failed_calls += 1
+            what = failure or f"engine {self.name!r} failed"
+            raise EngineFailureError(f"{what}: {type(exc).__name__}: {exc}", engine=self.name) from exc

@@ -21,9 +21,9 @@ from glimp_llm.chat_template import ChatTemplate
 from glimp_llm.engines.base import (
     Completion,
     Delta,
+    EngineBase,
     EngineHealth,
     EngineInfo,
-    EngineStats,
     FinishReason,
     Glimpse,
     Message,
@@ -34,13 +34,7 @@ from glimp_llm.engines.base import (
 from glimp_llm.engines.decoding import StopMatcher, Utf8Pieces, choose_token, token_logprob
 from glimp_llm.engines.slots import CancelFlag, Slot, SlotPool, common_prefix_length
 from glimp_llm.entropy import entropy_from_logits, top_k_logprobs
-from glimp_llm.errors import (
-    ContextTooLongError,
-    EngineFailureError,
-    EngineUnavailableError,
-    GlimpError,
-    InvalidRequestError,
-)
+from glimp_llm.errors import InvalidRequestError
 
 StateT = TypeVar("StateT")
 
@@ -54,24 +48,21 @@ class SlotState(Generic[StateT]):
     logits: np.ndarray | None = None
 
 
-class InProcessEngine(abc.ABC, Generic[StateT]):
+class InProcessEngine(EngineBase, abc.ABC, Generic[StateT]):
     """Base of in-process engines with full-vocabulary logits. Subclasses implement the hooks below."""
 
     backend_name = "in-process"
+    window_fix = "shorten the prompt, lower max_tokens, or raise n_ctx"
 
     def __init__(self, *, name: str, n_slots: int = 1, max_queue: int | None = None, seed: int = 0) -> None:
         if n_slots < 1:
             raise InvalidRequestError(f"n_slots={n_slots}: an engine needs at least one slot")
-        self.name = name
+        super().__init__(name=name)
         self._n_slots = n_slots
         self._max_queue = max_queue
         self._seed = seed
         self._pool: SlotPool[SlotState[StateT]] | None = None
-        self._info: EngineInfo | None = None
         self._template: ChatTemplate | None = None
-        self._stats = EngineStats()
-        self._start_lock = asyncio.Lock()
-        self._closed = False
 
     # ----------------------------------------------------------------- hooks (run in worker threads)
     @abc.abstractmethod
@@ -102,34 +93,14 @@ class InProcessEngine(abc.ABC, Generic[StateT]):
         """Free backend resources."""
 
     # ------------------------------------------------------------------------------- lifecycle
-    @property
-    def info(self) -> EngineInfo:
-        if self._info is None:
-            raise EngineUnavailableError(f"engine {self.name!r} is not started; call `await engine.start()`")
-        return self._info
+    async def _start(self) -> EngineInfo:
+        states, info = await asyncio.to_thread(self._load)
+        slot_states = [SlotState(backend=s, rng=np.random.default_rng(self._seed + i)) for i, s in enumerate(states)]
+        self._template = ChatTemplate(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
+        self._pool = SlotPool(slot_states, name=self.name, max_queue=self._max_queue)
+        return info
 
-    @property
-    def stats(self) -> EngineStats:
-        return self._stats
-
-    async def start(self) -> None:
-        async with self._start_lock:
-            if self._closed:
-                raise EngineUnavailableError(f"engine {self.name!r} was closed; create a new one")
-            if self._pool is not None:
-                return
-            states, info = await asyncio.to_thread(self._load)
-            slot_states = [
-                SlotState(backend=s, rng=np.random.default_rng(self._seed + i)) for i, s in enumerate(states)
-            ]
-            self._info = info
-            self._template = ChatTemplate(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
-            self._pool = SlotPool(slot_states, name=self.name, max_queue=self._max_queue)
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    async def _close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.reject_waiters()  # on the loop: the waiters are its futures
@@ -137,15 +108,13 @@ class InProcessEngine(abc.ABC, Generic[StateT]):
             await asyncio.to_thread(self._unload, [s.state.backend for s in pool.slots])
 
     def _require_pool(self) -> SlotPool[SlotState[StateT]]:
-        if self._pool is None:
-            state = "closed" if self._closed else "not started"
-            raise EngineUnavailableError(f"engine {self.name!r} is {state}; call `await engine.start()` first")
+        self._require_started()
+        assert self._pool is not None
         return self._pool
 
-    async def health(self) -> EngineHealth:
-        if self._pool is None:
-            return EngineHealth(ok=False, detail="closed" if self._closed else "not started")
-        return EngineHealth(ok=True, detail="ready", in_flight=self._pool.in_flight, queued=self._pool.queued)
+    async def _health(self) -> EngineHealth:
+        pool = self._require_pool()
+        return EngineHealth(ok=True, detail="ready", in_flight=pool.in_flight, queued=pool.queued)
 
     # ------------------------------------------------------------------------------ text
     async def tokenize(self, text: str) -> list[int]:
@@ -168,18 +137,6 @@ class InProcessEngine(abc.ABC, Generic[StateT]):
         return self._template.render(messages, tools=tools, add_generation_prompt=add_generation_prompt)
 
     # ------------------------------------------------------------------------------ model calls
-    def _check_context(self, context: Sequence[int]) -> None:
-        if len(context) == 0:
-            raise InvalidRequestError("the context is empty: pass at least one token (e.g. the chat template)")
-        window = self.info.context_window
-        if len(context) >= window:
-            raise ContextTooLongError(
-                f"context of {len(context)} tokens does not fit the {window}-token window of {self.name!r}; "
-                "shorten the prompt, lower max_tokens, or raise n_ctx",
-                context_tokens=len(context),
-                window=window,
-            )
-
     def _sync_context(self, slot: Slot[SlotState[StateT]], context: Sequence[int]) -> tuple[np.ndarray, int]:
         """Make the slot's cache hold exactly ``context``; return the next-token logits and reuse count."""
         keep = common_prefix_length(slot.cached, context)
@@ -223,20 +180,8 @@ class InProcessEngine(abc.ABC, Generic[StateT]):
 
     async def _run(self, context: Sequence[int], work: Any) -> Any:
         pool = self._require_pool()
-        start = time.perf_counter()
-        try:
+        with self._counted():
             return await pool.run(context, work)
-        except asyncio.CancelledError:
-            self._stats.cancelled_calls += 1
-            raise
-        except GlimpError:
-            self._stats.failed_calls += 1
-            raise
-        except Exception as exc:  # a backend bug or a native error: surface it typed, with its cause
-            self._stats.failed_calls += 1
-            raise EngineFailureError(f"engine {self.name!r} failed: {exc!r}", engine=self.name) from exc
-        finally:
-            self._stats.busy_seconds += time.perf_counter() - start
 
     async def glimpse(self, context: Sequence[int], sampling: SamplingParams, *, top_logprobs: int = 0) -> Glimpse:
         self._check_context(context)
@@ -307,11 +252,8 @@ class InProcessEngine(abc.ABC, Generic[StateT]):
         sampling: SamplingParams = SamplingParams(),
         on_token: TokenCallback | None = None,
     ) -> Completion:
-        if max_tokens < 1:
-            raise InvalidRequestError(f"max_tokens={max_tokens}: ask for at least one token")
-        self._check_context(context)
+        max_tokens = self._step_budget(context, max_tokens)
         info = self.info
-        max_tokens = min(max_tokens, info.context_window - len(context))
         loop = asyncio.get_running_loop()
         pool = self._require_pool()
 

@@ -115,7 +115,7 @@ class OpenAICompatEngine:
         timeout_s: float = 60.0,
         connect_timeout_s: float = 5.0,
         max_retries: int = 3,
-        token_ids: Literal["auto", "always", "never"] = "auto",
+        token_ids: Literal["always", "never"] = "always",
         max_concurrency: int = 64,
         health_interval_s: float = 10.0,
         replica_retry_s: float = 5.0,
@@ -136,8 +136,7 @@ class OpenAICompatEngine:
         self.timeout_s = timeout_s
         self._connect_timeout_s = connect_timeout_s
         self.max_retries = max_retries
-        self._token_ids_mode = token_ids
-        self._send_ids = token_ids != "never"
+        self._send_ids = token_ids == "always"
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._health_interval_s = health_interval_s
         self._chat_template_override = chat_template
@@ -490,8 +489,6 @@ class OpenAICompatEngine:
         self._template = ChatTemplate(template, bos_token=bos, eos_token=eos) if template else None
         probe = await self._tokenize_on(replica, FINGERPRINT_PROBE)
         fingerprint = hashlib.sha256(json.dumps([vocab, probe, bos, eos]).encode()).hexdigest()[:16]
-        if self._token_ids_mode == "auto":
-            self._send_ids = True  # every supported dialect takes token-id prompts
         return EngineInfo(
             name=self.name,
             model=self.model,
@@ -680,7 +677,11 @@ class OpenAICompatEngine:
         else:
             body = {"model": self.model, "prompt": prompt, "max_tokens": 1, "logprobs": k}
             body.update(self._sampling_fields(sampling))
-            body.update(self._openai_extras(glimpse=True))
+            body.update(self._openai_extras())
+            if self.dialect == "vllm":
+                # the top logprobs keyed by "token_id:N", not by decoded text, where two tokens that decode
+                # alike would collide and lose probability mass from the estimate
+                body["return_tokens_as_token_ids"] = True
             parse = self._parse_openai_glimpse
             path = "/v1/completions"
 
@@ -692,7 +693,6 @@ class OpenAICompatEngine:
         self._stats.glimpses += 1
         self._stats.tokens_reused += g.cached_tokens
         self._stats.tokens_evaluated += max(0, len(context) - g.cached_tokens)
-        self._stats.busy_seconds += time.perf_counter() - t0
         return dataclasses.replace(g, seconds=time.perf_counter() - t0)
 
     async def score(self, context: Sequence[int], continuation: Sequence[int]) -> TokenScores:
@@ -749,7 +749,6 @@ class OpenAICompatEngine:
         async with self._semaphore:
             scores = await self._call(attempt, key=prefix_key(context))
         seconds = time.perf_counter() - t0
-        self._stats.busy_seconds += seconds
         self._stats.tokens_reused += scores.cached_tokens
         self._stats.tokens_evaluated += max(0, len(full) - scores.cached_tokens)
         return dataclasses.replace(scores, seconds=seconds)
@@ -795,26 +794,22 @@ class OpenAICompatEngine:
             cached_tokens=cached,
         )
 
-    def _openai_extras(self, *, glimpse: bool) -> dict[str, Any]:
+    def _openai_extras(self) -> dict[str, Any]:
         """Fields beyond OpenAI's that make each server return token ids and keep stop strings.
 
-        * vLLM: ``return_token_ids`` (ids of the step), ``include_stop_str_in_output``; in a glimpse
-          ``return_tokens_as_token_ids`` keys the top logprobs by ``"token_id:N"`` instead of by decoded text,
-          where two tokens that decode alike would collide and lose probability mass from the estimate.
+        * vLLM: ``return_token_ids`` (ids of the step), ``include_stop_str_in_output``. (A glimpse adds
+          ``return_tokens_as_token_ids``: see :meth:`glimpse`.)
         * SGLang: ``no_stop_trim`` keeps the stop string, ``return_token_ids`` returns the ids (else the step
           would be re-tokenised and a glimpse would have no token id at all).
         * trtllm-serve forbids undeclared fields; it returns token ids only with ``detokenize: false`` (then
           its text is empty, and the engine detokenises with ``tokenizer_from``, which trtllm needs anyway).
         """
         if self.dialect == "vllm":
-            extras: dict[str, Any] = {
+            return {
                 "return_token_ids": True,
                 "include_stop_str_in_output": True,
                 "skip_special_tokens": False,
             }
-            if glimpse:
-                extras["return_tokens_as_token_ids"] = True
-            return extras
         if self.dialect == "sglang":
             return {"no_stop_trim": True, "skip_special_tokens": False, "return_token_ids": True}
         return {"include_stop_str_in_output": True, "skip_special_tokens": False, "detokenize": False}
@@ -898,8 +893,6 @@ class OpenAICompatEngine:
             except Exception:
                 self._stats.failed_calls += 1
                 raise
-            finally:
-                self._stats.busy_seconds += time.perf_counter() - t0
         self._stats.generate_calls += 1
         self._stats.tokens_generated += len(completion.token_ids)
         self._stats.tokens_reused += completion.cached_tokens
@@ -987,7 +980,7 @@ class OpenAICompatEngine:
             "stream": True,
             "stream_options": {"include_usage": True},
             **self._sampling_fields(sampling),
-            **self._openai_extras(glimpse=False),
+            **self._openai_extras(),
         }
         if stops:
             body["stop"] = stops

@@ -115,10 +115,6 @@ class ReplicaPool:
     def in_flight(self) -> int:
         return sum(r.in_flight for r in self.replicas)
 
-    def live_count(self) -> int:
-        now = time.monotonic()
-        return sum(1 for r in self.replicas if r.available(now))
-
 
 def normalize_url(url: str) -> str:
     """``http://h:p/v1/`` -> ``http://h:p``: endpoints are built from the server root (llama.cpp's native

@@ -20,12 +20,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from glimp_llm.engines.base import EngineInfo
 from glimp_llm.engines.in_process import InProcessEngine
 from glimp_llm.errors import EngineFailureError, InvalidRequestError
+
+if TYPE_CHECKING:
+    from glimp_llm.config import ScriptedEngineConfig
 
 DELIMITER = "\n\n"
 SPECIAL_TOKENS = ("<eos>", "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|end|>")
@@ -239,6 +243,19 @@ class ScriptedEngine(InProcessEngine[_Model]):
         self._chat_template = chat_template or SCRIPTED_TEMPLATE
         self._assistant_id = self.tokenizer.ids["<|assistant|>"]
         self._delim_id = self.tokenizer.ids[DELIMITER]
+
+    @classmethod
+    def from_config(cls, cfg: ScriptedEngineConfig, *, name: str) -> ScriptedEngine:
+        """A configured name other than the default wins over the role (tests name their engines)."""
+        return cls(
+            cfg.response,
+            entropies=cfg.entropies,
+            name=cfg.name if cfg.name != "scripted" else name,
+            token_seconds=cfg.token_seconds,
+            context_window=cfg.context_window,
+            n_slots=cfg.n_slots,
+            max_queue=cfg.max_queue,
+        )
 
     # ----------------------------------------------------------------------------- hooks
     def _load(self) -> tuple[list[_Model], EngineInfo]:

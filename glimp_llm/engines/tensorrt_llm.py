@@ -882,7 +882,6 @@ class TensorRTLLMEngine:
             self._waiting -= 1
         self._in_flight += 1
         self._stats.extra["max_in_flight"] = max(self._stats.extra.get("max_in_flight", 0), self._in_flight)
-        start = time.perf_counter()
         out: Any = None
         try:
             kwargs: dict[str, Any] = {"sampling_params": params, "streaming": streaming}
@@ -925,7 +924,6 @@ class TensorRTLLMEngine:
                 self._active.discard(out)
             self._in_flight -= 1
             self._sem.release()
-            self._stats.busy_seconds += time.perf_counter() - start
 
     def _reused_tokens(self, out: Any, completion: Any, prompt_tokens: int) -> int:
         """Prompt tokens served from reused KV blocks, as each backend can tell (see "Prefix reuse measured")."""
