@@ -216,7 +216,8 @@ class RouterConfig(_Strict):
         "entropy",
         description=(
             "how steps are routed: by glimpse entropy (GlimpRouter), at random with probability "
-            "random_large_share (the paper's chance baseline), or every step on one model (no glimpse)"
+            "random_large_share (the paper's chance baseline), or every step on one model (no glimpse, no "
+            "guard, no verification: the single-model baselines)"
         ),
     )
     random_large_share: float = Field(
@@ -224,14 +225,14 @@ class RouterConfig(_Strict):
     )
     random_seed: int = Field(0, description="routing=random: seed of the per-request draw (request text + seed)")
     first_step_large: bool = Field(
-        False,
+        True,
         description=(
             "the first step of every routed turn is written by the large model, unglimpsed: it decides "
             "between calling a tool and answering, and sets up the solution"
         ),
     )
     tool_call_large: bool = Field(
-        False,
+        True,
         description=(
             "a step that opens a tool call (a marker in tool_call_markers, when the request has tools) is "
             "written by the large model from the marker on (or verified by it with verify=true)"
@@ -252,7 +253,7 @@ class RouterConfig(_Strict):
     )
     forced_max_tokens: int = Field(8, ge=1, le=64, description="forced_entropy: at most this many kept tokens")
     final_step_check: bool = Field(
-        False,
+        True,
         description=(
             "a small-model step that ends the answer (end of sequence, or a final_answer_markers string) "
             "is checked by the large model before it is final: verified with verify=true, else rewritten"

@@ -274,7 +274,8 @@ class Router:
             sink=sink,
             has_tools=bool(req.tools),
             # checks that may discard a small-model step hold it back from the stream until they pass
-            hold_small=cfg.verify or cfg.final_step_check or (cfg.tool_call_large and bool(req.tools)),
+            hold_small=cfg.routing in ("entropy", "random")
+            and (cfg.verify or cfg.final_step_check or (cfg.tool_call_large and bool(req.tools))),
             rng=random.Random(f"{cfg.random_seed}:{hashlib.sha256(repr(small_ids).encode()).hexdigest()}"),
         )
         if shared:
@@ -320,7 +321,8 @@ class Router:
                 return finish
 
     def _decided_role(self, run: _Run) -> tuple[ModelRole, RoutedBy] | None:
-        """A route known without a glimpse: one-model routing, or the turn's first step (guard)."""
+        """A route known without a glimpse: one-model routing (no guard applies: it is a baseline), or the
+        turn's first step (guard)."""
         cfg = self.config
         if cfg.routing == "small-only":
             return "small", "fixed"

@@ -10,7 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from conftest import require
+from conftest import UNGUARDED, require
 
 from glimp_llm.bench.answers import boxed_contents, extract_answer, format_number, gold_number, is_correct
 from glimp_llm.bench.datasets import MATH_INSTRUCTION, load_gsm8k_jsonl
@@ -108,7 +108,7 @@ def test_calibrate_on_scripted_engines_gives_the_requested_share(share: float) -
         await small.start()
         await large.start()
         try:
-            config = RouterConfig()
+            config = RouterConfig(**UNGUARDED)
             samples = await collect_glimpses(small, large, ["What is 9 * 2?"], config)
             assert sorted({round(s.exact, 6) for s in samples}) == pytest.approx(ENTROPIES, abs=1e-4)
             result = calibrate(samples, share)
@@ -134,8 +134,8 @@ def test_calibration_measures_the_look_ahead_signal_the_router_uses() -> None:
         await small.start()
         await large.start()
         try:
-            one = await collect_glimpses(small, large, ["q"], RouterConfig(), trajectories=("small",))
-            config = RouterConfig(glimpse_tokens=3)
+            one = await collect_glimpses(small, large, ["q"], RouterConfig(**UNGUARDED), trajectories=("small",))
+            config = RouterConfig(**UNGUARDED, glimpse_tokens=3)
             three = await collect_glimpses(small, large, ["q"], config, trajectories=("small",))
             assert [s.exact for s in three] == [s.exact for s in one]  # the first-token entropy is kept too
             tau = calibrate(three, 0.2, "look-ahead").threshold

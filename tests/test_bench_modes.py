@@ -21,7 +21,7 @@ from glimp_llm.errors import ConfigurationError, EngineUnavailableError
 
 ALL_MODES = [
     "small", "large", "ours", "paper", "ours+k8", "random", "guard-first", "guard-tool", "guard-forced",
-    "guard-final", "guards", "verify", "verify+guards",
+    "guard-final", "guards", "verify", "verify+guards", "defaults",
 ]  # fmt: skip
 
 
@@ -37,7 +37,8 @@ def test_registry_holds_every_mode_as_valid_router_settings() -> None:
     assert modes["guard-forced"].overrides == {"forced_entropy": 0.05, "forced_max_tokens": 8}
     assert modes["guards"].overrides == GUARDS
     assert modes["verify+guards"].overrides == {**GUARDS, "verify": True}
-    assert [n for n, s in modes.items() if s.needs_scoring] == ["verify", "verify+guards"]
+    assert [n for n, s in modes.items() if s.needs_scoring] == ["verify", "verify+guards"]  # defaults: no verify
+    assert RouterConfig(**modes["defaults"].overrides) == RouterConfig()  # exactly what the library ships
     assert "ours+k4" in registry(4) and not any(n.startswith("ours+k") for n in registry(1))
 
 

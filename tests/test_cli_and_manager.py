@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import UNGUARDED
 
 from glimp_llm import BackendManager, Glimp, GlimpConfig, ScriptedEngineConfig
 from glimp_llm.cli import main as glimp_main
@@ -21,7 +22,7 @@ SCRIPTED = {
         "entropies": [0.1, 2.0, 0.2],
     },
     "large": {"kind": "scripted", "response": "L1.\n\nL2 check.\n\nL3.", "name": "big"},
-    "router": {"threshold": 1.0},
+    "router": {"threshold": 1.0, **UNGUARDED},  # the entropy loop itself: these tests pin its routes
 }
 
 
@@ -141,8 +142,8 @@ async def test_manager_shares_one_engine_for_the_same_model_and_closes_it() -> N
 def test_manager_sync_context_and_glimp_facade() -> None:
     cfg = GlimpConfig.validated(SCRIPTED)
     with BackendManager(cfg) as manager:
-        assert manager.loop_thread is not None
-        result = manager.loop_thread.run(manager.router.generate("hi"))
+        assert manager.portal is not None
+        result = manager.portal.call(manager.router.generate, "hi")
         assert result.usage.large_steps == 1
     with Glimp(cfg) as glimp:
         results = glimp.batch(["a", "b", "c"])

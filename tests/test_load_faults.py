@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from conftest import UNGUARDED
 
 from glimp_llm.client import Glimp
 from glimp_llm.config import GlimpConfig, RouterConfig
@@ -260,7 +261,7 @@ async def _fallback_scenario() -> tuple[int, int]:
     large = ScriptedEngine(LARGE, entropies=0.1, name="large", n_slots=2)
     await small.start()
     await large.start()
-    router = Router(small, large, RouterConfig(threshold=1.0, fallback_on_engine_failure=True))
+    router = Router(small, large, RouterConfig(**UNGUARDED, threshold=1.0, fallback_on_engine_failure=True))
     results = await asyncio.gather(*(router.generate(f"q{i}", timeout_s=10.0) for i in range(50)))
     await small.close()
     await large.close()
@@ -484,23 +485,23 @@ def test_request_timeout_error_is_raised_not_a_bare_timeout() -> None:
 
 
 def test_loop_thread_stop_never_strands_a_submitter() -> None:
-    """Callers that submit while the private loop stops get a result, a cancellation or
+    """Callers that submit while the engines' portal closes get a result, a cancellation or
     EngineUnavailableError; before the fix a submission between the drain and the loop's close waited
     forever on a future nothing would run."""
     import asyncio as aio
 
-    from glimp_llm._loop import LoopThread
+    from glimp_llm._portal import EnginePortal
 
     seen: Counter[str] = Counter()
     lock = threading.Lock()
     hung = 0
     for _ in range(10):
-        lt = LoopThread(name="glimp-race")
+        lt = EnginePortal(name="glimp-race")
 
-        def hammer(lt: LoopThread = lt) -> None:
+        def hammer(lt: EnginePortal = lt) -> None:
             for _ in range(2000):
                 try:
-                    lt.run(aio.sleep(0))
+                    lt.call(aio.sleep, 0)
                     outcome = "ok"
                 except EngineUnavailableError:
                     outcome = "EngineUnavailableError"
@@ -515,7 +516,7 @@ def test_loop_thread_stop_never_strands_a_submitter() -> None:
         for t in callers:
             t.start()
         time.sleep(0.005)
-        lt.stop()
+        lt.close()
         for t in callers:
             t.join(10)
             hung += t.is_alive()

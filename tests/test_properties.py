@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from conftest import UNGUARDED
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -123,6 +124,7 @@ def router_for(case: Case, small: ScriptedEngine, large: ScriptedEngine) -> Rout
         small,
         large,
         RouterConfig(
+            **UNGUARDED,
             threshold=case.threshold,
             step_max_tokens=case.step_max_tokens,
             paper_faithful=case.paper,

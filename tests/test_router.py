@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from conftest import UNGUARDED
 
 from glimp_llm.config import RouterConfig
 from glimp_llm.engines.base import SamplingParams
@@ -28,7 +29,7 @@ async def make_router(entropies, *, small=SMALL, large=LARGE, small_kwargs=None,
     lg = ScriptedEngine(large, entropies=0.1, name="large")
     await s.start()
     await lg.start()
-    return Router(s, lg, RouterConfig(**router_options)), s, lg
+    return Router(s, lg, RouterConfig(**{**UNGUARDED, **router_options})), s, lg
 
 
 async def test_low_entropy_steps_stay_small_and_reuse_the_glimpse() -> None:
@@ -119,7 +120,7 @@ async def test_paper_faithful_mode_uses_top20_and_discards_glimpse() -> None:
     # >= comparison: tau 0 sends every step to the large model
     assert all(s.model == "large" for s in result.steps)
     # with a high tau the small model rewrites the step from the context (glimpse discarded)
-    router.config = RouterConfig(paper_faithful=True, threshold=5.0)
+    router.config = RouterConfig(**UNGUARDED, paper_faithful=True, threshold=5.0)
     result = await router.generate("hello")
     assert result.text == SMALL and all(s.model == "small" for s in result.steps)
     assert all(not s.glimpse_reused for s in result.steps)
@@ -240,7 +241,7 @@ async def test_engine_failure_is_typed_or_falls_back_when_asked() -> None:
     router, small, _ = await make_router(0.1, small_kwargs={"faults": FaultPlan(fail_every=1)})
     with pytest.raises(EngineFailureError, match="injected"):
         await router.generate("hello")
-    router.config = RouterConfig(fallback_on_engine_failure=True)
+    router.config = RouterConfig(**UNGUARDED, fallback_on_engine_failure=True)
     result = await router.generate("hello")
     assert all(s.model == "large" and s.fallback for s in result.steps)
     assert result.text == LARGE
@@ -291,7 +292,7 @@ async def test_different_tokenizers_travel_as_text() -> None:
     large = OtherTokenizer(LARGE, name="large")
     await small.start()
     await large.start()
-    result = await Router(small, large, RouterConfig(threshold=1.0)).generate("hello")
+    result = await Router(small, large, RouterConfig(**UNGUARDED, threshold=1.0)).generate("hello")
     assert result.text == "First we add 2 plus 3.\n\nLARGE two.\n\nThe answer is 10."
 
 

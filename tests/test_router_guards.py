@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 
 import pytest
+from conftest import UNGUARDED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,7 +38,7 @@ async def make_router(
     lg = ScriptedEngine(large, entropies=0.1, name="large")
     await s.start()
     await lg.start()
-    return Router(s, lg, RouterConfig(**options)), s, lg
+    return Router(s, lg, RouterConfig(**{**UNGUARDED, **options})), s, lg
 
 
 def assert_accounting(result) -> None:  # type: ignore[no-untyped-def]
@@ -267,7 +268,7 @@ async def _guarded_run(small: list[str], large: list[str], entropies: list[float
         assert all(0 <= step.kept_small_tokens <= step.tokens for step in result.steps)
         assert all(step.kept_small_tokens == 0 for step in result.steps if step.model == "small")
         assert result.usage.small_tokens_rejected == sum(step.rejected_tokens for step in result.steps)
-        if options["verify"]:
+        if options["verify"] and options["routing"] in ("entropy", "random"):  # one-model routing: no checks
             assert all(step.verified for step in result.steps if step.model == "small")
         if options["routing"] == "large-only":
             assert result.usage.small_tokens == 0
@@ -290,3 +291,21 @@ def test_every_setting_keeps_text_stream_and_accounting(
     small: list[str], large: list[str], entropies: list[float], options: dict, budget: int
 ) -> None:
     asyncio.run(_guarded_run(small, large, entropies, options, budget))
+
+
+@pytest.mark.parametrize(("routing", "model"), [("small-only", "small"), ("large-only", "large")])
+async def test_one_model_routing_ignores_the_guards_it_ships_with(routing: str, model: str) -> None:
+    """The single-model baselines stay single-model under the shipped defaults (guards on)."""
+    s = ScriptedEngine(SMALL, entropies=5.0, name="small")
+    lg = ScriptedEngine(LARGE, entropies=0.1, name="large")
+    await s.start()
+    await lg.start()
+    result = await Router(s, lg, RouterConfig(routing=routing)).generate("hello", tools=TOOLS)
+    assert [step.model for step in result.steps] == [model] * 3
+    assert result.usage.small_tokens_rejected == 0 and result.usage.glimpses == 0
+
+
+async def test_the_shipped_defaults_guard_the_first_step_tool_calls_and_the_final_answer() -> None:
+    defaults = RouterConfig()
+    assert defaults.first_step_large and defaults.tool_call_large and defaults.final_step_check
+    assert not defaults.verify and defaults.forced_entropy == 0 and defaults.routing == "entropy"

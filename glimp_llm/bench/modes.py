@@ -33,6 +33,25 @@ GUARDS: dict[str, Any] = {
     "final_step_check": True,
 }
 
+#: The settings every mode starts from: routing by entropy with no guard and no verification.
+GUARDS_OFF: dict[str, Any] = {
+    "routing": "entropy",
+    "first_step_large": False,
+    "tool_call_large": False,
+    "forced_entropy": 0.0,
+    "final_step_check": False,
+    "verify": False,
+}
+
+
+def shipped_defaults() -> dict[str, Any]:
+    """The guard settings ``RouterConfig()`` ships with: the ``defaults`` mode measures exactly those."""
+    from glimp_llm.config import RouterConfig
+
+    defaults = RouterConfig()
+    return {k: getattr(defaults, k) for k in (*GUARDS_OFF, "forced_max_tokens", "verify_logprob", "verify_margin")}
+
+
 #: ``--modes sweep``: ours at the extra target shares of ``--sweep-shares`` (or the extra ``--taus``).
 SWEEP = "sweep"
 ALL = "all"
@@ -95,6 +114,8 @@ def registry(glimpse_tokens: int = 8) -> dict[str, ModeSpec]:
                  {"verify": True}, tau="exact", needs_scoring=True),
         ModeSpec("verify+guards", "routed", "ours + verification + all four guards", {**GUARDS, "verify": True},
                  tau="exact", needs_scoring=True),
+        ModeSpec("defaults", "routed", "the library's shipped router defaults (RouterConfig()) at ours' tau",
+                 shipped_defaults(), tau="exact", needs_scoring=shipped_defaults()["verify"]),
     ]  # fmt: skip
     return {s.name: s for s in specs}
 

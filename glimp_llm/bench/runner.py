@@ -20,7 +20,7 @@ from typing import Any
 
 from glimp_llm.bench.answers import extract_answer, format_number, is_correct
 from glimp_llm.bench.datasets import Problem
-from glimp_llm.bench.modes import ModeKind
+from glimp_llm.bench.modes import GUARDS_OFF, ModeKind
 from glimp_llm.config import RouterConfig
 from glimp_llm.engines.base import Engine, SamplingParams
 from glimp_llm.engines.slots import common_prefix_length
@@ -52,7 +52,12 @@ class Mode:
     def router_update(self) -> dict[str, Any]:
         """The RouterConfig fields this mode sets. The single-model kinds route through the router too
         (routing small-only / large-only), also when read from a meta file written before that existed."""
-        update: dict[str, Any] = {"paper_faithful": self.paper_faithful, "glimpse_tokens": self.glimpse_tokens}
+        # every guard starts off, so a mode measures what it names whatever the library's defaults are
+        update: dict[str, Any] = {
+            **GUARDS_OFF,
+            "paper_faithful": self.paper_faithful,
+            "glimpse_tokens": self.glimpse_tokens,
+        }
         if self.kind == "small":
             update["routing"] = "small-only"
         elif self.kind == "large":
