@@ -65,17 +65,21 @@ class TestChatGlimpUnit(ChatModelUnitTests):
 
 
 _QUALITY = "SmolLM2-135M cannot follow tool/JSON instructions reliably; the mechanics are tested with scripted engines"
-_NEEDS_TOOL_JSON = {
-    "test_tool_calling",
-    "test_tool_calling_async",
-    "test_tool_choice",
-    "test_tool_calling_with_no_arguments",
-    "test_structured_output",
-    "test_structured_output_async",
-    "test_structured_output_pydantic_2_v1",
-    "test_structured_output_optional_param",
-    "test_agent_loop",
-    "test_unicode_tool_call_integration",
+# What each may raise when the model writes no usable call: the suite's assertions, and for structured output
+# also the TypeError of the suite's validator iterating the None a call-less answer parses to. Anything else
+# (a crash in ChatGlimp's tool mechanics) fails the test instead of passing as expected.
+_AFTER_NO_CALL: tuple[type[BaseException], ...] = (AssertionError, TypeError)
+_NEEDS_TOOL_JSON: dict[str, type[BaseException] | tuple[type[BaseException], ...]] = {
+    "test_tool_calling": AssertionError,
+    "test_tool_calling_async": AssertionError,
+    "test_tool_choice": AssertionError,
+    "test_tool_calling_with_no_arguments": AssertionError,
+    "test_structured_output": _AFTER_NO_CALL,
+    "test_structured_output_async": _AFTER_NO_CALL,
+    "test_structured_output_pydantic_2_v1": AssertionError,
+    "test_structured_output_optional_param": AssertionError,
+    "test_agent_loop": AssertionError,
+    "test_unicode_tool_call_integration": AssertionError,
 }
 
 
@@ -105,8 +109,9 @@ class TestChatGlimpSmolLM2(_RealPair):
     @pytest.fixture(autouse=True)
     def _quality_xfails(self, request: pytest.FixtureRequest) -> None:
         """The tests whose pass depends on the model writing valid tool-call JSON: a 135M model cannot."""
-        if request.node.originalname in _NEEDS_TOOL_JSON:
-            request.applymarker(pytest.mark.xfail(reason=_QUALITY, strict=False))
+        raises = _NEEDS_TOOL_JSON.get(request.node.originalname)
+        if raises is not None:
+            request.applymarker(pytest.mark.xfail(reason=_QUALITY, raises=raises, strict=False))
 
 
 class TestChatGlimpQwenPair(_RealPair):
