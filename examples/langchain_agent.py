@@ -1,4 +1,4 @@
-"""A LangChain agent (``create_agent``) on the routed CPU default, solving a GSM8K problem with a calculator.
+"""A LangChain agent (``create_agent``) on the routed CPU default, answering a word problem with a calculator.
 
     .venv/bin/python examples/langchain_agent.py
     .venv/bin/python examples/langchain_agent.py --small qwen2.5-coder-0.5b-instruct --large qwen2.5-coder-0.5b-instruct
@@ -6,7 +6,9 @@
     .venv/bin/python examples/langchain_agent.py --force   # a middleware forces the tool call, then the answer
 
 By default the agent is exactly what a user writes: ``create_agent(ChatGlimp(...), tools=[calculator],
-system_prompt=...)``, no middleware, every choice left to the model. ``ChatGlimp`` renders the calculator
+system_prompt=...)``, no middleware, every choice left to the model. It works because of the router's
+default guards (docs/calibration.md): the first step of every turn is the large model's, so the turn after
+the tool's answer states the result instead of the small model calling the tool again. ``ChatGlimp`` renders the calculator
 through the model's own chat template (Qwen2.5 answers with a ``<tool_call>`` JSON block), the agent runs
 the tool and hands the result back, and every model turn carries its routing trace in
 ``response_metadata["glimp"]``: which model (small or large) wrote each step, at what glimpse entropy.
@@ -36,15 +38,9 @@ from langchain_core.tools import tool
 from glimp_llm import Glimp, GlimpConfig
 from glimp_llm.integrations.langchain import ChatGlimp
 
-QUESTION = (
-    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-    "How many clips did Natalia sell altogether in April and May?"
-)
-EXPECTED = 72
-SYSTEM = (
-    "You are a careful math assistant. To compute anything, call the `calculator` tool with an arithmetic "
-    "expression. When you have the result, reply with one sentence giving the final number."
-)
+QUESTION = "A school orders 37 boxes with 23 pencils in each box. How many pencils is that in total? Use the tool."
+EXPECTED = 851
+SYSTEM = "Use the calculator tool for every calculation, then state the result."
 
 _OPS: dict[type, Any] = {
     ast.Add: operator.add,
