@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import UNGUARDED
 from fakes.model_dirs import FAKES, OLD_FORMAT_CONFIG, REAL_VOCAB, make_engine_dir, make_hf_dir
 
 from glimp_llm.config import GlimpConfig, RouterConfig, TensorRTLLMEngineConfig
@@ -378,7 +379,7 @@ async def test_routed_generation_with_two_fake_engines(trt: ModuleType, tmp_path
     large_text = "Large one.\n\nLarge writes the check.\n\nLarge three."
     large = await started(make_hf_dir(tmp_path / "large", large_text, 0.1), name="large", free_gpu_memory_fraction=0.8)
     assert isinstance(small, Engine) and isinstance(large, Engine)
-    router = Router(small, large, RouterConfig(threshold=1.0, thinking="off"))
+    router = Router(small, large, RouterConfig(threshold=1.0, thinking="off", **UNGUARDED))  # the entropy loop alone
     results = await asyncio.gather(*(router.generate("What is 2 plus 2?") for _ in range(8)))
     r = results[0]
     assert [s.model for s in r.steps] == ["small", "large", "small"]
@@ -394,7 +395,7 @@ async def test_manager_builds_tensorrt_llm_engines_from_config(trt: ModuleType, 
             model=str(make_engine_dir(tmp_path / "s", STEPS, [0.1])), free_gpu_memory_fraction=0.15
         ),
         large=TensorRTLLMEngineConfig(model=str(make_hf_dir(tmp_path / "l", STEPS)), backend="pytorch"),
-        router=RouterConfig(thinking="off"),
+        router=RouterConfig(thinking="off", **UNGUARDED),  # the entropy loop alone: no guard sends steps large
     )
     async with BackendManager(cfg) as manager:
         assert isinstance(manager.small, TensorRTLLMEngine) and manager.small.name == "small"
@@ -874,3 +875,29 @@ async def test_router_verify_with_a_tensorrt_llm_large_model(trt: ModuleType, tm
     result = await router.generate("What is 2 plus 2?")
     assert result.text == STEPS  # the large model agrees with every token, so nothing is rewritten
     assert large.stats.extra["score_calls"] >= 1
+
+
+def test_steps_stream_a_character_split_over_tokens_whole() -> None:
+    """The driver's incremental decoding is tokenizers' DecodeStream: a character whose bytes span tokens is
+    held back until it is whole, and flush() gives what a step ending mid-character leaves (U+FFFD)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers.decoders import DecodeStream
+
+    from glimp_llm.engines.tensorrt_llm import _TextStream
+
+    # byte-level BPE without merges: one token per byte, as GPT-2/Qwen spell bytes
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    spelling = {
+        b: chr(b) if b in printable else chr(256 + i) for i, b in enumerate(x for x in range(256) if x not in printable)
+    }
+    spelling.update({b: chr(b) for b in printable})
+    tok = Tokenizer(models.BPE(vocab={c: b for b, c in spelling.items()}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    ids = tok.encode("Café!").ids
+    assert len(ids) == 6  # é is two bytes, two tokens
+    stream = _TextStream(tok, DecodeStream)
+    pieces = [stream.push(t) for t in ids]
+    assert pieces == ["C", "a", "f", "", "é", "!"] and stream.flush() == ""
+    cut = _TextStream(tok, DecodeStream)
+    assert [cut.push(t) for t in ids[:4]] == ["C", "a", "f", ""] and cut.flush() == "\ufffd"

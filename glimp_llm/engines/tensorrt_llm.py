@@ -95,9 +95,9 @@ import numpy as np
 from glimp_llm.engines.base import (
     Completion,
     Delta,
+    EngineBase,
     EngineHealth,
     EngineInfo,
-    EngineStats,
     FinishReason,
     Glimpse,
     Message,
@@ -106,22 +106,14 @@ from glimp_llm.engines.base import (
     TokenScores,
 )
 from glimp_llm.engines.decoding import StopMatcher, token_logprob
-from glimp_llm.engines.tensorrt_llm_validate import (
-    EngineDirReport,
-    detect_model_format,
-    has_tokenizer_files,
-    read_config_json,
-    validate_engine_dir,
-    vocab_fingerprint,
-)
+from glimp_llm.engines.tensorrt_llm_plan import Backend, LoadPlan, plan_load
+from glimp_llm.engines.tensorrt_llm_validate import vocab_fingerprint
 from glimp_llm.entropy import entropy_from_logits, top_k_logprobs
 from glimp_llm.errors import (
     ConfigurationError,
-    ContextTooLongError,
     EngineFailureError,
     EngineTimeoutError,
     EngineUnavailableError,
-    GlimpError,
     InvalidRequestError,
     MalformedResponseError,
     ModelNotFoundError,
@@ -131,8 +123,6 @@ if TYPE_CHECKING:
     from glimp_llm.config import TensorRTLLMEngineConfig
 
 log = logging.getLogger("glimp_llm.engines.tensorrt_llm")
-
-Backend = Literal["tensorrt", "pytorch"]
 
 #: Every tensorrt_llm name used by this module (and where), for auditing against a new release.
 TENSORRT_LLM_NAMES: dict[str, str] = {
@@ -191,7 +181,7 @@ def version_problem(version: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class _Runtime:
+class Runtime:
     LLM: Any
     SamplingParams: Any
     KvCacheConfig: Any
@@ -208,7 +198,7 @@ def _installed_version() -> str:
         return "unknown"
 
 
-def import_runtime(backend: Backend) -> _Runtime:
+def import_runtime(backend: Backend) -> Runtime:
     """Import the TensorRT-LLM classes for ``backend`` lazily; typed error naming what to install and where.
 
     ``import tensorrt_llm`` is eager and heavy in 1.x (torch, libnvinfer, CUDA, MPI), so it happens only
@@ -239,7 +229,7 @@ def import_runtime(backend: Backend) -> _Runtime:
             from tensorrt_llm import LLM
         except ImportError as exc:
             raise EngineUnavailableError(f"tensorrt_llm.LLM cannot be imported ({exc}); {INSTALL_HINT}") from exc
-    return _Runtime(
+    return Runtime(
         LLM=LLM,
         SamplingParams=TrtSamplingParams,
         KvCacheConfig=KvCacheConfig,
@@ -327,40 +317,61 @@ def _accepts_keyword(func: Any, name: str) -> bool:
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-class _IncrementalText:
+class _TextStream:
     """Token ids -> text deltas with the model's own tokenizer, never splitting a multi-byte character.
 
-    Decoding a window (last emitted offset .. now) rather than one token at a time keeps SentencePiece
-    leading spaces and byte-level BPE pieces right; a window that ends in U+FFFD waits for more tokens.
+    ``tokenizers``' ``DecodeStream`` does the incremental part (a character whose bytes span tokens is held
+    back until it is whole; SentencePiece leading spaces and byte-level pieces come out right, since it
+    decodes against the tokens before); :meth:`flush` hands out what it still holds when the step ends.
     """
 
-    def __init__(self, decode: Callable[[list[int]], str]) -> None:
-        self._decode = decode
-        self.ids: list[int] = []
-        self._prefix = 0
-        self._read = 0
+    def __init__(self, tokenizer: Any, decode_stream: Any) -> None:
+        self._tokenizer = tokenizer
+        self._stream = decode_stream(skip_special_tokens=False)
+        self._ids: list[int] = []
+        self._text = ""
 
     def push(self, token: int) -> str:
-        self.ids.append(token)
-        return self._emit(final=False)
+        self._ids.append(token)
+        piece = self._stream.step(self._tokenizer, token) or ""
+        self._text += piece
+        return piece
 
     def flush(self) -> str:
-        return self._emit(final=True) if self._read < len(self.ids) else ""
+        """The rest of the step's text (an incomplete character at its end decodes to U+FFFD)."""
+        full = str(self._tokenizer.decode(self._ids, skip_special_tokens=False))
+        tail = full[len(self._text) :] if full.startswith(self._text) else ""
+        self._text += tail
+        return tail
 
-    def _emit(self, *, final: bool) -> str:
-        before = self._decode(self.ids[self._prefix : self._read])
-        after = self._decode(self.ids[self._prefix :])
-        if not final and after.endswith("\ufffd"):
-            return ""
-        self._prefix, self._read = self._read, len(self.ids)
-        return after[len(before) :]
+
+def _text_streams(tokenizer: Any, tokenizer_dir: Path) -> Callable[[], _TextStream]:
+    """A factory of :class:`_TextStream` over the ``tokenizers.Tokenizer`` behind an HF fast tokenizer (or
+    the directory's ``tokenizer.json``); checked at start, so a missing piece fails there and not mid-step."""
+    try:
+        from tokenizers import Tokenizer
+        from tokenizers.decoders import DecodeStream
+    except ImportError as exc:  # DecodeStream arrived in tokenizers 0.21
+        raise EngineUnavailableError(
+            f"tokenizers>=0.21 cannot be imported ({exc}): pip install 'tokenizers>=0.21' (transformers brings it)"
+        ) from exc
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        path = tokenizer_dir / "tokenizer.json"
+        if not path.is_file():
+            raise ConfigurationError(
+                f"the tokenizer in {tokenizer_dir} is not a fast tokenizer and there is no tokenizer.json: steps "
+                "are decoded incrementally with the tokenizers library; use the model's own HF tokenizer directory"
+            )
+        backend = Tokenizer.from_file(str(path))
+    return lambda: _TextStream(backend, DecodeStream)
 
 
 @dataclass
 class _Collector:
     """Applies the engine contract's end conditions to the tokens a request produced, as they arrive."""
 
-    decoder: _IncrementalText
+    decoder: _TextStream
     eos_ids: frozenset[int]
     matcher: StopMatcher
     on_token: TokenCallback | None
@@ -398,67 +409,11 @@ class _Collector:
                 self.finish, self.stop_string = "stop", hit
 
 
-@dataclass(frozen=True)
-class LoadPlan:
-    """What :meth:`TensorRTLLMEngine.start` will construct, resolved from the configuration (no GPU needed)."""
-
-    backend: Backend
-    model_dir: Path
-    tokenizer_dir: Path
-    context_window: int
-    model_vocab_size: int | None
-    tensor_parallel_size: int
-    pipeline_parallel_size: int
-    engine_report: EngineDirReport | None
-    tokens_per_block: int = 32
-    """KV block size: how the TensorRT backend's reused-block count becomes a token count."""
-    context_logits: bool = False
-    """Whether requests may ask for context logits (``score``): PyTorch always; TensorRT only for an engine
-    built with ``gather_context_logits``."""
-
-    def llm_kwargs(self, runtime: _Runtime, kv_cache_config: Any, engine: TensorRTLLMEngine) -> dict[str, Any]:
-        tokenizer = engine._tokenizer_arg
-        kwargs: dict[str, Any] = {
-            "model": str(self.model_dir),
-            # the runtime takes a tokenizer object as well as a directory: a given object is passed as it is
-            "tokenizer": tokenizer
-            if tokenizer is not None and not isinstance(tokenizer, str | Path)
-            else str(self.tokenizer_dir),
-            "gather_generation_logits": True,
-            # prompts up to max_seq_len - 1 instead of max_num_tokens (see "Long contexts" in the module docstring)
-            "enable_chunked_prefill": True,
-            "kv_cache_config": kv_cache_config,
-            "tensor_parallel_size": self.tensor_parallel_size,
-            "pipeline_parallel_size": self.pipeline_parallel_size,
-        }
-        if engine.max_batch_size is not None:
-            kwargs["max_batch_size"] = engine.max_batch_size
-        if engine.max_num_tokens is not None:
-            kwargs["max_num_tokens"] = engine.max_num_tokens
-        if self.backend == "pytorch" and engine.max_seq_len is not None:
-            kwargs["max_seq_len"] = engine.max_seq_len  # an engine's own max_seq_len always wins on TensorRT
-        if self.backend == "tensorrt" and self.engine_report is None:
-            kwargs["build_config"] = self.build_config(runtime, engine)
-        return kwargs
-
-    def build_config(self, runtime: _Runtime, engine: TensorRTLLMEngine) -> Any:
-        """The engine the TensorRT backend builds from an HF checkpoint at load time: the context window the
-        router was told (BuildConfig's own default would cap prompts at 1,024 tokens), generation logits,
-        and paged context FMHA for KV block reuse, as ``build_engines`` would build it."""
-        sizes: dict[str, int] = {"max_seq_len": self.context_window, "max_input_len": self.context_window - 1}
-        if engine.max_batch_size is not None:
-            sizes["max_batch_size"] = engine.max_batch_size
-        if engine.max_num_tokens is not None:
-            sizes["max_num_tokens"] = engine.max_num_tokens
-        bc = runtime.BuildConfig(gather_generation_logits=True, **sizes)
-        bc.plugin_config.use_paged_context_fmha = True
-        return bc
-
-
-class TensorRTLLMEngine:
+class TensorRTLLMEngine(EngineBase):
     """The engine contract (:class:`~glimp_llm.engines.base.Engine`) on TensorRT-LLM. See the module docstring."""
 
     backend_name = "tensorrt_llm"
+    window_fix = "shorten the prompt, lower max_tokens, or rebuild the engine with a larger --max_seq_len"
     #: BackendManager starts such engines one after the other (small first), never concurrently: see
     #: "Two engines in one process" in the module docstring.
     start_in_order = True
@@ -488,7 +443,7 @@ class TensorRTLLMEngine:
             )
         if max_concurrency < 1:
             raise ConfigurationError(f"max_concurrency={max_concurrency}: allow at least one request at a time")
-        self.name = name
+        super().__init__(name=name)
         self.model = str(model)
         self.backend_choice = backend
         self.free_gpu_memory_fraction = free_gpu_memory_fraction
@@ -501,14 +456,11 @@ class TensorRTLLMEngine:
         self._tokenizer_arg = tokenizer
         self._tokenizer: Any = None
         self._llm: Any = None
-        self._runtime: _Runtime | None = None
+        self._runtime: Runtime | None = None
         self._plan: LoadPlan | None = None
-        self._info: EngineInfo | None = None
-        self._stats = EngineStats()
+        self._text_stream: Callable[[], _TextStream] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sem: asyncio.Semaphore | None = None
-        self._start_lock = asyncio.Lock()
-        self._closed = False
         self._in_flight = 0
         self._waiting = 0
         self._active: set[Any] = set()
@@ -533,175 +485,62 @@ class TensorRTLLMEngine:
             max_concurrency=cfg.max_concurrency,
         )
 
-    # ------------------------------------------------------------------------------ planning
     def plan(self) -> LoadPlan:
-        """Resolve backend, directories, window and parallelism from the files; validate engine dirs.
-
-        Pure file inspection (no tensorrt_llm import), so every configuration mistake is reported before
-        the multi-minute load starts — and on machines without a GPU.
-        """
-        model_dir = Path(self.model).expanduser()
-        if not model_dir.exists():
-            raise ModelNotFoundError(
-                f"{model_dir} does not exist; set `model` to an engine directory (python -m build_engines build) "
-                "or an HF checkpoint directory"
-            )
-        fmt = detect_model_format(model_dir)
-        if fmt == "trtllm_checkpoint":
-            raise ConfigurationError(
-                f"{model_dir} is a converted TensorRT-LLM checkpoint, not an engine: build it with trtllm-build "
-                "(python -m build_engines build CONFIG), or point `model` at the HF checkpoint"
-            )
-        backend: Backend
-        if self.backend_choice == "auto":
-            backend = "tensorrt" if fmt == "engine" else "pytorch"
-        else:
-            backend = self.backend_choice
-        if fmt == "engine" and backend == "pytorch":
-            raise ConfigurationError(
-                f"{model_dir} is a TensorRT engine directory, which only the TensorRT backend loads; set backend: "
-                "tensorrt (or auto), or point `model` at the HF checkpoint for the PyTorch backend"
-            )
-        report: EngineDirReport | None = None
-        cfg = read_config_json(model_dir)
-        if fmt == "engine":
-            report = validate_engine_dir(model_dir).raise_for_problems()
-            for w in report.warnings:
-                log.warning("%s: %s", self.name, w)
-            window = report.max_seq_len
-            vocab = report.vocab_size
-            tokens_per_block = report.tokens_per_block or 32
-            context_logits = report.gather_context_logits
-            if self.tensor_parallel_size not in (1, report.tp_size):
-                raise ConfigurationError(
-                    f"tensor_parallel_size={self.tensor_parallel_size} but engine {model_dir} was built for tp "
-                    f"{report.tp_size}; drop the setting (engines carry their mapping) or rebuild"
-                )
-            tp, pp = report.tp_size, report.pp_size
-            if self.max_seq_len is not None and window is not None and self.max_seq_len != window:
-                log.warning(
-                    "%s: max_seq_len=%s is ignored: engine %s was built with max_seq_len=%s",
-                    self.name,
-                    self.max_seq_len,
-                    model_dir,
-                    window,
-                )
-        else:
-            if backend == "tensorrt":
-                log.warning(
-                    "%s: the TensorRT backend will build an engine from %s at load time (slow; built with generation "
-                    "logits, paged context FMHA and max_seq_len = the context window); prefer python -m build_engines",
-                    self.name,
-                    model_dir,
-                )
-            window = self.max_seq_len or (
-                cfg.get("max_position_embeddings") if isinstance(cfg.get("max_position_embeddings"), int) else None
-            )
-            vocab = cfg.get("vocab_size") if isinstance(cfg.get("vocab_size"), int) else None
-            tp, pp = self.tensor_parallel_size, 1
-            tokens_per_block = 32  # KvCacheConfig / PluginConfig default
-            # PyTorch: per request, no build flag (upstream tests/unittest/_torch/sampler/test_return_logits.py);
-            # an engine built here at load time is built without context logits (they cost GPU and host memory)
-            context_logits = backend == "pytorch"
-        if not window:
-            raise ConfigurationError(
-                f"cannot tell the context window of {model_dir} (no max_seq_len); set max_seq_len in the engine config"
-            )
-        tokenizer_dir = self._tokenizer_dir(model_dir, fmt)
-        return LoadPlan(
-            backend=backend,
-            model_dir=model_dir,
-            tokenizer_dir=tokenizer_dir,
-            context_window=int(window),
-            model_vocab_size=vocab,
-            tensor_parallel_size=tp,
-            pipeline_parallel_size=pp,
-            engine_report=report,
-            tokens_per_block=tokens_per_block,
-            context_logits=context_logits,
-        )
-
-    def _tokenizer_dir(self, model_dir: Path, fmt: str) -> Path:
-        arg = self._tokenizer_arg
-        if isinstance(arg, str | Path):
-            path = Path(arg).expanduser()
-            if not path.is_dir():
-                raise ModelNotFoundError(f"tokenizer directory {path} does not exist; set `tokenizer` to the HF dir")
-            return path
-        if fmt == "engine" and not has_tokenizer_files(model_dir):
-            if arg is not None:
-                return model_dir  # a tokenizer object was given; the runtime still needs a directory
-            raise ConfigurationError(
-                f"engine directory {model_dir} holds no tokenizer files (trtllm-build does not copy them); set "
-                "`tokenizer:` to the HF model directory the engine was built from"
-            )
-        return model_dir
+        """What :meth:`start` will construct (see :func:`plan_load`): every configuration mistake is reported
+        before the multi-minute load starts, and on machines without a GPU."""
+        return plan_load(self)
 
     # ------------------------------------------------------------------------------- lifecycle
-    @property
-    def info(self) -> EngineInfo:
-        if self._info is None:
-            raise EngineUnavailableError(f"engine {self.name!r} is not started; call `await engine.start()`")
-        return self._info
-
-    @property
-    def stats(self) -> EngineStats:
-        return self._stats
-
-    async def start(self) -> None:
-        async with self._start_lock:
-            if self._closed:
-                raise EngineUnavailableError(f"engine {self.name!r} was closed; create a new one")
-            if self._llm is not None:
-                return
-            plan = self.plan()
-            runtime = import_runtime(plan.backend)
-            tokenizer = self._tokenizer_arg
-            if tokenizer is None or isinstance(tokenizer, str | Path):
-                tokenizer = load_hf_tokenizer(plan.tokenizer_dir)
-            real_vocab = len(tokenizer)
-            if plan.model_vocab_size is not None and real_vocab > plan.model_vocab_size:
-                raise ConfigurationError(
-                    f"the tokenizer in {plan.tokenizer_dir} has {real_vocab} entries but {plan.model_dir} has a "
-                    f"{plan.model_vocab_size}-wide vocabulary: the tokenizer belongs to another model"
-                )
-            kv = runtime.KvCacheConfig(enable_block_reuse=True, free_gpu_memory_fraction=self.free_gpu_memory_fraction)
-            kwargs = plan.llm_kwargs(runtime, kv, self)
-            log.info(
-                "%s: loading %s on the %s backend (tensorrt-llm %s)",
-                self.name,
-                plan.model_dir,
-                plan.backend,
-                runtime.version,
+    async def _start(self) -> EngineInfo:
+        plan = self.plan()
+        runtime = import_runtime(plan.backend)
+        tokenizer = self._tokenizer_arg
+        if tokenizer is None or isinstance(tokenizer, str | Path):
+            tokenizer = load_hf_tokenizer(plan.tokenizer_dir)
+        real_vocab = len(tokenizer)
+        if plan.model_vocab_size is not None and real_vocab > plan.model_vocab_size:
+            raise ConfigurationError(
+                f"the tokenizer in {plan.tokenizer_dir} has {real_vocab} entries but {plan.model_dir} has a "
+                f"{plan.model_vocab_size}-wide vocabulary: the tokenizer belongs to another model"
             )
-            try:
-                llm = runtime.LLM(**kwargs)
-            except (ValueError, TypeError) as exc:
-                raise ConfigurationError(
-                    f"TensorRT-LLM rejected the settings for {plan.model_dir} on the {plan.backend} backend: {exc}"
-                ) from exc
-            except MemoryError as exc:
+        kv = runtime.KvCacheConfig(enable_block_reuse=True, free_gpu_memory_fraction=self.free_gpu_memory_fraction)
+        kwargs = plan.llm_kwargs(runtime, kv, self)
+        log.info(
+            "%s: loading %s on the %s backend (tensorrt-llm %s)",
+            self.name,
+            plan.model_dir,
+            plan.backend,
+            runtime.version,
+        )
+        try:
+            llm = runtime.LLM(**kwargs)
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(
+                f"TensorRT-LLM rejected the settings for {plan.model_dir} on the {plan.backend} backend: {exc}"
+            ) from exc
+        except MemoryError as exc:
+            raise EngineUnavailableError(self._oom_hint(plan, exc)) from exc
+        except Exception as exc:  # CUDA/MPI/runtime failures: the engine cannot be used
+            text = str(exc)
+            if "out of memory" in text.lower() or "OutOfMemory" in type(exc).__name__:
                 raise EngineUnavailableError(self._oom_hint(plan, exc)) from exc
-            except Exception as exc:  # CUDA/MPI/runtime failures: the engine cannot be used
-                text = str(exc)
-                if "out of memory" in text.lower() or "OutOfMemory" in type(exc).__name__:
-                    raise EngineUnavailableError(self._oom_hint(plan, exc)) from exc
-                raise EngineUnavailableError(
-                    f"TensorRT-LLM failed to load {plan.model_dir} ({type(exc).__name__}: {exc}); check the GPU "
-                    f"(nvidia-smi), the tensorrt-llm version ({runtime.version}; engines must be built by the same "
-                    "version) and the logs above"
-                ) from exc
-            if self.cache_salt is not None and not _accepts_keyword(llm.generate_async, "cache_salt"):
-                with contextlib.suppress(Exception):
-                    llm.shutdown()
-                raise ConfigurationError(
-                    f"cache_salt is set but tensorrt-llm {runtime.version} has no generate_async(cache_salt=...) (it "
-                    f"arrived after 1.0): upgrade to tensorrt-llm{SUPPORTED_RANGE}, or drop cache_salt"
-                )
-            self._loop = asyncio.get_running_loop()
-            self._sem = asyncio.Semaphore(self.max_concurrency)
-            self._tokenizer, self._llm, self._runtime, self._plan = tokenizer, llm, runtime, plan
-            self._info = self._make_info(plan, tokenizer, real_vocab)
+            raise EngineUnavailableError(
+                f"TensorRT-LLM failed to load {plan.model_dir} ({type(exc).__name__}: {exc}); check the GPU "
+                f"(nvidia-smi), the tensorrt-llm version ({runtime.version}; engines must be built by the same "
+                "version) and the logs above"
+            ) from exc
+        if self.cache_salt is not None and not _accepts_keyword(llm.generate_async, "cache_salt"):
+            with contextlib.suppress(Exception):
+                llm.shutdown()
+            raise ConfigurationError(
+                f"cache_salt is set but tensorrt-llm {runtime.version} has no generate_async(cache_salt=...) (it "
+                f"arrived after 1.0): upgrade to tensorrt-llm{SUPPORTED_RANGE}, or drop cache_salt"
+            )
+        self._loop = asyncio.get_running_loop()
+        self._sem = asyncio.Semaphore(self.max_concurrency)
+        self._text_stream = _text_streams(tokenizer, plan.tokenizer_dir)
+        self._tokenizer, self._llm, self._runtime, self._plan = tokenizer, llm, runtime, plan
+        return self._make_info(plan, tokenizer, real_vocab)
 
     def _oom_hint(self, plan: LoadPlan, exc: BaseException) -> str:
         return (
@@ -755,10 +594,7 @@ class TensorRTLLMEngine:
             "with --gather_context_logits (python -m build_engines) or use backend: pytorch"
         )
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    async def _close(self) -> None:
         for out in list(self._active):
             with contextlib.suppress(Exception):
                 out.abort()
@@ -769,15 +605,11 @@ class TensorRTLLMEngine:
             except Exception as exc:  # closing must not raise; the process is going away or reusing the GPU
                 log.warning("%s: TensorRT-LLM shutdown failed: %r", self.name, exc)
 
-    async def health(self) -> EngineHealth:
-        if self._llm is None:
-            return EngineHealth(ok=False, detail="closed" if self._closed else "not started")
+    async def _health(self) -> EngineHealth:
         return EngineHealth(ok=True, detail="ready", in_flight=self._in_flight, queued=self._waiting)
 
     def _require_llm(self) -> Any:
-        if self._llm is None:
-            state = "closed" if self._closed else "not started"
-            raise EngineUnavailableError(f"engine {self.name!r} is {state}; call `await engine.start()` first")
+        self._require_started()
         if asyncio.get_running_loop() is not self._loop:
             raise EngineUnavailableError(
                 f"engine {self.name!r} was started on another event loop: TensorRT-LLM requests must be made from "
@@ -829,20 +661,6 @@ class TensorRTLLMEngine:
             raise InvalidRequestError(f"the model's chat template failed on these messages: {exc}") from exc
 
     # ----------------------------------------------------------------------------- model calls
-    def _context(self, context: Sequence[int], needed: int) -> list[int]:
-        ids = [int(t) for t in context]
-        if not ids:
-            raise InvalidRequestError("the context is empty: pass at least one token (e.g. the chat template)")
-        window = self.info.context_window
-        if len(ids) + needed > window:
-            raise ContextTooLongError(
-                f"context of {len(ids)} tokens does not fit the {window}-token window of {self.name!r} (max_seq_len); "
-                "shorten the prompt, lower max_tokens, or rebuild the engine with a larger --max_seq_len",
-                context_tokens=len(ids),
-                window=window,
-            )
-        return ids
-
     def _params(self, sampling: SamplingParams, **fields: Any) -> Any:
         """Our sampling settings as TensorRT-LLM ``SamplingParams``.
 
@@ -884,44 +702,29 @@ class TensorRTLLMEngine:
         self._stats.extra["max_in_flight"] = max(self._stats.extra.get("max_in_flight", 0), self._in_flight)
         out: Any = None
         try:
-            kwargs: dict[str, Any] = {"sampling_params": params, "streaming": streaming}
-            salt = cache_salt if cache_salt is not None else self.cache_salt
-            if salt is not None:
-                kwargs["cache_salt"] = salt
-            try:
-                out = llm.generate_async(ids, **kwargs)
-            except ValueError as exc:  # _check_arguments: prompt + max_tokens > max_seq_len, bad params
-                raise InvalidRequestError(f"TensorRT-LLM rejected the request to {self.name!r}: {exc}") from exc
-            except TypeError as exc:  # a keyword this version lacks (cache_salt before 1.1)
-                raise EngineUnavailableError(
-                    f"tensorrt-llm {self._runtime.version if self._runtime else '?'} does not accept this request "
-                    f"({exc}); this driver needs tensorrt-llm{SUPPORTED_RANGE}"
-                ) from exc
-            self._active.add(out)
-            yield out
-            if not getattr(out, "finished", True):
-                out.abort()  # we stopped reading early (stop string or EOS seen): free the slot now
-        except asyncio.CancelledError:
-            self._stats.cancelled_calls += 1
-            if out is not None:
-                out.abort()
-            raise
-        except GlimpError:
-            self._stats.failed_calls += 1
-            if out is not None and not getattr(out, "finished", True):
-                out.abort()
-            raise
-        except Exception as exc:  # runtime errors (RequestError, CUDA errors): typed, with the cause
-            self._stats.failed_calls += 1
-            if out is not None:
-                with contextlib.suppress(Exception):
-                    out.abort()
-            raise EngineFailureError(
-                f"TensorRT-LLM request on engine {self.name!r} failed: {type(exc).__name__}: {exc}", engine=self.name
-            ) from exc
+            with self._counted(f"TensorRT-LLM request on engine {self.name!r} failed"):
+                kwargs: dict[str, Any] = {"sampling_params": params, "streaming": streaming}
+                salt = cache_salt if cache_salt is not None else self.cache_salt
+                if salt is not None:
+                    kwargs["cache_salt"] = salt
+                try:
+                    out = llm.generate_async(ids, **kwargs)
+                except ValueError as exc:  # _check_arguments: prompt + max_tokens > max_seq_len, bad params
+                    raise InvalidRequestError(f"TensorRT-LLM rejected the request to {self.name!r}: {exc}") from exc
+                except TypeError as exc:  # a keyword this version lacks (cache_salt before 1.1)
+                    raise EngineUnavailableError(
+                        f"tensorrt-llm {self._runtime.version if self._runtime else '?'} does not accept this "
+                        f"request ({exc}); this driver needs tensorrt-llm{SUPPORTED_RANGE}"
+                    ) from exc
+                self._active.add(out)
+                yield out
         finally:
+            # stopped reading early (stop string or EOS seen), cancelled or failed: free the slot now
             if out is not None:
                 self._active.discard(out)
+                if not getattr(out, "finished", True):
+                    with contextlib.suppress(Exception):
+                        out.abort()
             self._in_flight -= 1
             self._sem.release()
 
@@ -948,7 +751,7 @@ class TensorRTLLMEngine:
             raise EngineTimeoutError(f"TensorRT-LLM timed out the request on engine {self.name!r}", engine=self.name)
 
     async def glimpse(self, context: Sequence[int], sampling: SamplingParams, *, top_logprobs: int = 0) -> Glimpse:
-        ids = self._context(context, 1)
+        ids = self._check_context(context)
         info = self.info
         # ignore_eos: an EOS token comes back as a token with its logits row on both backends (module docstring)
         params = self._params(sampling, max_tokens=1, return_generation_logits=True, ignore_eos=True)
@@ -998,11 +801,9 @@ class TensorRTLLMEngine:
         sampling: SamplingParams = SamplingParams(),
         on_token: TokenCallback | None = None,
     ) -> Completion:
-        if max_tokens < 1:
-            raise InvalidRequestError(f"max_tokens={max_tokens}: ask for at least one token")
-        ids = self._context(context, 1)
+        max_tokens = self._step_budget(context, max_tokens)
+        ids = self._check_context(context)
         info = self.info
-        max_tokens = min(max_tokens, info.context_window - len(ids))
         stops = [s for s in stop if s]
         fields: dict[str, Any] = {"max_tokens": max_tokens, "stop_token_ids": sorted(info.eos_token_ids)}
         if stops:
@@ -1010,7 +811,7 @@ class TensorRTLLMEngine:
             fields["include_stop_str_in_output"] = True
         params = self._params(sampling, **fields)
         collector = _Collector(
-            decoder=_IncrementalText(lambda t: str(self._tokenizer.decode(t, skip_special_tokens=False))),
+            decoder=self._new_text_stream(),
             eos_ids=info.eos_token_ids,
             matcher=StopMatcher(stops),
             on_token=on_token,
@@ -1045,6 +846,10 @@ class TensorRTLLMEngine:
             cached_tokens=reused,
             seconds=time.perf_counter() - t0,
         )
+
+    def _new_text_stream(self) -> _TextStream:
+        assert self._text_stream is not None
+        return self._text_stream()
 
     def _runtime_finish(self, completion: Any) -> tuple[FinishReason, str | None]:
         """Map the runtime's finish reason when our own checks saw no EOS token and no stop string."""
@@ -1088,7 +893,7 @@ class TensorRTLLMEngine:
         t0 = time.perf_counter()
         if not cont:
             return TokenScores(logprobs=(), seconds=0.0, cached_tokens=0)
-        ids = self._context(ctx + cont, 1)
+        ids = self._check_context(ctx + cont)
         params = self._params(SamplingParams(), max_tokens=1, return_context_logits=True)
         need = len(ctx) - 1  # the position whose logits predict cont[0]
         rows, first, reused = await self._context_rows(ids, params, cache_salt=None)

@@ -5,6 +5,10 @@ loads a tokenizer directory written by the tests (``tokenizer_config.json`` + ``
 behaves like an HF fast tokenizer over the scripted engine's fixed vocabulary, so the fake TensorRT-LLM
 model (which uses the same vocabulary) and the driver agree on ids exactly as a real model and its
 tokenizer do. Like HF, a directory without tokenizer files raises ``OSError``.
+
+As an HF fast tokenizer does, it decodes through ``backend_tokenizer``, a real ``tokenizers.Tokenizer`` (a
+word-level model over the same pieces, the special tokens marked special, pieces joined as they are), so the
+driver's incremental decoding (``tokenizers``' ``DecodeStream``) runs the real library against it.
 """
 
 from __future__ import annotations
@@ -13,13 +17,25 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tokenizers import AddedToken, Tokenizer, decoders, models
+
 from glimp_llm.engines.scripted import SCRIPTED_TEMPLATE, SPECIAL_TOKENS, shared_tokenizer
 
 __glimp_fake__ = True
 
 
+def _backend(pieces: dict[str, int]) -> Tokenizer:
+    """The scripted vocabulary as a ``tokenizers.Tokenizer``: what ``PreTrainedTokenizerFast.backend_tokenizer``
+    is for a real model. Only decoding is used (encoding stays the scripted longest match)."""
+    backend = Tokenizer(models.WordLevel(vocab=dict(pieces), unk_token="?"))
+    backend.decoder = decoders.Fuse()  # the pieces carry their own spaces: join them as they are
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    return backend
+
+
 class FakeFastTokenizer:
-    """HF-like tokenizer: ``len``, ``encode``, ``decode``, ``get_vocab``, ``apply_chat_template``."""
+    """HF-like tokenizer: ``len``, ``encode``, ``decode``, ``get_vocab``, ``apply_chat_template``,
+    ``backend_tokenizer``."""
 
     def __init__(self, chat_template: str | None) -> None:
         self._tok = shared_tokenizer()
@@ -28,6 +44,7 @@ class FakeFastTokenizer:
         self.eos_token_id = self._tok.eos_id
         self.bos_token: str | None = None
         self.bos_token_id: int | None = None
+        self.backend_tokenizer = _backend(self._tok.ids)
 
     def __len__(self) -> int:
         return len(self._tok)
@@ -39,14 +56,7 @@ class FakeFastTokenizer:
         return self._tok.encode(text)
 
     def decode(self, token_ids: list[int], skip_special_tokens: bool = False) -> str:
-        pieces = self._tok.pieces
-        out = []
-        for t in token_ids:
-            piece = pieces[int(t)]
-            if skip_special_tokens and piece in SPECIAL_TOKENS:
-                continue
-            out.append(piece)
-        return "".join(out)
+        return str(self.backend_tokenizer.decode([int(t) for t in token_ids], skip_special_tokens=skip_special_tokens))
 
     def apply_chat_template(
         self,
