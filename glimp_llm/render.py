@@ -9,7 +9,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from glimp_llm.trace import RoutedResult
+from glimp_llm.trace import RoutedResult, Step
 
 MODEL_STYLE = {"small": "green", "large": "magenta"}
 
@@ -27,7 +27,8 @@ _NARROW_COLUMNS = (
     ("#", "right", 2),
     ("model", "left", 5),
     ("H nats", "right", 6),
-    ("", "left", 12),
+    ("", "left", 5),
+    ("why", "left", 6),
     ("tokens", "right", 6),
     ("end", "left", 9),
     ("ms", "right", 5),
@@ -47,19 +48,40 @@ def step_table(result: RoutedResult, *, width: int | None = None, max_text: int 
     table.add_column("text", no_wrap=True, overflow="ellipsis", width=text_width)
     for s in result.steps:
         entropy = "-" if s.entropy is None else f"{s.entropy:.3f}"
-        bar = "" if s.entropy is None else _bar(min(s.entropy / max(result.threshold * 2, 1e-9), 1.0), 10)
-        marker = "" if s.entropy is None else (">" if s.model == "large" and s.phase == "thinking" else "")
+        bar = "" if s.entropy is None else _bar(min(s.entropy / max(result.threshold * 2, 1e-9), 1.0), 5)
         table.add_row(
             str(s.index),
             Text(s.model + (" *" if s.fallback else ""), style=MODEL_STYLE[s.model]),
             entropy,
-            Text(bar + (" " + marker if marker else ""), style=MODEL_STYLE[s.model]),
+            Text(bar, style=MODEL_STYLE[s.model]),
+            step_reason(s),
             str(s.tokens),
             s.ended_by,
             f"{(s.glimpse_seconds + s.generation_seconds) * 1000:.0f}",
             s.text.replace("\n", "⏎"),
         )
     return table
+
+
+_WHY = {
+    "entropy": "H",
+    "random": "rand",
+    "fixed": "only",
+    "first_step": "1st",
+    "tool_call": "tool",
+    "final_check": "final",
+    "answer": "ans",
+    "fallback": "fail",
+}
+
+
+def step_reason(step: Step) -> str:
+    """Why the step went where it did, in a few characters, with the large model's check of the small
+    model's tokens: ``✓`` all kept, ``✗3`` rewritten after 3 kept small tokens."""
+    why = _WHY[step.routed_by]
+    if step.rejected_tokens:
+        return f"{why}✗{step.kept_small_tokens}"
+    return why + ("✓" if step.verified else "")
 
 
 def summary_line(result: RoutedResult) -> Text:
@@ -74,6 +96,10 @@ def summary_line(result: RoutedResult) -> Text:
         f" ({u.completion_tokens / t.wall_seconds if t.wall_seconds else 0:.1f} tok/s)"
         f" | glimpses {t.glimpse_seconds:.2f} s | finish: {result.finish_reason}"
     )
+    if u.verified_steps:
+        line.append(f" | verified {u.verified_steps} small steps in {t.verify_seconds:.2f} s")
+    if u.small_tokens_rejected:
+        line.append(f" | {u.small_tokens_rejected} small tokens rewritten by the large model")
     return line
 
 

@@ -309,3 +309,20 @@ async def test_the_shipped_defaults_guard_the_first_step_tool_calls_and_the_fina
     defaults = RouterConfig()
     assert defaults.first_step_large and defaults.tool_call_large and defaults.final_step_check
     assert not defaults.verify and defaults.forced_entropy == 0 and defaults.routing == "entropy"
+
+
+async def test_the_trace_table_says_why_and_what_verification_kept() -> None:
+    from rich.console import Console
+
+    from glimp_llm.render import step_reason, step_table, summary_line
+
+    small = "First we add 2 plus 3.\n\nThen we divide.\n\nThe answer is 10."
+    large = "First we add 2 plus 3.\n\nThen we multiply.\n\nThe answer is 10."
+    router, _, _ = await make_router(0.1, small=small, large=large, threshold=1.0, verify=True, first_step_large=True)
+    result = await router.generate("hello")
+    assert [step_reason(s) for s in result.steps] == ["1st", "H✗2", "H✓"]
+    console = Console(width=100, record=True)
+    console.print(step_table(result, width=100))
+    console.print(summary_line(result))
+    out = console.export_text()
+    assert "why" in out and "H✗2" in out and "verified 2 small steps" in out and "rewritten by the" in out
