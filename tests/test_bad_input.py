@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import UNGUARDED
 
 from glimp_llm import models
-from glimp_llm.config import GlimpConfig
+from glimp_llm.config import GlimpConfig, RouterConfig
 from glimp_llm.engines.scripted import ScriptedEngine
 from glimp_llm.errors import (
     ConfigurationError,
@@ -41,7 +42,7 @@ async def _router(window: int = 4096) -> Router:
     large = ScriptedEngine(LARGE, name="large", context_window=window)
     await small.start()
     await large.start()
-    return Router(small, large)
+    return Router(small, large, RouterConfig(**UNGUARDED))  # the plain entropy loop these tests were written on
 
 
 # ----------------------------------------------------------------------------------- requests

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import require
+from conftest import UNGUARDED, require
 
 require("langchain_core", "the LangChain adapter tests need the langchain extra")
 
@@ -18,6 +18,7 @@ from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler  
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage  # noqa: E402
 
 from glimp_llm import Glimp, GlimpConfig, LlamaCppEngineConfig, ScriptedEngineConfig  # noqa: E402
+from glimp_llm.config import RouterConfig  # noqa: E402
 from glimp_llm.integrations.langchain import ChatGlimp, GlimpLLM, to_template_messages  # noqa: E402
 
 SMALL = "The answer is 4.\n\nDone here."
@@ -29,6 +30,7 @@ def scripted(small: str = SMALL, large: str = LARGE, entropies: float | list[flo
     return GlimpConfig(
         small=ScriptedEngineConfig(response=small, entropies=entropies),
         large=ScriptedEngineConfig(response=large),
+        router=RouterConfig(**UNGUARDED),  # these tests are about the adapter on the plain entropy loop
     )
 
 
@@ -163,7 +165,7 @@ def test_get_token_ids_uses_the_models_tokenizer(glimp: Glimp) -> None:
 def test_construction_loads_nothing_and_rejects_ambiguity() -> None:
     llm = GlimpLLM()
     assert llm.model_label == "qwen2.5-coder-0.5b-instruct->qwen2.5-coder-1.5b-instruct"
-    assert llm.client._loop is None  # no engine started
+    assert llm.client._portal is None  # no engine started
     assert GlimpLLM(config=scripted()).model_label == "scripted:scripted"
     assert GlimpLLM(config=scripted(), model="my-pair")._get_ls_params()["ls_model_name"] == "my-pair"
     with pytest.raises(ValueError, match="not both"):
@@ -172,14 +174,13 @@ def test_construction_loads_nothing_and_rejects_ambiguity() -> None:
 
 def test_adapters_wrap_an_existing_router() -> None:
     """Third way to build an adapter: around a Router someone already assembled (its engines, its settings)."""
-    from glimp_llm.config import RouterConfig
     from glimp_llm.engines.scripted import ScriptedEngine
     from glimp_llm.integrations.llama_index import GlimpLlamaIndexLLM
     from glimp_llm.router import Router
 
     small = ScriptedEngine(SMALL, entropies=[0.1, 5.0], name="tiny")
     large = ScriptedEngine(LARGE, entropies=0.1, name="huge")
-    router = Router(small, large, RouterConfig(threshold=1.0))
+    router = Router(small, large, RouterConfig(threshold=1.0, **UNGUARDED))
     llm = GlimpLLM(router=router)
     assert llm.model_label == "tiny->huge"  # named by the engines, not by a default config
     assert llm.invoke("hi") == "The answer is 4.\n\nLarge done."  # the router's own threshold routed it

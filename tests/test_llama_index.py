@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import require
+from conftest import UNGUARDED, require
 
 require("llama_index.core", "the LlamaIndex adapter tests need the llamaindex extra")
 
@@ -20,6 +20,7 @@ from llama_index.core.llms import ChatMessage, MessageRole  # noqa: E402
 from llama_index.core.tools import FunctionTool  # noqa: E402
 
 from glimp_llm import Glimp, GlimpConfig, LlamaCppEngineConfig, ScriptedEngineConfig  # noqa: E402
+from glimp_llm.config import RouterConfig  # noqa: E402
 from glimp_llm.integrations.hash_embedding import HashEmbedding  # noqa: E402
 from glimp_llm.integrations.llama_index import GlimpLlamaIndexLLM, to_template_messages  # noqa: E402
 
@@ -29,7 +30,11 @@ USER = [ChatMessage(role=MessageRole.USER, content="What is 2+2?")]
 
 
 def scripted(text: str = TEXT, **kw: Any) -> GlimpConfig:
-    return GlimpConfig(small=ScriptedEngineConfig(response=text, **kw), large=ScriptedEngineConfig(response=text, **kw))
+    return GlimpConfig(
+        small=ScriptedEngineConfig(response=text, **kw),
+        large=ScriptedEngineConfig(response=text, **kw),
+        router=RouterConfig(**UNGUARDED),  # these tests are about the adapter on the plain entropy loop
+    )
 
 
 @pytest.fixture

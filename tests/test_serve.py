@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import require
+from conftest import UNGUARDED, require
 
 from glimp_llm.config import GlimpConfig
 from glimp_llm.manager import BackendManager
@@ -42,7 +42,7 @@ def _config(token_seconds: float = 0.0, **router: Any) -> GlimpConfig:
         {
             "small": {**engine, "response": SMALL, "entropies": [0.1, 3.0, 0.1, 0.1], "name": "small"},
             "large": {**engine, "response": LARGE, "entropies": 0.1, "name": "large"},
-            "router": {"threshold": 1.0, "max_tokens": 200, **router},
+            "router": {"threshold": 1.0, "max_tokens": 200, **UNGUARDED, **router},
         }
     )
 
@@ -307,7 +307,7 @@ def _turn_scripted_manager() -> BackendManager:
             return logits
 
     small, large = TurnScripted("small"), TurnScripted("large")
-    return BackendManager(router=Router(small, large, RouterConfig(threshold=1.0, max_tokens=200)))
+    return BackendManager(router=Router(small, large, RouterConfig(threshold=1.0, max_tokens=200, **UNGUARDED)))
 
 
 @pytest.fixture(scope="module")
