@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import UNGUARDED
 
 from glimp_llm.engines.base import SamplingParams
 from glimp_llm.entropy import entropy_from_logits
@@ -194,7 +195,8 @@ async def test_verification_on_real_llama_cpp_keeps_only_accepted_tokens(smollm2
     await small.start()
     await large.start()
     try:
-        router = Router(small, large, RouterConfig(threshold=6.0, verify=True, verify_logprob=-1.5))
+        # verification alone: with the guards on, the first (and here only) step would go large unverified
+        router = Router(small, large, RouterConfig(threshold=6.0, verify=True, verify_logprob=-1.5, **UNGUARDED))
         prompt = PROMPT[0]["content"]
         result = await router.generate(prompt, max_tokens=80, temperature=1.0, seed=3)
         assert result.text == "".join(s.text for s in result.steps)

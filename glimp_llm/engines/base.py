@@ -272,8 +272,9 @@ class EngineBase:
 
     @classmethod
     def from_config(cls, cfg: Any, *, name: str) -> Self:
-        """The engine a validated engine configuration describes, as the ``small`` or ``large`` role."""
-        raise NotImplementedError(f"{cls.__name__} cannot be built from a configuration")
+        """The engine a validated engine configuration describes, as the ``small`` or ``large`` role. One
+        convention: a configuration's fields (less ``kind``) are its engine's keyword arguments."""
+        return cls(**{**cfg.model_dump(exclude={"kind"}), "name": name})
 
     # ------------------------------------------------------------------------------- lifecycle
     @property

@@ -18,16 +18,13 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from glimp_llm.engines.base import EngineInfo
 from glimp_llm.engines.in_process import InProcessEngine
 from glimp_llm.errors import EngineUnavailableError, ModelNotFoundError
-
-if TYPE_CHECKING:
-    from glimp_llm.config import LlamaCppEngineConfig
 
 _TOKEN_ATTR_UNUSED = 1 << 1
 # Loading (and freeing) two models at once from two threads kills the process inside llama.cpp's backend
@@ -75,20 +72,6 @@ class LlamaCppEngine(InProcessEngine[Any]):
         self._vocab: Any = None
         self._add_bos = False
         self._bos_text = ""
-
-    @classmethod
-    def from_config(cls, cfg: LlamaCppEngineConfig, *, name: str) -> LlamaCppEngine:
-        return cls(
-            cfg.model,
-            name=name,
-            n_ctx=cfg.n_ctx,
-            n_threads=cfg.n_threads,
-            n_batch=cfg.n_batch,
-            n_slots=cfg.n_slots,
-            max_queue=cfg.max_queue,
-            seed=cfg.seed,
-            chat_template=cfg.chat_template,
-        )
 
     def _load(self) -> tuple[list[Any], EngineInfo]:
         from glimp_llm import models

@@ -25,7 +25,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -48,9 +48,6 @@ from glimp_llm.engines.servers import DIALECTS, OWNED_BY, Dialect
 from glimp_llm.engines.servers.dialect import model_cards
 from glimp_llm.engines.servers.transport import ServerTransport
 from glimp_llm.errors import ConfigurationError, EngineFailureError, EngineUnavailableError
-
-if TYPE_CHECKING:
-    from glimp_llm.config import OpenAICompatEngineConfig
 
 DialectName = Literal["llama.cpp", "vllm", "sglang", "trtllm"]
 
@@ -109,28 +106,6 @@ class OpenAICompatEngine(EngineBase):
         self._template: ChatTemplate | None = None
         self._local_tokenizer: Any = None
         self._token_texts: dict[int, str] = {}
-
-    @classmethod
-    def from_config(cls, cfg: OpenAICompatEngineConfig, *, name: str) -> OpenAICompatEngine:
-        return cls(
-            cfg.base_urls,
-            cfg.model,
-            name=name,
-            api_key=cfg.api_key,
-            dialect=cfg.dialect,
-            top_logprobs=cfg.top_logprobs,
-            vocab_size=cfg.vocab_size,
-            context_window=cfg.context_window,
-            timeout_s=cfg.timeout_s,
-            connect_timeout_s=cfg.connect_timeout_s,
-            max_retries=cfg.max_retries,
-            token_ids=cfg.token_ids,
-            max_concurrency=cfg.max_concurrency,
-            health_interval_s=cfg.health_interval_s,
-            replica_retry_s=cfg.replica_retry_s,
-            chat_template=cfg.chat_template,
-            tokenizer_from=cfg.tokenizer_from,
-        )
 
     # ------------------------------------------------------------------------------ lifecycle
     @property

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
@@ -245,17 +245,9 @@ class ScriptedEngine(InProcessEngine[_Model]):
         self._delim_id = self.tokenizer.ids[DELIMITER]
 
     @classmethod
-    def from_config(cls, cfg: ScriptedEngineConfig, *, name: str) -> ScriptedEngine:
+    def from_config(cls, cfg: ScriptedEngineConfig, *, name: str) -> Self:
         """A configured name other than the default wins over the role (tests name their engines)."""
-        return cls(
-            cfg.response,
-            entropies=cfg.entropies,
-            name=cfg.name if cfg.name != "scripted" else name,
-            token_seconds=cfg.token_seconds,
-            context_window=cfg.context_window,
-            n_slots=cfg.n_slots,
-            max_queue=cfg.max_queue,
-        )
+        return super().from_config(cfg, name=cfg.name if cfg.name != "scripted" else name)
 
     # ----------------------------------------------------------------------------- hooks
     def _load(self) -> tuple[list[_Model], EngineInfo]:

@@ -88,7 +88,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -118,9 +118,6 @@ from glimp_llm.errors import (
     MalformedResponseError,
     ModelNotFoundError,
 )
-
-if TYPE_CHECKING:
-    from glimp_llm.config import TensorRTLLMEngineConfig
 
 log = logging.getLogger("glimp_llm.engines.tensorrt_llm")
 
@@ -468,22 +465,6 @@ class TensorRTLLMEngine(EngineBase):
         #: entropy can be recomputed independently from the very request that produced it.
         self.keep_last_logits = False
         self.last_logits: Any = None
-
-    @classmethod
-    def from_config(cls, cfg: TensorRTLLMEngineConfig, *, name: str) -> TensorRTLLMEngine:
-        return cls(
-            cfg.model,
-            name=name,
-            tokenizer=cfg.tokenizer,
-            backend=cfg.backend,
-            free_gpu_memory_fraction=cfg.free_gpu_memory_fraction,
-            max_batch_size=cfg.max_batch_size,
-            max_num_tokens=cfg.max_num_tokens,
-            max_seq_len=cfg.max_seq_len,
-            tensor_parallel_size=cfg.tensor_parallel_size,
-            cache_salt=cfg.cache_salt,
-            max_concurrency=cfg.max_concurrency,
-        )
 
     def plan(self) -> LoadPlan:
         """What :meth:`start` will construct (see :func:`plan_load`): every configuration mistake is reported
