@@ -1,9 +1,9 @@
 """``Glimp``: the routed generator as one object, usable from sync code, threads and any event loop.
 
-The engines live on a private event-loop thread owned by the client (see :mod:`glimp_llm._loop`), so
-the same object serves a script, LangChain's executor threads, a LlamaIndex query engine on the user's
-loop, and the HTTP server. Async methods are real async: they await the engine loop's work without
-blocking the caller's loop, and cancelling the caller cancels the routed request.
+The engines live on an event loop of their own, behind an anyio blocking portal owned by the client (see
+:mod:`glimp_llm._portal`), so the same object serves a script, LangChain's executor threads, a LlamaIndex
+query engine on the user's loop, and the HTTP server. Async methods are real async: they await the engine
+loop's work without blocking the caller's loop, and cancelling the caller cancels the routed request.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import asyncio
 import queue
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
+from functools import partial
 from typing import Any
 
-from glimp_llm._loop import LoopThread
+from glimp_llm._portal import EnginePortal
 from glimp_llm.config import GlimpConfig
 from glimp_llm.engines.base import Engine, EngineInfo
 from glimp_llm.errors import EngineUnavailableError, RequestCancelledError
@@ -47,8 +48,10 @@ class Glimp:
         elif overrides:
             config = GlimpConfig.validated({**config.model_dump(), **overrides})
         self.manager = BackendManager(config, small=small, large=large, router=router)
-        self.config = self.manager.config  # with router=, the router's own settings
-        self._loop: LoopThread | None = None
+        # what the engines were built from; None when they were adopted (small=/large=/router=): their
+        # settings are router.config and each engine's info, which no GlimpConfig describes
+        self.config: GlimpConfig | None = self.manager.config
+        self._portal: EnginePortal | None = None
         self._lock = threading.Lock()
         self._closed = False
 
@@ -61,28 +64,28 @@ class Glimp:
         with self._lock:
             if self._closed:
                 raise EngineUnavailableError("this Glimp client was closed; create a new one")
-            if self._loop is None:
-                loop = LoopThread(name="glimp-engines")
+            if self._portal is None:
+                portal = EnginePortal(name="glimp-engines")
                 try:
-                    loop.run(self.manager.start())
+                    portal.call(self.manager.start)
                 except BaseException:
-                    loop.stop()
+                    portal.close()
                     raise
-                self._loop = loop
+                self._portal = portal
         return self
 
-    def _started(self) -> LoopThread:
-        return self._loop if self._loop is not None else self.start()._loop  # type: ignore[return-value]
+    def _started(self) -> EnginePortal:
+        return self._portal if self._portal is not None else self.start()._portal  # type: ignore[return-value]
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            loop, self._loop = self._loop, None
-        if loop is not None:
+            portal, self._portal = self._portal, None
+        if portal is not None:
             try:
-                loop.run(self.manager.close())
+                portal.call(self.manager.close)
             finally:
-                loop.stop()
+                portal.close()
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
@@ -111,7 +114,7 @@ class Glimp:
         return self.manager.large.info
 
     def health(self) -> dict[str, Any]:
-        return self._started().run(self.manager.health())
+        return self._started().call(self.manager.health)
 
     # ----------------------------------------------------------------------------- calls
     @staticmethod
@@ -125,15 +128,15 @@ class Glimp:
         threshold, temperature, top_p, seed, timeout_s."""
         req = self._request(prompt, options)
         try:
-            return self._started().run(self.router.generate(req))
+            return self._started().call(self.router.generate, req)
         except asyncio.CancelledError:
             raise RequestCancelledError("the routed request was cancelled") from None
 
     async def agenerate(self, prompt: str | RouteRequest | None = None, **options: Any) -> RoutedResult:
         req = self._request(prompt, options)
-        loop = await asyncio.to_thread(self._started) if self._loop is None else self._loop
+        portal = await asyncio.to_thread(self._started) if self._portal is None else self._portal
         try:
-            return await loop.arun(self.router.generate(req))
+            return await portal.acall(self.router.generate, req)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -147,7 +150,7 @@ class Glimp:
         async def _all() -> list[RoutedResult]:
             return list(await asyncio.gather(*(self.router.generate(r) for r in reqs)))
 
-        return self._started().run(_all())
+        return self._started().call(_all)
 
     async def abatch(self, prompts: Sequence[str | RouteRequest], **options: Any) -> list[RoutedResult]:
         return list(await asyncio.gather(*(self.agenerate(p, **options) for p in prompts)))
@@ -156,7 +159,7 @@ class Glimp:
         """Events (tokens, steps, done) as they happen. Breaking out of the loop cancels the request."""
         req = self._request(prompt, options)
         events: queue.Queue[Any] = queue.Queue()
-        loop = self._started()
+        portal = self._started()
 
         async def _pump() -> None:
             try:
@@ -169,7 +172,7 @@ class Glimp:
             finally:
                 events.put(_DONE)
 
-        future = loop.submit(_pump())
+        future = portal.submit(_pump)
         # A pump cancelled before it ran (the client closed meanwhile) never reaches its `finally`:
         # end the stream from the future too, or this consumer would wait on `events` forever.
         future.add_done_callback(lambda _: (events.put(asyncio.CancelledError()), events.put(_DONE)))
@@ -189,7 +192,7 @@ class Glimp:
 
     async def astream(self, prompt: str | RouteRequest | None = None, **options: Any) -> AsyncIterator[RouterEvent]:
         req = self._request(prompt, options)
-        engine_loop = await asyncio.to_thread(self._started) if self._loop is None else self._loop
+        portal = await asyncio.to_thread(self._started) if self._portal is None else self._portal
         caller = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -208,7 +211,7 @@ class Glimp:
             finally:
                 deliver(_DONE)
 
-        future = engine_loop.submit(_pump())
+        future = portal.submit(_pump)
         future.add_done_callback(lambda _: (deliver(asyncio.CancelledError()), deliver(_DONE)))  # see stream()
         try:
             while True:
@@ -226,7 +229,7 @@ class Glimp:
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids with the small model's tokenizer (LangChain's ``get_token_ids``)."""
-        return self._started().run(self.manager.small.tokenize(text))
+        return self._started().call(self.manager.small.tokenize, text)
 
     def render_chat(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None) -> str:
-        return self._started().run(self.manager.small.render_chat(messages, tools=tools))
+        return self._started().call(partial(self.manager.small.render_chat, messages, tools=tools))

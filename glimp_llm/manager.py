@@ -3,8 +3,8 @@
 It is the client side of two engines (as vLLM's core client is of its engine core): it constructs them
 from :class:`~glimp_llm.config.GlimpConfig` (one shared object when small and large name the same
 model), starts them together, checks that they can exchange token ids, reports health, and closes
-everything on exit — as an async context manager, or a sync one that runs the engines on a private
-event-loop thread.
+everything on exit — as an async context manager, or a sync one that runs the engines on an event loop of
+their own behind an anyio blocking portal (:class:`~glimp_llm._portal.EnginePortal`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import Any
 
-from glimp_llm._loop import LoopThread
+from glimp_llm._portal import EnginePortal
 from glimp_llm.config import EngineConfig, GlimpConfig
 from glimp_llm.engines.base import Engine
 from glimp_llm.errors import ConfigurationError
@@ -40,26 +40,29 @@ class BackendManager:
         router: Router | None = None,
     ) -> None:
         """Build engines from ``config``; or adopt ``small``/``large`` engine objects given directly (then
-        only ``config.router`` is used); or adopt an existing ``router``, its engines and its settings."""
+        only ``config.router`` is used); or adopt an existing ``router``, its engines and its settings.
+
+        :attr:`config` is what the engines were built from, and None when they were adopted: no GlimpConfig
+        describes engines built elsewhere (their settings are ``router.config`` and each engine's ``info``)."""
         if router is not None:
             if small is not None or large is not None:
                 raise ConfigurationError("pass router= or small=/large= engines, not both")
             small, large = router.small, router.large
-            config = (config or GlimpConfig()).model_copy(update={"router": router.config})
-        self.config = config or GlimpConfig()
         if (small is None) != (large is None):
             raise ConfigurationError("pass both small= and large= engines, or neither")
         self.adopted = small is not None
+        self.config: GlimpConfig | None = None
         if small is not None and large is not None:
             self.small, self.large = small, large
+            settings = (config or GlimpConfig()).router
         else:
-            self.small = build_engine(self.config.small, "small")
-            self.large = (
-                self.small if self.config.large == self.config.small else build_engine(self.config.large, "large")
-            )
-        self.router = router or Router(self.small, self.large, self.config.router)
+            self.config = built = config or GlimpConfig()
+            self.small = build_engine(built.small, "small")
+            self.large = self.small if built.large == built.small else build_engine(built.large, "large")
+            settings = built.router
+        self.router = router or Router(self.small, self.large, settings)
         self._started = False
-        self._loop_thread: LoopThread | None = None
+        self._portal: EnginePortal | None = None
 
     @property
     def shared_engine(self) -> bool:
@@ -124,24 +127,25 @@ class BackendManager:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # Synchronous use: the engines live on a private event-loop thread.
+    # Synchronous use: the engines live on the event loop behind a blocking portal.
     def __enter__(self) -> BackendManager:
-        self._loop_thread = LoopThread(name="glimp-manager")
+        self._portal = EnginePortal(name="glimp-manager")
         try:
-            self._loop_thread.run(self.start())
+            self._portal.call(self.start)
         except BaseException:
-            self._loop_thread.stop()
+            self._portal.close()
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._loop_thread is not None:
+        if self._portal is not None:
             try:
-                self._loop_thread.run(self.close())
+                self._portal.call(self.close)
             finally:
-                self._loop_thread.stop()
-                self._loop_thread = None
+                self._portal.close()
+                self._portal = None
 
     @property
-    def loop_thread(self) -> LoopThread | None:
-        return self._loop_thread
+    def portal(self) -> EnginePortal | None:
+        """Inside ``with``: where to run coroutines on the engines' loop (``manager.portal.call(fn, *args)``)."""
+        return self._portal

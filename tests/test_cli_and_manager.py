@@ -13,7 +13,10 @@ from conftest import UNGUARDED
 
 from glimp_llm import BackendManager, Glimp, GlimpConfig, ScriptedEngineConfig
 from glimp_llm.cli import main as glimp_main
+from glimp_llm.config import RouterConfig
+from glimp_llm.engines.scripted import ScriptedEngine
 from glimp_llm.errors import ConfigurationError
+from glimp_llm.router import Router
 
 SCRIPTED = {
     "small": {
@@ -151,6 +154,19 @@ def test_manager_sync_context_and_glimp_facade() -> None:
         streamed = [e for e in glimp.stream("hi")]
         assert streamed[-1].type == "done"
         assert glimp.tokenize("hello world")
+
+
+def test_adopted_engines_have_no_config_describing_other_engines() -> None:
+    """With router= or small=/large= the engines were built elsewhere: ``config`` is None rather than the
+    default llama.cpp pair the client does not use, and the router settings are the ones given."""
+    small, large = ScriptedEngine("a", name="s"), ScriptedEngine("b", name="l")
+    router = Router(small, large, RouterConfig(threshold=0.3))
+    adopted = Glimp(router=router)
+    assert adopted.config is None and adopted.router is router and adopted.router.config.threshold == 0.3
+    given = Glimp(GlimpConfig(router=RouterConfig(threshold=0.4)), small=small, large=large)
+    assert given.config is None and given.router.config.threshold == 0.4 and given.manager.small is small
+    cfg = GlimpConfig.validated(SCRIPTED)
+    assert Glimp(cfg).config == cfg
 
 
 @pytest.mark.llama_cpp

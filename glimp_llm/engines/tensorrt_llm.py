@@ -57,7 +57,7 @@ Why it is written this way (upstream sources read: ``tensorrt_llm/executor/resul
 * **Every call is made from inside the running event loop** that started the engine: the runtime
   creates each request's result queue on the loop present at ``generate_async`` time (awaiting fails with
   "The asyncio event loop was not present during initialization" otherwise), and our semaphore binds to
-  that loop. Sync callers use :class:`~glimp_llm.manager.BackendManager`'s loop thread.
+  that loop. Sync callers use :class:`~glimp_llm.manager.BackendManager`'s portal.
 * **Concurrency** is the runtime's in-flight batching: concurrent routed requests become concurrent
   ``generate_async`` calls on one ``LLM``, bounded by ``max_concurrency`` (beyond it callers wait FIFO).
 * **Cancellation** of a caller aborts its request (``RequestOutput.abort()``), which frees the slot.
@@ -594,7 +594,7 @@ class TensorRTLLMEngine(EngineBase):
         if asyncio.get_running_loop() is not self._loop:
             raise EngineUnavailableError(
                 f"engine {self.name!r} was started on another event loop: TensorRT-LLM requests must be made from "
-                "inside the loop that owns the engine; use BackendManager (its loop thread) or LoopThread.arun"
+                "inside the loop that owns the engine; use Glimp or a sync BackendManager (their EnginePortal)"
             )
         return self._llm
 

@@ -55,7 +55,7 @@ def pair_label(glimp: Glimp) -> str:
     """``small->large`` (or the one name when both roles use the same model): the ``model_name``
     frameworks report, e.g. ``qwen2.5-coder-0.5b-instruct->qwen2.5-coder-1.5b-instruct``. Engines the
     client adopted (``router=``, ``small=``/``large=``) are named by their own ``name``."""
-    if glimp.manager.adopted:
+    if glimp.config is None:
         small, large = glimp.manager.small.name, glimp.manager.large.name
     else:
         small, large = engine_label(glimp.config.small), engine_label(glimp.config.large)

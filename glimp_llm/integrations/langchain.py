@@ -136,7 +136,7 @@ class _GlimpParams(BaseModel):
 
     def _params_identity(self) -> dict[str, Any]:
         """Everything that changes what a prompt produces: LangChain's cache key and the traced invocation."""
-        cfg = self._client.config
+        cfg = self._client.config or self._client.router.config  # adopted engines: named by model_label
         return {
             "model_name": self.model_label,
             "temperature": self.temperature,

@@ -174,7 +174,7 @@ class GlimpLlamaIndexLLM(FunctionCallingLLM):
         )
         return LLMMetadata(
             context_window=window,
-            num_output=self.max_tokens or self._client.config.router.max_tokens,
+            num_output=self.max_tokens or self._client.router.config.max_tokens,
             is_chat_model=True,
             is_function_calling_model=True,
             model_name=self.model_label,

@@ -1,0 +1,96 @@
+"""The engines' event loop: an anyio blocking portal, with the typed errors and the clean close we promise.
+
+Engines must be called from inside the one running loop that owns them (TensorRT-LLM's ``generate_async``;
+asyncio primitives bind to the loop that first uses them). A blocking portal
+(:func:`anyio.from_thread.start_blocking_portal`) runs that loop on its own thread, so a plain script,
+LangChain's executor threads and another event loop (LlamaIndex's, a notebook's) all reach the same engines.
+
+:class:`EnginePortal` adds only what the portal leaves to its user: a closed portal answers
+:class:`~glimp_llm.errors.EngineUnavailableError` and a call cancelled on the engines' side
+:class:`~glimp_llm.errors.RequestCancelledError` (not anyio's ``RuntimeError`` or a bare ``CancelledError``);
+Ctrl-C in a blocking call cancels the call; awaiting from another loop cancels with the awaiting task; and
+:meth:`EnginePortal.close` cancels what still runs and never strands a caller that submits while it closes
+(anyio checks that the loop runs, then schedules: between the two the loop can stop and the caller would wait
+forever, tests/test_load_faults.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from anyio.from_thread import start_blocking_portal
+
+from glimp_llm.errors import EngineUnavailableError, RequestCancelledError
+
+T = TypeVar("T")
+
+
+class EnginePortal:
+    """An event loop on its own thread named ``name``, started at construction, reached from any thread or loop."""
+
+    def __init__(self, name: str = "glimp-engines") -> None:
+        self._exit = contextlib.ExitStack()
+        self._portal = self._exit.enter_context(start_blocking_portal(name=name))
+        self._thread_id = self._portal.call(threading.get_ident)
+        # Submissions in progress and whether close() began: close waits for the first to finish, so no
+        # submission can fall between the portal's "is it running?" check and its scheduling.
+        self._state = threading.Condition()
+        self._submitting = 0
+        self._closing = False
+
+    @property
+    def in_portal_thread(self) -> bool:
+        return threading.get_ident() == self._thread_id
+
+    def submit(self, func: Callable[..., Awaitable[T]], *args: Any) -> Future[T]:
+        """Start ``func(*args)`` on the loop; cancelling the returned future cancels it. After :meth:`close`
+        began this raises :class:`~glimp_llm.errors.EngineUnavailableError`."""
+        with self._state:
+            if self._closing:
+                raise EngineUnavailableError(
+                    "the engines' event loop has stopped (the client was closed); create a new one"
+                )
+            self._submitting += 1
+        try:
+            return self._portal.start_task_soon(func, *args)
+        finally:
+            with self._state:
+                self._submitting -= 1
+                self._state.notify_all()
+
+    def call(self, func: Callable[..., Awaitable[T]], *args: Any, timeout: float | None = None) -> T:
+        """Run ``func(*args)`` on the loop and block for its result. Ctrl-C (or ``timeout``) cancels it."""
+        if self.in_portal_thread:
+            raise RuntimeError("EnginePortal.call() from the engines' own loop would deadlock; await it instead")
+        future = self.submit(func, *args)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.CancelledError:
+            # cancelled on the loop's side (the client closed): without this, sync callers saw an untyped error
+            raise RequestCancelledError("the request was cancelled (its client was closed while it ran)") from None
+        except BaseException:
+            future.cancel()
+            raise
+
+    async def acall(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Await ``func(*args)`` from any loop; cancelling the awaiting task cancels it on the engines' loop."""
+        if self.in_portal_thread:
+            return await func(*args)
+        return await asyncio.wrap_future(self.submit(func, *args))
+
+    def close(self) -> None:
+        """Refuse new calls, cancel those still running, stop the loop and join its thread. Idempotent."""
+        with self._state:
+            if self._closing:
+                return
+            self._closing = True
+            self._state.wait_for(lambda: self._submitting == 0)
+        with contextlib.suppress(RuntimeError):  # the loop ended already
+            self._portal.call(self._portal.stop, True)
+        self._exit.close()
