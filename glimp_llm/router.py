@@ -400,7 +400,7 @@ class Router:
         if not to_large:
             step = await self._check_small_step(run, step, cap)
         step.entropy, step.entropy_kind, step.entropy_error_bound = entropy, kind, bound
-        step.glimpse_token = "".join(x.text for x in ahead)
+        step.glimpse_text = "".join(x.text for x in ahead)
         step.glimpse_tokens = len(ahead)
         step.forced_tokens = len(forced)
         return step

@@ -29,7 +29,7 @@ class Step(BaseModel):
     entropy: float | None = Field(None, description="glimpse entropy in nats (None when no glimpse was taken)")
     entropy_kind: str | None = None
     entropy_error_bound: float = 0.0
-    glimpse_token: str | None = None  # the text of the glimpsed token(s)
+    glimpse_text: str | None = None  # the glimpsed token(s) as text (None when no glimpse was taken)
     glimpse_tokens: int = 0  # how many tokens were glimpsed before routing (router.glimpse_tokens at most)
     glimpse_reused: bool = False
     tokens: int

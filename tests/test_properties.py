@@ -192,7 +192,7 @@ def check_invariants(case: Case, result: RoutedResult, glimpses: list[Glimpse], 
 
     # glimpses: one routing decision per routed step, over 1..glimpse_tokens glimpsed tokens, reused only by
     # small steps, which then start with exactly the glimpsed tokens
-    glimpsed = [s for s in steps if s.glimpse_token is not None]
+    glimpsed = [s for s in steps if s.glimpse_text is not None]
     assert len(glimpsed) == usage.glimpses
     per_step = 1 if case.paper else case.glimpse_tokens
     assert all(1 <= s.glimpse_tokens <= per_step for s in glimpsed)
@@ -207,7 +207,7 @@ def check_invariants(case: Case, result: RoutedResult, glimpses: list[Glimpse], 
             groups.append(glimpses[i : i + step.glimpse_tokens])
             i += step.glimpse_tokens
     for step, group in zip(glimpsed, groups, strict=False):
-        assert step.glimpse_token == "".join(g.text for g in group)
+        assert step.glimpse_text == "".join(g.text for g in group)
         assert step.entropy == pytest.approx(max(g.entropy for g in group)) or case.paper
         if step.glimpse_reused:
             assert step.model == "small" and not case.paper
@@ -223,7 +223,7 @@ def check_invariants(case: Case, result: RoutedResult, glimpses: list[Glimpse], 
             else:
                 assert (step.model == "small") == (step.entropy <= case.threshold)
     for step in steps:
-        if step.glimpse_token is None:  # no glimpse: only a fallback after the small glimpse failed
+        if step.glimpse_text is None:  # no glimpse: only a fallback after the small glimpse failed
             assert step.fallback is not None and step.model == "large"
     if not case.fail_every:
         assert all(s.fallback is None for s in steps)

@@ -40,7 +40,7 @@ async def test_low_entropy_steps_stay_small_and_reuse_the_glimpse() -> None:
     assert result.finish_reason == "eos"
     for step in result.steps:
         assert step.glimpse_reused
-        assert step.token_ids[0] == (await small.tokenize(step.glimpse_token))[0]
+        assert step.token_ids[0] == (await small.tokenize(step.glimpse_text))[0]
     assert result.usage.glimpse_tokens_discarded == 0
     assert large.stats.generate_calls == 0
 
@@ -51,7 +51,7 @@ async def test_high_entropy_step_goes_to_large_and_glimpse_is_dropped() -> None:
     assert [s.model for s in result.steps] == ["small", "large", "small"]
     assert result.steps[1].text == "LARGE two.\n\n"
     assert not result.steps[1].glimpse_reused
-    assert result.steps[1].glimpse_token == "Then"  # what the small model would have written
+    assert result.steps[1].glimpse_text == "Then"  # what the small model would have written
     assert result.text == "First we add 2 plus 3.\n\nLARGE two.\n\nThe answer is 10."
     assert result.usage.large_steps == 1 and result.usage.small_steps == 2
     assert result.usage.glimpse_tokens_discarded == 1
@@ -70,7 +70,7 @@ async def test_look_ahead_glimpse_routes_on_the_most_uncertain_of_the_first_toke
     assert [s.model for s in result.steps] == ["large"] * 3
     assert result.text == LARGE
     assert [s.glimpse_tokens for s in result.steps] == [3, 3, 3]
-    assert result.steps[0].glimpse_token == "First we add"  # what the small model would have written
+    assert result.steps[0].glimpse_text == "First we add"  # what the small model would have written
     assert result.steps[0].entropy == pytest.approx(2.0, abs=1e-3)
     assert result.usage.glimpses == 3 and result.usage.glimpse_tokens_discarded == 9
 
@@ -80,7 +80,7 @@ async def test_look_ahead_tokens_are_kept_when_the_small_model_writes_the_step()
     result = await router.generate("hello")
     assert result.text == SMALL and [s.model for s in result.steps] == ["small"] * 3
     first = result.steps[0]
-    assert first.glimpse_reused and first.glimpse_tokens == 4 and first.glimpse_token == "First we add 2"
+    assert first.glimpse_reused and first.glimpse_tokens == 4 and first.glimpse_text == "First we add 2"
     assert first.token_ids[:4] == await small.tokenize("First we add 2")
     assert result.usage.glimpse_tokens_discarded == 0
     # and they cost nothing extra: the small engine evaluates exactly the tokens it would with one glimpse
@@ -303,8 +303,8 @@ async def test_the_small_step_continues_from_the_sampled_glimpse_token() -> None
         result = await router.generate("hello", temperature=1.0)
         for step in result.steps:
             assert step.glimpse_reused
-            assert step.text.startswith(step.glimpse_token)
-        assert len({s.glimpse_token for s in result.steps}) > 1  # the draws really were random
+            assert step.text.startswith(step.glimpse_text)
+        assert len({s.glimpse_text for s in result.steps}) > 1  # the draws really were random
 
 
 async def test_seeded_sampling_is_reproducible() -> None:
@@ -313,4 +313,4 @@ async def test_seeded_sampling_is_reproducible() -> None:
     b = await router.generate("hello", temperature=1.0, seed=7)
     c = await router.generate("hello", temperature=1.0, seed=8)
     assert a.text == b.text
-    assert a.text != c.text or [s.glimpse_token for s in a.steps] != [s.glimpse_token for s in c.steps]
+    assert a.text != c.text or [s.glimpse_text for s in a.steps] != [s.glimpse_text for s in c.steps]
