@@ -55,7 +55,7 @@ def test_parse_modes_keeps_run_order_and_rejects_bad_names() -> None:
         ("ours,ours", "more than once"),
         ("", "empty"),
         ("large,,ours", "empty name"),
-        ("ours+k4", "--glimpse-tokens"),
+        ("ours+k4", "--lookahead-tokens"),
     ]:
         with pytest.raises(ConfigurationError, match=message) as info:
             parse_modes(bad, modes)

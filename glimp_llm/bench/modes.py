@@ -154,7 +154,7 @@ def parse_modes(text: str | None, modes: Mapping[str, ModeSpec]) -> Selection:
     if unknown:
         hint = ""
         if any(n.startswith("ours+k") for n in unknown):
-            hint = " (the look-ahead mode is named after --glimpse-tokens K: ours+kK)"
+            hint = " (the look-ahead mode is named after --lookahead-tokens K: ours+kK)"
         raise ConfigurationError(
             f"--modes: unknown mode {', '.join(map(repr, unknown))}{hint}; use a comma-separated list of: "
             f"{', '.join(valid)}"

@@ -63,12 +63,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--calibrate-problems", type=int, default=8, help="held-out problems (after the evaluated ones)")
     r.add_argument("--taus", help="explicit taus for ours instead of calibration: MAIN[,SWEEP...]")
     r.add_argument(
-        "--glimpse-tokens",
+        "--lookahead-tokens",
         type=int,
         default=8,
         metavar="K",
-        help="look-ahead width of the mode ours+kK (router.glimpse_tokens), calibrated at the main share; "
-        "1 leaves that mode out",
+        help="look-ahead width K of the mode ours+kK (its router.glimpse_tokens; every other mode glimpses one "
+        "token), calibrated at the main share; 1 leaves that mode out",
     )
     r.add_argument("--paper-tau", type=float, help="explicit tau for the paper-faithful mode")
     r.add_argument("--lookahead-tau", type=float, help="explicit tau for the look-ahead mode ours+kK")
@@ -133,11 +133,11 @@ def prepare(args: argparse.Namespace, warn: Callable[[str], None]) -> Prepared:
     from glimp_llm.bench.datasets import count_rows, load_problems
     from glimp_llm.bench.runner import Mode, read_records
 
-    if args.glimpse_tokens < 1:
-        raise ConfigurationError(f"--glimpse-tokens must be >= 1; got {args.glimpse_tokens}")
+    if args.lookahead_tokens < 1:
+        raise ConfigurationError(f"--lookahead-tokens must be >= 1; got {args.lookahead_tokens}")
     if args.limit < 1 or args.offset < 0 or args.calibrate_problems < 0 or args.sweep_problems < 0:
         raise ConfigurationError("--limit must be >= 1, and --offset, --calibrate-problems, --sweep-problems >= 0")
-    selection = parse_modes(args.modes, registry(args.glimpse_tokens))
+    selection = parse_modes(args.modes, registry(args.lookahead_tokens))
     _share(args.main_share, "--main-share")
     if args.random_share is not None:
         _share(args.random_share, "--random-share")
@@ -204,8 +204,8 @@ def prepare(args: argparse.Namespace, warn: Callable[[str], None]) -> Prepared:
         kinds.add("exact")
     saved_samples = (saved or {}).get("calibration") or {}
     reusable = set(saved_samples.get("samples", {}))
-    keys = {"exact": "exact", "paper": "top-20 renormalised", "look-ahead": f"look-ahead k={args.glimpse_tokens}"}
-    collect = bool(kinds) and not all(keys[k] in reusable or (k == "look-ahead" and args.glimpse_tokens == 1)
+    keys = {"exact": "exact", "paper": "top-20 renormalised", "look-ahead": f"look-ahead k={args.lookahead_tokens}"}
+    collect = bool(kinds) and not all(keys[k] in reusable or (k == "look-ahead" and args.lookahead_tokens == 1)
                                        for k in kinds)  # fmt: skip
 
     # Problems: the evaluated range and, when a calibration will run, the held-out ones right after it.
@@ -450,7 +450,7 @@ async def _choose_modes(
 
     saved_modes = {m["name"]: Mode.from_dict(m) for m in (prep.saved or {}).get("modes", [])}
     calibration: dict[str, Any] | None = (prep.saved or {}).get("calibration")
-    k = args.glimpse_tokens
+    k = args.lookahead_tokens
     keys = {"exact": "exact", "paper": "top-20 renormalised", "look-ahead": f"look-ahead k={k}"}
     samples: dict[str, list[float]] = dict((calibration or {}).get("samples", {}))
     if k == 1:
