@@ -6,10 +6,14 @@ later, an engine failure by looking at the engine. Every message names the probl
 
     GlimpError
     ├── ConfigurationError          invalid configuration value or file (also a ValueError)
-    │   └── ModelNotFoundError      unknown model name, missing model package, corrupt model file
+    │   ├── ModelNotFoundError      unknown model name, missing model package or file
+    │   │   ├── ModelPatternError   a hub pattern or quant picks no GGUF model, or several
+    │   │   └── ModelIntegrityError a model file's sha256 differs from its pin
+    │   └── EngineDirError          a TensorRT-LLM engine directory (or pair) that cannot be used
     ├── InvalidRequestError         bad input to a call: empty prompt, max_tokens <= 0 ... (also a ValueError)
     │   └── ContextTooLongError     the context does not fit the model's window
     ├── EngineUnavailableError      an engine cannot be used: dependency missing, not started, closed, server down
+    │   └── NoReplicaError          every replica of a server model is out after failures (transient)
     ├── EngineFailureError          an engine call failed while running
     │   ├── EngineTimeoutError      an engine call exceeded its timeout
     │   └── MalformedResponseError  a server answered something that is not what the protocol promises
@@ -19,6 +23,11 @@ later, an engine failure by looking at the engine. Every message names the probl
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class GlimpError(Exception):
@@ -31,6 +40,34 @@ class ConfigurationError(GlimpError, ValueError):
 
 class ModelNotFoundError(ConfigurationError):
     """A model name is unknown, its package is not installed, or its file is missing or corrupt."""
+
+
+class ModelPatternError(ModelNotFoundError):
+    """A hub file pattern or quant matched no GGUF model, or several: the name must say which one.
+
+    ``matches`` are the files that matched (empty: none did), ``available`` the GGUF files that were
+    there to choose from (the repository listing, or the cached snapshot offline)."""
+
+    def __init__(self, message: str, *, matches: list[str], available: list[str]) -> None:
+        super().__init__(message)
+        self.matches = matches
+        self.available = available
+
+
+class ModelIntegrityError(ModelNotFoundError):
+    """A model file's sha256 differs from its pin: the file is corrupt, or not the file that was pinned.
+    Raised instead of loading it, never worked around by another route."""
+
+    def __init__(self, message: str, *, path: Path, expected: str, actual: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+
+
+class EngineDirError(ConfigurationError):
+    """A TensorRT-LLM engine directory (or a small/large pair of them) cannot be used; the message lists
+    why and the fix."""
 
 
 class InvalidRequestError(GlimpError, ValueError):
@@ -48,6 +85,11 @@ class ContextTooLongError(InvalidRequestError):
 
 class EngineUnavailableError(GlimpError):
     """An engine cannot be used at all: its dependency is missing, it is not started or closed, or down."""
+
+
+class NoReplicaError(EngineUnavailableError):
+    """Every replica of a server model is out after failures. Transient for a retry loop: the soonest one
+    comes back."""
 
 
 class EngineFailureError(GlimpError):

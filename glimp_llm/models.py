@@ -29,36 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from glimp_llm.errors import ModelNotFoundError
+from glimp_llm.errors import ModelIntegrityError, ModelNotFoundError
 
 if TYPE_CHECKING:
     from glimp_llm.models_hub import HubRef
 
 ProgressFn = Callable[[str, int, int], None]
 """``progress(label, done_bytes, total_bytes)`` during assembly, download and hashing."""
-
-
-class ModelPatternError(ModelNotFoundError):
-    """A hub file pattern or quant matched no GGUF model, or several: the name must say which one.
-
-    ``matches`` are the files that matched (empty: none did), ``available`` the GGUF files that were
-    there to choose from (the repository listing, or the cached snapshot offline)."""
-
-    def __init__(self, message: str, *, matches: list[str], available: list[str]) -> None:
-        super().__init__(message)
-        self.matches = matches
-        self.available = available
-
-
-class ModelIntegrityError(ModelNotFoundError):
-    """A model file's sha256 differs from its pin: the file is corrupt, or not the file that was pinned.
-    Raised instead of loading it, never worked around by another route."""
-
-    def __init__(self, message: str, *, path: Path, expected: str, actual: str) -> None:
-        super().__init__(message)
-        self.path = path
-        self.expected = expected
-        self.actual = actual
 
 
 @dataclass(frozen=True)

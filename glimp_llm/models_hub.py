@@ -17,7 +17,7 @@ Reference syntax (what ``--small`` / ``model:`` accept besides registered names 
     Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf@<commit>#sha256=<64 hex>
 
 A pattern must select exactly one model: a split GGUF (``-00001-of-00003.gguf``) counts as one and all
-of its shards are fetched. Zero or several matches are a :class:`~glimp_llm.models.ModelPatternError`
+of its shards are fetched. Zero or several matches are a :class:`~glimp_llm.errors.ModelPatternError`
 listing the candidates, never a guess.
 """
 
@@ -188,7 +188,7 @@ def _shard_names(filename: str) -> list[str]:
 def select_files(ref: HubRef, files: list[str], where: str) -> list[str]:
     """The files of ``ref`` among a repository listing ``files``: one GGUF, or every shard of one split
     GGUF (first shard first). Raises ModelPatternError unless exactly one model matches."""
-    from glimp_llm.models import ModelPatternError
+    from glimp_llm.errors import ModelPatternError
 
     if ref.filename:
         wanted = _shard_names(ref.filename)
@@ -283,7 +283,7 @@ def find_in_cache(ref: HubRef, cache: Path) -> Path | None:
     if snapshot is None:
         return None
     listing = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
-    from glimp_llm.models import ModelPatternError
+    from glimp_llm.errors import ModelPatternError
 
     try:
         chosen = select_files(ref, listing, f"in the cached snapshot {snapshot}")

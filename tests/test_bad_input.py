@@ -239,7 +239,8 @@ def _good_config(**build: Any) -> dict[str, Any]:
 
 
 def test_engine_dir_in_the_pre_0_8_format(tmp_path: Path) -> None:
-    from glimp_llm.engines.tensorrt_llm_validate import EngineDirError, validate_engine_dir
+    from glimp_llm.engines.tensorrt_llm_validate import validate_engine_dir
+    from glimp_llm.errors import EngineDirError
 
     old = {"builder_config": {"vocab_size": 32000}, "plugin_config": {}}
     with pytest.raises(EngineDirError, match="pre-0.8 engine format.*rebuild it"):
@@ -247,7 +248,8 @@ def test_engine_dir_in_the_pre_0_8_format(tmp_path: Path) -> None:
 
 
 def test_engine_dir_without_generation_logits(tmp_path: Path) -> None:
-    from glimp_llm.engines.tensorrt_llm_validate import EngineDirError, validate_engine_dir
+    from glimp_llm.engines.tensorrt_llm_validate import validate_engine_dir
+    from glimp_llm.errors import EngineDirError
 
     assert validate_engine_dir(_engine_dir(tmp_path / "a", _good_config())).ok
     with pytest.raises(EngineDirError, match="gather_generation_logits is not true.*--gather_generation_logits"):
@@ -255,7 +257,8 @@ def test_engine_dir_without_generation_logits(tmp_path: Path) -> None:
 
 
 def test_engine_dir_that_is_not_an_engine(tmp_path: Path) -> None:
-    from glimp_llm.engines.tensorrt_llm_validate import EngineDirError, validate_engine_dir
+    from glimp_llm.engines.tensorrt_llm_validate import validate_engine_dir
+    from glimp_llm.errors import EngineDirError
 
     with pytest.raises(ModelNotFoundError, match="has no config.json"):
         validate_engine_dir(tmp_path)

@@ -21,8 +21,8 @@ from conftest import require
 
 from glimp_llm import models, models_hub
 from glimp_llm.cli import main as glimp_main
-from glimp_llm.errors import ModelNotFoundError
-from glimp_llm.models import ModelIntegrityError, ModelPatternError, ModelSpec
+from glimp_llm.errors import ModelIntegrityError, ModelNotFoundError, ModelPatternError
+from glimp_llm.models import ModelSpec
 from glimp_llm.models_hub import HubRef, parse_hub_ref
 
 require("huggingface_hub", "the hub route is resolved with huggingface_hub (the cpu extra)")

@@ -21,11 +21,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from glimp_llm.errors import EngineUnavailableError
-
-
-class NoReplicaError(EngineUnavailableError):
-    """Every replica is out after failures. Transient for a retry loop: the soonest one comes back."""
+from glimp_llm.errors import EngineUnavailableError, NoReplicaError
 
 
 @dataclass

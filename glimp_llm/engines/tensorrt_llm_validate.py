@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from glimp_llm.errors import ConfigurationError, ModelNotFoundError
+from glimp_llm.errors import ConfigurationError, EngineDirError, ModelNotFoundError
 
 ModelFormat = Literal["engine", "hf", "trtllm_checkpoint"]
 
@@ -60,10 +60,6 @@ TOKENIZER_FILES = (
     "tokenizer.model",
     "generation_config.json",
 )
-
-
-class EngineDirError(ConfigurationError):
-    """An engine directory (or a small/large pair of them) cannot be used; the message lists why and the fix."""
 
 
 @dataclass

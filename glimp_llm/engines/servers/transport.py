@@ -24,13 +24,14 @@ from httpx_sse import SSEError, aconnect_sse
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from glimp_llm.engines.base import EngineHealth, EngineStats
-from glimp_llm.engines.replicas import NoReplicaError, Replica, ReplicaPool
+from glimp_llm.engines.replicas import Replica, ReplicaPool
 from glimp_llm.errors import (
     ContextTooLongError,
     EngineFailureError,
     EngineTimeoutError,
     EngineUnavailableError,
     MalformedResponseError,
+    NoReplicaError,
 )
 
 T = TypeVar("T")
