@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import UNGUARDED
+from conftest import UNGUARDED, require
 
 from glimp_llm import models
 from glimp_llm.config import GlimpConfig, RouterConfig
@@ -328,7 +328,7 @@ MALFORMED_ROWS = [
 async def test_malformed_server_answer_is_typed(
     fake_server: Any, row: str, body: str, dialect: str, error: type[GlimpError], message: str
 ) -> None:
-    pytest.importorskip("httpx")
+    require("httpx", "the OpenAI-compatible engine's HTTP client")
     from glimp_llm.engines.openai_compat import OpenAICompatEngine
 
     engine = OpenAICompatEngine([fake_server(body)], "m", dialect=dialect, timeout_s=5, max_retries=1)  # type: ignore[arg-type]

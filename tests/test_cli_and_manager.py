@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -109,7 +110,11 @@ def test_models_list_and_doctor(capsys: pytest.CaptureFixture[str], monkeypatch:
 
 
 def test_console_script_is_installed() -> None:
-    out = subprocess.run([sys.executable, "-m", "glimp_llm.cli", "--version"], capture_output=True, text=True)
+    """The `glimp` entry point of pyproject's [project.scripts], installed beside this interpreter, runs
+    (``python -m glimp_llm.cli`` would pass with no script installed at all)."""
+    script = Path(sysconfig.get_path("scripts")) / "glimp"
+    assert script.is_file(), f"{script} is missing: install the package into this environment (pip install -e .)"
+    out = subprocess.run([str(script), "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "glimp-llm" in out.stdout
 
 

@@ -82,7 +82,10 @@ async def test_streamed_deltas_add_up_to_the_completion(engine) -> None:
     ids = await prompt_ids(engine)
     deltas: list[str] = []
     completion = await engine.generate(ids, max_tokens=30, on_token=lambda d: deltas.append(d.text))
-    await asyncio.sleep(0)  # deltas are delivered on the loop
+    for _ in range(500):  # deltas are delivered on the loop: poll, bounded (5 s), instead of one fixed wait
+        if "".join(deltas) == completion.text:
+            break
+        await asyncio.sleep(0.01)
     assert "".join(deltas) == completion.text
 
 
