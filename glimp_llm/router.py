@@ -338,9 +338,9 @@ class Router:
         cfg = self.config
         decided = self._decided_role(run)
         if decided is not None:
-            role, reason = decided
+            role, why = decided
             step = await self._write_step(run, role, None, cap)
-            step.routed_by = reason
+            step.routed_by = why
             return await self._check_small_step(run, step, cap) if role == "small" else step
         paper = cfg.paper_faithful
         glimpse_sampling = SamplingParams() if paper else run.sampling
@@ -564,17 +564,35 @@ class Router:
         text = prefix.text
         if live and text:
             run.emit(TokenEvent(step=index, model="small", text=text))
-        glimpse_reused = role == "small" and bool(ids or prefix.eos)
-        made = dict(glimpse_reused=glimpse_reused, glimpse_seconds=glimpse_seconds, fallback=fallback)
+
+        def finish(step_ids: list[int], step_text: str, ended: StepEnd, seconds: float) -> Step:
+            if role == "small":
+                run.timings.small_seconds += seconds
+            else:
+                run.timings.large_seconds += seconds
+            return Step(
+                index=index,
+                model=role,
+                phase=run.phase,
+                glimpse_reused=role == "small" and bool(ids or prefix.eos),
+                tokens=len(step_ids),
+                token_ids=step_ids,
+                text=step_text,
+                ended_by=ended,
+                glimpse_seconds=glimpse_seconds,
+                generation_seconds=seconds,
+                fallback=fallback,
+                kept_small_tokens=kept_small,
+            )
+
         if prefix.eos:
-            return self._make_step(run, index, role, ids, text, "eos", seconds=0.0, kept_small=kept_small, **made)
+            return finish(ids, text, "eos", 0.0)
         if ids:
             hit = _first_stop(text, stops)
             if hit is not None or len(ids) >= cap:
-                ended = self._ended_by(hit, run) if hit is not None else self._cap_end(run, cap)
                 if "\ufffd" in text:
                     text = await self.small.detokenize(prefix.ids)
-                return self._make_step(run, index, role, ids, text, ended, seconds=0.0, kept_small=kept_small, **made)
+                return finish(ids, text, self._ended_by(hit, run) if hit is not None else self._cap_end(run, cap), 0.0)
         engine = self.small if role == "small" else self.large
         t0 = time.perf_counter()
         try:
@@ -600,15 +618,16 @@ class Router:
         text += completion.text
         if "\ufffd" in prefix.text:  # a multi-byte character split across the prefix: decode as one
             text = await engine.detokenize(all_ids)
+        end: StepEnd
         if completion.finish_reason == "stop":
-            ended: StepEnd = self._ended_by(completion.stop_string, run)
+            end = self._ended_by(completion.stop_string, run)
         elif completion.finish_reason == "eos":
-            ended = "eos"
+            end = "eos"
         elif completion.finish_reason == "cancelled":
-            ended = "cancelled"
+            end = "cancelled"
         else:
-            ended = self._cap_end(run, cap)
-        return self._make_step(run, index, role, all_ids, text, ended, seconds=seconds, kept_small=kept_small, **made)
+            end = self._cap_end(run, cap)
+        return finish(all_ids, text, end, seconds)
 
     def _ended_by(self, stop: str | None, run: _Run) -> StepEnd:
         if stop == self.config.step_delimiter:
@@ -619,40 +638,6 @@ class Router:
 
     def _cap_end(self, run: _Run, cap: int) -> StepEnd:
         return "budget" if run.generated + cap >= run.budget else "step_cap"
-
-    def _make_step(
-        self,
-        run: _Run,
-        index: int,
-        role: ModelRole,
-        ids: list[int],
-        text: str,
-        ended: StepEnd,
-        *,
-        glimpse_reused: bool,
-        glimpse_seconds: float,
-        seconds: float,
-        fallback: str | None,
-        kept_small: int,
-    ) -> Step:
-        if role == "small":
-            run.timings.small_seconds += seconds
-        else:
-            run.timings.large_seconds += seconds
-        return Step(
-            index=index,
-            model=role,
-            phase=run.phase,
-            glimpse_reused=glimpse_reused,
-            tokens=len(ids),
-            token_ids=ids,
-            text=text,
-            ended_by=ended,
-            glimpse_seconds=glimpse_seconds,
-            generation_seconds=seconds,
-            fallback=fallback,
-            kept_small_tokens=kept_small,
-        )
 
     def _after_step(self, run: _Run, step: Step, other_ids: list[int]) -> RoutedFinishReason | None:
         """Append the step, report it, and decide whether the request is over."""
