@@ -3,9 +3,9 @@
     .venv/bin/python examples/llamaindex_query_engine.py
     .venv/bin/python examples/llamaindex_query_engine.py --small smollm2-135m-instruct --large smollm2-135m-instruct
 
-Fully offline: the documents are below, the embedding is :class:`~glimp_llm.integrations.hash_embedding.
-HashEmbedding` (a hashed bag of words), and the LLM is ``GlimpLlamaIndexLLM``. The answer streams token by
-token; then the example prints which document was retrieved (``SOURCE``), the answer (``ANSWER``) and the
+Fully offline: the documents are below, the embedding is ``HashEmbedding`` (``examples/hash_embedding.py``,
+a hashed bag of words), and the LLM is ``GlimpLlamaIndexLLM``. The answer streams token by token; then the
+example prints which document was retrieved (``SOURCE``), the answer (``ANSWER``) and the
 routing trace (which model wrote each step). Needs the ``llamaindex`` extra:
 ``pip install 'glimp-llm[cpu,llamaindex]'``.
 """
@@ -16,12 +16,12 @@ import argparse
 import sys
 from typing import Any
 
+from hash_embedding import HashEmbedding  # beside this file: an offline stand-in, not part of glimp_llm
 from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload, TokenCountingHandler
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 
 from glimp_llm import Glimp, GlimpConfig
-from glimp_llm.integrations.hash_embedding import HashEmbedding
 from glimp_llm.integrations.llama_index import GlimpLlamaIndexLLM
 
 DOCUMENTS = {

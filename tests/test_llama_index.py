@@ -5,8 +5,10 @@ from the right document. LlamaIndex has no standard suite; this is ours."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +23,10 @@ from llama_index.core.tools import FunctionTool  # noqa: E402
 
 from glimp_llm import Glimp, GlimpConfig, LlamaCppEngineConfig, ScriptedEngineConfig  # noqa: E402
 from glimp_llm.config import RouterConfig  # noqa: E402
-from glimp_llm.integrations.hash_embedding import HashEmbedding  # noqa: E402
 from glimp_llm.integrations.llama_index import GlimpLlamaIndexLLM, to_template_messages  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # the examples' offline embedding
+from hash_embedding import HashEmbedding  # noqa: E402
 
 TEXT = "The answer is 4.\n\nDone here."
 CALL = '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>'

@@ -5,8 +5,8 @@ the framework is missing, fails with the ``pip install`` line of the extra that 
 
 * :mod:`glimp_llm.integrations.langchain`: ``GlimpLLM`` (a ``BaseLLM``) and ``ChatGlimp`` (a
   ``BaseChatModel`` with tool calling), for LangChain and LangGraph agents. Extra: ``langchain``.
-* :mod:`glimp_llm.integrations.llama_index`: ``GlimpLlamaIndexLLM`` (a ``FunctionCallingLLM``) and
-  :mod:`glimp_llm.integrations.hash_embedding` (an offline embedding). Extra: ``llamaindex``.
+* :mod:`glimp_llm.integrations.llama_index`: ``GlimpLlamaIndexLLM`` (a ``FunctionCallingLLM``). Extra:
+  ``llamaindex``. (The examples' offline embedding is ``examples/hash_embedding.py``, outside the package.)
 
 Both only map their framework's types: the chat itself (prompt, tools, parsing, streaming hold-back) is
 :mod:`glimp_llm.chat`, which ``glimp serve`` uses too.

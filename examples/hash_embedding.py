@@ -1,4 +1,8 @@
-"""``HashEmbedding``: an offline, dependency-free LlamaIndex embedding for examples and tests.
+"""``HashEmbedding``: an offline, dependency-free LlamaIndex embedding for the examples and tests.
+
+It lives here, not in the package, because it is a stand-in for them, not something a user should
+deploy: ``examples/llamaindex_query_engine.py`` imports it from beside itself, and the LlamaIndex tests
+from this folder.
 
 No embedding model can be downloaded here, and LlamaIndex's ``MockEmbedding`` returns one constant vector,
 which makes retrieval order meaningless. A hashed bag of words is deterministic, needs nothing, and
@@ -16,9 +20,7 @@ try:
     from llama_index.core.base.embeddings.base import BaseEmbedding
     from llama_index.core.bridge.pydantic import Field
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "glimp_llm.integrations.hash_embedding needs llama-index-core: pip install 'glimp-llm[llamaindex]'"
-    ) from exc
+    raise ImportError("examples/hash_embedding.py needs llama-index-core: pip install 'glimp-llm[llamaindex]'") from exc
 
 __all__ = ["HashEmbedding"]
 
