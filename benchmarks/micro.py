@@ -7,7 +7,7 @@
    plain completions over 1 (no routing), and their ratio: how much of the engine's batching the router
    keeps.
 
-    .venv/bin/python benchmarks/micro.py --data ../shared/data/gsm8k/test_dev.jsonl
+    .venv/bin/python benchmarks/micro.py --data benchmarks/data/gsm8k/test_dev.jsonl
 
 Writes benchmarks/micro.json and, from it, the block in benchmarks/RESULTS.md (``--render-only`` rewrites
 the block from the JSON without measuring).

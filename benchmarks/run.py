@@ -1,7 +1,7 @@
 """One entry point for the benchmark (the same as ``glimp bench``): every mode on the same problems in
 one run, ratios printed at the end, RESULTS.md tables, JSON and PNG plots written.
 
-    .venv/bin/python benchmarks/run.py --data ../shared/data/gsm8k/test_dev.jsonl --limit 100
+    .venv/bin/python benchmarks/run.py --data benchmarks/data/gsm8k/test_dev.jsonl --limit 100
 
 See ``--help`` for the modes, the tau calibration and the outputs.
 """
