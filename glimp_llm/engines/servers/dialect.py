@@ -9,6 +9,7 @@ is asked through its native ``/completion``, overrides the calls themselves.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable
@@ -221,9 +222,14 @@ class Dialect:
         """Text still owed when the stream ends (a character a locally decoding dialect held back)."""
         return ""
 
-    async def step_ids(self, ids: list[int], text: str, matched: str | None) -> tuple[list[int], str]:
-        """Final say over a step's ids and text once it ended (vLLM re-derives text cut inside a token)."""
-        return ids, text
+    async def final_text(self, ids: list[int], text: str, matched: str | None) -> str:
+        """The text of a step that ended at a stop string, from its ids. vLLM (measured) cuts the text right
+        after the stop string, also inside a token, while ``token_ids`` hold that whole token: the context
+        continues from the ids, so the text must be theirs."""
+        if matched is None or not ids:
+            return text
+        full = await self.engine.detokenize(ids)
+        return full if full.startswith(text) else text
 
     async def generate(
         self,
@@ -252,25 +258,27 @@ class Dialect:
         finish_reason: str | None = None
         stop_reason: Any = None
         cached = 0
-        async for event in self.http.sse(replica, "/v1/completions", body):
-            cached = cached_tokens(event) or cached
-            for choice in event.get("choices") or []:
-                text = choice.get("text") or ""
-                tokens = choice.get("token_ids")
-                if tokens is None:
-                    have_ids = False
-                    tokens = []
-                tokens = int_list(tokens, e.name, "stream token_ids")
-                # vLLM and trtllm-serve say `stop_reason`, SGLang `matched_stop` (a string or a token id)
-                reason = choice.get("stop_reason", choice.get("matched_stop"))
-                if choice.get("finish_reason") == "stop" and not isinstance(reason, str) and tokens:
-                    tokens, text = await self._drop_end_token(tokens, text, reason)
-                ids.extend(tokens)
-                text = self.step_text(ids, text, emitted)
-                emitted += text
-                emit(Delta(tuple(tokens), text))
-                if choice.get("finish_reason"):
-                    finish_reason, stop_reason = choice["finish_reason"], reason
+        # closed on every exit (an error in this loop too), which closes the HTTP stream and frees the slot
+        async with contextlib.aclosing(self.http.sse(replica, "/v1/completions", body)) as events:
+            async for event in events:
+                cached = cached_tokens(event) or cached
+                for choice in event.get("choices") or []:
+                    text = choice.get("text") or ""
+                    tokens = choice.get("token_ids")
+                    if tokens is None:
+                        have_ids = False
+                        tokens = []
+                    tokens = int_list(tokens, e.name, "stream token_ids")
+                    # vLLM and trtllm-serve say `stop_reason`, SGLang `matched_stop` (a string or a token id)
+                    reason = choice.get("stop_reason", choice.get("matched_stop"))
+                    if choice.get("finish_reason") == "stop" and not isinstance(reason, str) and tokens:
+                        tokens, text = await self._drop_end_token(tokens, text, reason)
+                    ids.extend(tokens)
+                    text = self.step_text(ids, text, emitted)
+                    emitted += text
+                    emit(Delta(tuple(tokens), text))
+                    if choice.get("finish_reason"):
+                        finish_reason, stop_reason = choice["finish_reason"], reason
         if finish_reason is None:
             raise EngineFailureError(
                 f"engine {e.name!r}: {replica.url} closed the stream before the end of the step",
@@ -288,7 +296,7 @@ class Dialect:
             emit(Delta((), matched))
             text += matched
         if have_ids:
-            ids, full = await self.step_ids(ids, text, matched)
+            full = await self.final_text(ids, text, matched)
             if full != text:
                 emit(Delta((), full[len(text) :]))
                 text = full

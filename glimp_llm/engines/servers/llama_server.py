@@ -8,6 +8,7 @@ server's own defaults (top_k 40, min_p 0.05) would change the distribution the s
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from glimp_llm.engines.base import Completion, Delta, EngineInfo, FinishReason, Glimpse, SamplingParams
@@ -106,16 +107,18 @@ class LlamaServer(Dialect):
         ids: list[int] = []
         text = ""
         final: dict[str, Any] | None = None
-        async for event in self.http.sse(replica, "/completion", body):
-            tokens = int_list(event.get("tokens") or [], e.name, "stream tokens")
-            content = event.get("content", "")
-            if not isinstance(content, str):
-                raise MalformedResponseError(f"engine {e.name!r}: stream content is not text", engine=e.name)
-            ids.extend(tokens)
-            text += content
-            emit(Delta(tuple(tokens), content))
-            if event.get("stop"):
-                final = event
+        # closed on every exit (an error in this loop too), which closes the HTTP stream and frees the slot
+        async with contextlib.aclosing(self.http.sse(replica, "/completion", body)) as events:
+            async for event in events:
+                tokens = int_list(event.get("tokens") or [], e.name, "stream tokens")
+                content = event.get("content", "")
+                if not isinstance(content, str):
+                    raise MalformedResponseError(f"engine {e.name!r}: stream content is not text", engine=e.name)
+                ids.extend(tokens)
+                text += content
+                emit(Delta(tuple(tokens), content))
+                if event.get("stop"):
+                    final = event
         if final is None:
             raise EngineFailureError(
                 f"engine {e.name!r}: {replica.url} closed the stream before the end of the step",

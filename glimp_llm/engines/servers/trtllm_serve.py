@@ -44,5 +44,5 @@ class TrtllmServe(Dialect):
     def step_tail(self, ids: list[int], emitted: str) -> str:
         return self.engine.local_decode(ids)[len(emitted) :]
 
-    async def step_ids(self, ids: list[int], text: str, matched: str | None) -> tuple[list[int], str]:
-        return ids, text  # the text was decoded from these very ids
+    async def final_text(self, ids: list[int], text: str, matched: str | None) -> str:
+        return text  # decoded from these very ids already
