@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glimp_llm.bench.modes import ModeSpec, Selection, parse_modes, registry
+from glimp_llm.bench.modes import ModeSpec, Selection, TauKind, parse_modes, registry
 from glimp_llm.cli.common import add_config_options, config_from_args
 from glimp_llm.errors import ConfigurationError, EngineUnavailableError, GlimpError
 
@@ -36,7 +36,7 @@ DEFAULT_LARGE = "qwen2.5-coder-1.5b-instruct"
 DEFAULT_PLOTS = "benchmarks/plots"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="benchmark small / large / routed / paper-faithful on the same problems")
     add_arguments(p)
     p.set_defaults(handler=main)
@@ -123,7 +123,7 @@ class Prepared:
     saved: dict[str, Any] | None = None
     explicit_taus: dict[str, float] = field(default_factory=dict)
     sweep: list[tuple[str, float | None, float | None]] = field(default_factory=list)  # (name, tau, share)
-    calibrate_kinds: set[str] = field(default_factory=set)
+    calibrate_kinds: set[TauKind] = field(default_factory=set)
 
 
 def prepare(args: argparse.Namespace, warn: Callable[[str], None]) -> Prepared:

@@ -17,7 +17,7 @@ from typing import Any
 from glimp_llm.cli.common import add_config_options, config_from_args
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("calibrate", help="choose tau for a target share of large-model steps, from your prompts")
     add_config_options(p)
     p.add_argument("--target-large-share", type=float, required=True, metavar="S", help="share of steps (0..1)")
@@ -122,13 +122,13 @@ def main(args: argparse.Namespace) -> int:
 async def _calibrate(args: argparse.Namespace, config: Any, prompts: list[str]) -> int:
     from rich.console import Console
 
-    from glimp_llm.calibrate import calibrate, collect_glimpses
+    from glimp_llm.calibrate import EntropyChoice, calibrate, collect_glimpses
     from glimp_llm.manager import BackendManager
     from glimp_llm.render import entropy_histogram
 
     console = Console(stderr=True)
-    default = "look-ahead" if config.router.glimpse_tokens > 1 else "exact"
-    entropy = args.entropy or ("paper" if config.router.paper_faithful else default)
+    default: EntropyChoice = "look-ahead" if config.router.glimpse_tokens > 1 else "exact"
+    entropy: EntropyChoice = args.entropy or ("paper" if config.router.paper_faithful else default)
     trajectories: Any = tuple(t.strip() for t in args.trajectories.split(",") if t.strip())
     async with BackendManager(config) as manager:
         with console.status(f"glimpsing along sample solutions to {len(prompts)} prompts..."):

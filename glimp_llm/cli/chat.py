@@ -7,7 +7,7 @@ import argparse
 from glimp_llm.cli.common import add_config_options, config_from_args
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("chat", help="chat interactively; each step is coloured by the model that wrote it")
     add_config_options(p)
     p.add_argument("--system", metavar="TEXT", help="system prompt")

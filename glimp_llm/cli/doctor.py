@@ -12,7 +12,7 @@ import subprocess
 from typing import Any
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("doctor", help="check the installation: engines, models, GPU, TensorRT-LLM")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=main)
@@ -68,7 +68,7 @@ def _gpu() -> dict[str, Any]:
 def collect() -> dict[str, Any]:
     from glimp_llm import models
 
-    engines = {
+    engines: dict[str, dict[str, Any]] = {
         "llama_cpp": {"package": "llama-cpp-python", "version": _version("llama-cpp-python")},
         "openai": {"package": "httpx", "version": _version("httpx")},
         "tensorrt_llm": {"package": "tensorrt-llm", "version": _version("tensorrt-llm")},

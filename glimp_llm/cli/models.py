@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from glimp_llm.models import ProgressFn
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "models",
         help="show where each model comes from (path, cache, offline package, Hugging Face Hub); fetch or verify",
@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 @contextmanager
 def progress_reporter(console: Console) -> Iterator[ProgressFn]:
     """One rich progress display for assembling, downloading and hashing, whatever route is taken."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 
     with Progress(
         TextColumn("{task.description}"),
@@ -48,7 +48,7 @@ def progress_reporter(console: Console) -> Iterator[ProgressFn]:
         console=console,
         transient=False,
     ) as progress:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def report(label: str, done: int, total: int) -> None:
             if label not in tasks:

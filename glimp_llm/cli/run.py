@@ -9,7 +9,7 @@ import sys
 from glimp_llm.cli.common import add_config_options, config_from_args
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="answer a prompt, routing each step between the small and large model")
     p.add_argument("prompt", help="the question (use - to read it from standard input)")
     add_config_options(p)
@@ -33,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
     from glimp_llm.client import Glimp
     from glimp_llm.render import MODEL_STYLE, print_result, step_table, summary_line
     from glimp_llm.router import RouteRequest
-    from glimp_llm.trace import DoneEvent, TokenEvent
+    from glimp_llm.trace import DoneEvent, RoutedResult, TokenEvent
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     config = config_from_args(args)
@@ -52,16 +52,16 @@ def main(args: argparse.Namespace) -> int:
             return 0
         out = Console()
         if args.stream:
-            result = None
+            streamed: RoutedResult | None = None
             for event in glimp.stream(request):
                 if isinstance(event, TokenEvent):
                     out.print(event.text, style=MODEL_STYLE[event.model], end="", soft_wrap=True, highlight=False)
                 elif isinstance(event, DoneEvent):
-                    result = event.result
+                    streamed = event.result
             out.print()
-            if result is not None:
-                out.print(step_table(result, width=out.width))
-                out.print(summary_line(result))
+            if streamed is not None:
+                out.print(step_table(streamed, width=out.width))
+                out.print(summary_line(streamed))
             return 0
         with err.status("routing...", spinner="dots"):
             result = glimp.generate(request)

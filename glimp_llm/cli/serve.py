@@ -9,7 +9,7 @@ import sys
 from glimp_llm.cli.common import add_config_options, config_from_args
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "serve",
         help="serve the routed model over an OpenAI-compatible HTTP API",
