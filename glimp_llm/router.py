@@ -26,7 +26,7 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,7 +182,7 @@ class Router:
                 "Raise timeout_s / router.request_timeout_s or lower max_tokens"
             ) from None
 
-    async def stream(self, request: RouteRequest | str, **options: Any) -> AsyncIterator[RouterEvent]:
+    async def stream(self, request: RouteRequest | str, **options: Any) -> AsyncGenerator[RouterEvent, None]:
         """Events as they happen: tokens, finished steps, and a final :class:`DoneEvent`.
         Closing the iterator early cancels the request and frees its engines."""
         queue: asyncio.Queue[RouterEvent | BaseException] = asyncio.Queue()

@@ -117,7 +117,7 @@ class Served:
 
 
 def _served(request: Request) -> Served:
-    return request.app.state.served  # type: ignore[no-any-return]
+    return request.app.state.served
 
 
 ServedDep = Annotated[Served, Depends(_served)]

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from glimp_llm.chat.content import content_text
 from glimp_llm.chat.options import GenerationOptions
-from glimp_llm.chat.turn import ChatAnswer, ChatTurn, prepare, text_turn
+from glimp_llm.chat.turn import ChatAnswer, ChatTurn, FinishReason, prepare, text_turn
 from glimp_llm.errors import InvalidRequestError
 from glimp_llm.router import RouteRequest
 from glimp_llm.trace import RoutedResult
@@ -167,7 +167,7 @@ class Wire:
         return {"glimp": trace(answer.result)} if self.include_trace else {}
 
     @staticmethod
-    def _finish(answer: ChatAnswer) -> Literal["stop", "length", "tool_calls"]:
+    def _finish(answer: ChatAnswer) -> FinishReason:
         return "tool_calls" if _wire_calls(answer) else answer.finish_reason
 
     @staticmethod
@@ -204,12 +204,24 @@ class Wire:
         )
 
     def chunk(
-        self, text: str | None = None, *, finish: str | None = None, delta: ChoiceDelta | None = None, **extra: Any
+        self,
+        text: str | None = None,
+        *,
+        finish: FinishReason | None = None,
+        delta: ChoiceDelta | None = None,
+        **extra: Any,
     ) -> ChatCompletionChunk | Completion:
         """One stream event. Completion chunks are built unvalidated: the ``openai`` type of a completion
         choice requires a finish reason, which every chunk but the last has not yet."""
         if not self.chat:
-            choice = CompletionChoice.model_construct(index=0, text=text or "", finish_reason=finish, logprobs=None)
+            # unvalidated on purpose (see above): ``finish`` is None on every chunk but the last, which the
+            # openai type of a completion choice does not allow
+            choice = CompletionChoice.model_construct(
+                index=0,
+                text=text or "",
+                finish_reason=finish,  # type: ignore[arg-type]
+                logprobs=None,
+            )
             return Completion.model_construct(
                 id=self.rid, object="text_completion", created=self.created, model=self.model, choices=[choice], **extra
             )
@@ -220,7 +232,7 @@ class Wire:
             object="chat.completion.chunk",
             created=self.created,
             model=self.model,
-            choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish, logprobs=None)],  # type: ignore[arg-type]
+            choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish, logprobs=None)],
             **extra,
         )
 
@@ -240,16 +252,27 @@ class Wire:
             out.append(self.chunk(delta=ChoiceDelta(tool_calls=calls)))
         out.append(self.chunk(finish=self._finish(answer), **self._extra(answer)))
         if include_usage:
-            kind = "chat.completion.chunk" if self.chat else "text_completion"
-            model = ChatCompletionChunk if self.chat else Completion
-            out.append(
-                model.model_construct(
-                    id=self.rid,
-                    object=kind,
-                    created=self.created,
-                    model=self.model,
-                    choices=[],
-                    usage=self._usage(answer),
+            usage = self._usage(answer)
+            if self.chat:
+                out.append(
+                    ChatCompletionChunk.model_construct(
+                        id=self.rid,
+                        object="chat.completion.chunk",
+                        created=self.created,
+                        model=self.model,
+                        choices=[],
+                        usage=usage,
+                    )
                 )
-            )
+            else:
+                out.append(
+                    Completion.model_construct(
+                        id=self.rid,
+                        object="text_completion",
+                        created=self.created,
+                        model=self.model,
+                        choices=[],
+                        usage=usage,
+                    )
+                )
         return out
