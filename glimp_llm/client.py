@@ -173,9 +173,14 @@ class Glimp:
                 events.put(_DONE)
 
         future = portal.submit(_pump)
+
         # A pump cancelled before it ran (the client closed meanwhile) never reaches its `finally`:
         # end the stream from the future too, or this consumer would wait on `events` forever.
-        future.add_done_callback(lambda _: (events.put(asyncio.CancelledError()), events.put(_DONE)))
+        def _end(_: Any) -> None:
+            events.put(asyncio.CancelledError())
+            events.put(_DONE)
+
+        future.add_done_callback(_end)
         try:
             while True:
                 item = events.get()
@@ -212,7 +217,12 @@ class Glimp:
                 deliver(_DONE)
 
         future = portal.submit(_pump)
-        future.add_done_callback(lambda _: (deliver(asyncio.CancelledError()), deliver(_DONE)))  # see stream()
+
+        def _end(_: Any) -> None:  # see stream()
+            deliver(asyncio.CancelledError())
+            deliver(_DONE)
+
+        future.add_done_callback(_end)
         try:
             while True:
                 item = await events.get()

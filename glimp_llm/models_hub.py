@@ -311,6 +311,10 @@ def download(ref: HubRef, cache: Path, *, progress: ProgressFn | None = None, fo
 
     # huggingface_hub >= 1.2 takes a progress class; older ones draw their own bars, which is fine too
     forward = progress is not None and _accepts(hf_hub_download, "tqdm_class")
+
+    def bar_kwargs(name: str) -> dict[str, Any]:
+        return {"tqdm_class": _forwarding_bar(progress, name)} if forward and progress else {}
+
     try:
         if ref.filename:
             files = _shard_names(ref.filename)
@@ -324,7 +328,7 @@ def download(ref: HubRef, cache: Path, *, progress: ProgressFn | None = None, fo
                 revision=ref.revision,
                 cache_dir=str(cache),
                 force_download=force,
-                **({"tqdm_class": _forwarding_bar(progress, name)} if forward and progress else {}),
+                **bar_kwargs(name),
             )
             for name in files
         ]
@@ -359,7 +363,7 @@ def _forwarding_bar(progress: ProgressFn, name: str) -> type[Any]:
 
     label = f"downloading {name}"
 
-    class _Forward(tqdm):  # type: ignore[misc, type-arg]
+    class _Forward(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs.pop("name", None)
             kwargs["disable"] = True

@@ -164,7 +164,8 @@ def _call_shaped(item: Any) -> bool:
     recover. Any other JSON stays content."""
     if not isinstance(item, dict):
         return False
-    fn = item.get("function") if isinstance(item.get("function"), dict) else item
+    function = item.get("function")
+    fn = function if isinstance(function, dict) else item
     return isinstance(fn.get("name"), str) and ("arguments" in fn or "parameters" in fn)
 
 

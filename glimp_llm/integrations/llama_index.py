@@ -194,8 +194,9 @@ class GlimpLlamaIndexLLM(FunctionCallingLLM):
         options = request_options(self, kwargs)
         if formatted:
             return RouteRequest(prompt=prompt, raw=True, **options)
-        if self.completion_to_prompt is not default_completion_to_prompt:
-            return RouteRequest(prompt=self.completion_to_prompt(prompt), raw=True, **options)
+        to_prompt = self.completion_to_prompt  # typed Optional; LLM's validators replace None by the default
+        if to_prompt is not None and to_prompt is not default_completion_to_prompt:
+            return RouteRequest(prompt=to_prompt(prompt), raw=True, **options)
         msgs: list[Message] = [{"role": "user", "content": prompt}]
         if self.system_prompt:
             msgs.insert(0, {"role": "system", "content": self.system_prompt})
