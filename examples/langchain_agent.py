@@ -8,9 +8,9 @@
 By default the agent is exactly what a user writes: ``create_agent(ChatGlimp(...), tools=[calculator],
 system_prompt=...)``, no middleware, every choice left to the model. It works because of the router's
 default guards (docs/calibration.md): the first step of every turn is the large model's, so the turn after
-the tool's answer states the result instead of the small model calling the tool again. ``ChatGlimp`` renders the calculator
-through the model's own chat template (Qwen2.5 answers with a ``<tool_call>`` JSON block), the agent runs
-the tool and hands the result back, and every model turn carries its routing trace in
+the tool's answer states the result instead of the small model calling the tool again. ``ChatGlimp`` renders
+the calculator through the model's own chat template (Qwen2.5 answers with a ``<tool_call>`` JSON block), the
+agent runs the tool and hands the result back, and every model turn carries its routing trace in
 ``response_metadata["glimp"]``: which model (small or large) wrote each step, at what glimpse entropy.
 
 ``--force`` adds a middleware that requires a tool call until the calculator has answered

@@ -1,7 +1,7 @@
 """Regenerate the field tables of docs/configuration.md from the pydantic models (the single source).
 
-    python scripts/gen_config_docs.py          # rewrite the generated part
-    python scripts/gen_config_docs.py --check  # exit 1 if the doc is stale (run by the tests)
+python scripts/gen_config_docs.py          # rewrite the generated part
+python scripts/gen_config_docs.py --check  # exit 1 if the doc is stale (run by the tests)
 """
 
 from __future__ import annotations

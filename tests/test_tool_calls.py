@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from glimp_llm.errors import InvalidRequestError
 from glimp_llm.chat.stream import HoldBack as StreamingText
 from glimp_llm.chat.tools import (
     fallback_messages,
@@ -15,6 +14,7 @@ from glimp_llm.chat.tools import (
     tool_choice_prefill,
     tool_names,
 )
+from glimp_llm.errors import InvalidRequestError
 
 ADD = {"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {"type": "object"}}}
 MUL = {"type": "function", "function": {"name": "mul", "description": "Multiply.", "parameters": {"type": "object"}}}
