@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import UNGUARDED
 
 from glimp_llm.bench import micro
 from glimp_llm.config import RouterConfig
@@ -34,7 +35,8 @@ def _compare(n_slots: int, entropies: list[float]) -> dict[str, Any]:
         await small.start()
         await large.start()
         try:
-            router = Router(small, large, RouterConfig(threshold=0.5, step_max_tokens=16, max_tokens=24))
+            # the entropy loop alone, so both models write steps whatever the shipped guard defaults
+            router = Router(small, large, RouterConfig(**UNGUARDED, threshold=0.5, step_max_tokens=16, max_tokens=24))
             return await micro.concurrency_comparison(router, PROMPTS, 24)
         finally:
             await small.close()

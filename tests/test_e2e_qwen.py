@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
 
 import pytest
+from conftest import UNGUARDED
 
 pytestmark = [pytest.mark.qwen, pytest.mark.slow]
 
@@ -20,9 +22,13 @@ QUESTION = (
 )
 
 
-def glimp_run_json(*extra: str) -> dict:
+#: The paper's loop alone (no guards) for the tests that pin which model the entropy picks.
+UNGUARDED_ENV = {f"GLIMP_ROUTER__{k.upper()}": "false" for k in UNGUARDED}
+
+
+def glimp_run_json(*extra: str, env: dict[str, str] | None = None) -> dict:
     cmd = [sys.executable, "-m", "glimp_llm.cli", "run", QUESTION, "--json", "--max-tokens", "256", *extra]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -30,14 +36,25 @@ def glimp_run_json(*extra: str) -> dict:
 def test_routed_gsm8k_answer_uses_both_models(qwen_pair_paths: tuple[str, str]) -> None:
     # First pass with every step on the small model tells us the entropies along its trajectory; a
     # threshold at their median must then split the steps between the two models.
-    probe = glimp_run_json("--threshold", "1000")
+    probe = glimp_run_json("--threshold", "1000", env=UNGUARDED_ENV)
     assert len(probe["steps"]) >= 2
     assert {s["model"] for s in probe["steps"]} == {"small"}
     tau = statistics.median(s["entropy"] for s in probe["steps"])
-    routed = glimp_run_json("--threshold", f"{tau:.6f}")
+    routed = glimp_run_json("--threshold", f"{tau:.6f}", env=UNGUARDED_ENV)
     models = [s["model"] for s in routed["steps"]]
     assert len(models) >= 2
     assert set(models) == {"small", "large"}, models
     assert routed["text"] == "".join(s["text"] for s in routed["steps"])
     assert routed["usage"]["small_tokens"] + routed["usage"]["large_tokens"] == routed["usage"]["completion_tokens"]
     assert "72" in routed["text"]
+
+
+def test_the_shipped_defaults_guard_the_first_and_the_final_step(qwen_pair_paths: tuple[str, str]) -> None:
+    """With the defaults the large model writes the first step (unglimpsed) and the step that ends the answer
+    (the small model's version is rewritten), and the answer is right."""
+    result = glimp_run_json()
+    steps = result["steps"]
+    assert steps[0]["model"] == "large" and steps[0]["routed_by"] == "first_step"
+    assert steps[-1]["model"] == "large"  # the step with the final answer: by the large model, or rewritten by it
+    assert result["text"] == "".join(s["text"] for s in steps)
+    assert "72" in result["text"]
