@@ -27,8 +27,8 @@ _NARROW_COLUMNS = (
     ("#", "right", 2),
     ("model", "left", 5),
     ("H nats", "right", 6),
-    ("", "left", 5),
-    ("why", "left", 6),
+    ("", "left", 4),
+    ("why", "left", 7),
     ("tokens", "right", 6),
     ("end", "left", 9),
     ("ms", "right", 5),
@@ -43,12 +43,12 @@ def step_table(result: RoutedResult, *, width: int | None = None, max_text: int 
     text_width = max_text if width is None else max(8, min(max_text, width - _FIXED_WIDTH))
     table = Table(title="routing trace", show_lines=False, header_style="bold")
     for name, justify, size in _NARROW_COLUMNS:
-        cut = size if name == "end" else None  # the one column whose values are longer than it ("end_of_thinking")
+        cut = size if name in ("end", "why") else None  # values can be longer ("end_of_thinking", "tool✗123")
         table.add_column(name, justify=justify, no_wrap=True, min_width=size, max_width=cut, overflow="ellipsis")  # type: ignore[arg-type]
     table.add_column("text", no_wrap=True, overflow="ellipsis", width=text_width)
     for s in result.steps:
         entropy = "-" if s.entropy is None else f"{s.entropy:.3f}"
-        bar = "" if s.entropy is None else _bar(min(s.entropy / max(result.threshold * 2, 1e-9), 1.0), 5)
+        bar = "" if s.entropy is None else _bar(min(s.entropy / max(result.threshold * 2, 1e-9), 1.0), 4)
         table.add_row(
             str(s.index),
             Text(s.model + (" *" if s.fallback else ""), style=MODEL_STYLE[s.model]),
@@ -69,7 +69,7 @@ _WHY = {
     "fixed": "only",
     "first_step": "1st",
     "tool_call": "tool",
-    "final_check": "final",
+    "final_check": "fin",
     "answer": "ans",
     "fallback": "fail",
 }

@@ -326,3 +326,18 @@ async def test_the_trace_table_says_why_and_what_verification_kept() -> None:
     console.print(summary_line(result))
     out = console.export_text()
     assert "why" in out and "H✗2" in out and "verified 2 small steps" in out and "rewritten by the" in out
+
+
+async def test_the_trace_table_fits_80_columns_with_guard_reasons() -> None:
+    from rich.console import Console
+
+    from glimp_llm.render import step_table
+
+    router, _, _ = await make_router(0.1, threshold=1.0, first_step_large=True, final_step_check=True)
+    result = await router.generate("hello")
+    assert [s.routed_by for s in result.steps] == ["first_step", "entropy", "final_check"]
+    console = Console(width=80, record=True)
+    console.print(step_table(result, width=80))
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert any("fin✗" in line for line in lines)
