@@ -191,6 +191,9 @@ class EngineHealth:
 class Engine(Protocol):
     """What the router requires of a model backend. All methods are coroutines on the caller's loop."""
 
+    #: What errors and the adapters call the engine (its role, ``small`` or ``large``, when built from a config).
+    name: str
+
     @property
     def info(self) -> EngineInfo:
         """Facts about the loaded model; valid after :meth:`start`."""

@@ -213,7 +213,7 @@ def import_runtime(backend: Backend) -> Runtime:
     build_config: Any = None
     if backend == "tensorrt":
         try:
-            from tensorrt_llm import BuildConfig as build_config
+            from tensorrt_llm import BuildConfig
             from tensorrt_llm._tensorrt_engine import LLM
         except ImportError as exc:
             raise EngineUnavailableError(
@@ -221,6 +221,7 @@ def import_runtime(backend: Backend) -> Runtime:
                 f"after 1.3.0rc20): pin tensorrt-llm{SUPPORTED_RANGE} to load engine directories, or point `model` at "
                 f"the HF checkpoint with backend: pytorch ({exc})"
             ) from exc
+        build_config = BuildConfig
     else:
         try:
             from tensorrt_llm import LLM

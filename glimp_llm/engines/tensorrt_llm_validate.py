@@ -202,10 +202,12 @@ def validate_engine_dir(path: str | Path) -> EngineDirReport:
     report.max_batch_size = _int(build.get("max_batch_size"))
     report.max_num_tokens = _int(build.get("max_num_tokens"))
     report.gather_context_logits = build.get("gather_context_logits") is True
-    mapping = pre.get("mapping") if isinstance(pre.get("mapping"), dict) else {}
+    raw_mapping = pre.get("mapping")
+    mapping = raw_mapping if isinstance(raw_mapping, dict) else {}
     report.tp_size = _int(mapping.get("tp_size")) or 1
     report.pp_size = _int(mapping.get("pp_size")) or 1
-    plugin = build.get("plugin_config") if isinstance(build.get("plugin_config"), dict) else {}
+    raw_plugin = build.get("plugin_config")
+    plugin = raw_plugin if isinstance(raw_plugin, dict) else {}
     report.tokens_per_block = _int(_flag(plugin, "tokens_per_block", "_tokens_per_block")) or _int(
         build.get("tokens_per_block")
     )

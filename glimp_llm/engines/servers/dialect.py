@@ -368,7 +368,8 @@ def openai_first_token(choice: dict[str, Any], lp: dict[str, Any]) -> tuple[int,
     """(token id, logprob, top list) of the first generated token, from either logprobs shape:
     legacy completions (``tokens``/``token_logprobs``/``top_logprobs`` dicts: vLLM, SGLang, trtllm-serve)
     or chat-style ``content`` entries (llama-server's /v1/completions)."""
-    ids = choice.get("token_ids")
+    # the server's JSON, unchecked: a missing list fails below (TypeError), which the caller reports as malformed
+    ids: Any = choice.get("token_ids")
     if lp.get("content"):
         first = lp["content"][0]
         top = [(int(t.get("id", -1)), float(t["logprob"])) for t in first["top_logprobs"]]

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -209,7 +209,7 @@ class ServerTransport:
             raise await self._status_error(resp, replica, path)
         return self._json(resp.content, replica, path)
 
-    async def sse(self, replica: Replica, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def sse(self, replica: Replica, path: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """POST with ``stream: true``; yield each event's JSON. Leaving the iterator closes the stream."""
         client = self._require_client()
         try:
