@@ -276,7 +276,10 @@ class Router:
             # checks that may discard a small-model step hold it back from the stream until they pass
             hold_small=cfg.routing in ("entropy", "random")
             and (cfg.verify or cfg.final_step_check or (cfg.tool_call_large and bool(req.tools))),
-            rng=random.Random(f"{cfg.random_seed}:{hashlib.sha256(repr(small_ids).encode()).hexdigest()}"),
+            # seeded by the prompt only when it is used: hashing a long prompt is not free
+            rng=random.Random(f"{cfg.random_seed}:{hashlib.sha256(repr(small_ids).encode()).hexdigest()}")
+            if cfg.routing == "random"
+            else random.Random(),
         )
         if shared:
             run.contexts["large"] = run.contexts["small"]  # one list: both models see the same ids
