@@ -281,6 +281,25 @@ class RouterConfig(_Strict):
         ),
     )
 
+    verify_resume: Literal["large", "small"] = Field(
+        "large",
+        description=(
+            "verify: who writes on after a rejected token. large: the large model writes the rest of the "
+            "step. small: the large model's own token (read from the same scoring, at no cost) replaces the "
+            "rejected one and the small model drafts on, verified again: speculative decoding inside the "
+            "step; with verify_margin=0 every token is the large model's greedy choice"
+        ),
+    )
+    verify_draft_tokens: int = Field(
+        0,
+        ge=0,
+        description=(
+            "verify_resume=small: the small model drafts at most this many tokens before the large model "
+            "scores them (fewer tokens wasted after a rejection, one more scoring per draft). 0 = to the "
+            "end of the step"
+        ),
+    )
+
     @model_validator(mode="after")
     def _one_glimpse_extension(self) -> RouterConfig:
         if self.forced_entropy > 0 and self.glimpse_tokens > 1:

@@ -77,8 +77,11 @@ _WHY = {
 
 def step_reason(step: Step) -> str:
     """Why the step went where it did, in a few characters, with the large model's check of the small
-    model's tokens: ``✓`` all kept, ``✗3`` rewritten after 3 kept small tokens."""
+    model's tokens: ``✓`` all kept, ``✗3`` rewritten after 3 kept small tokens, ``✓~2`` kept with 2 of
+    its tokens replaced by the large model's own (``verify_resume=small``)."""
     why = _WHY[step.routed_by]
+    if step.corrected_tokens:
+        return f"{why}✓~{step.corrected_tokens}"
     if step.rejected_tokens:
         return f"{why}✗{step.kept_small_tokens}"
     return why + ("✓" if step.verified else "")
@@ -98,7 +101,9 @@ def summary_line(result: RoutedResult) -> Text:
     )
     if u.verified_steps:
         line.append(f" | verified {u.verified_steps} small steps in {t.verify_seconds:.2f} s")
-    if u.small_tokens_rejected:
+    if u.corrected_tokens:
+        line.append(f" | {u.corrected_tokens} small tokens replaced by the large model's own")
+    elif u.small_tokens_rejected:
         line.append(f" | {u.small_tokens_rejected} small tokens rewritten by the large model")
     return line
 

@@ -474,24 +474,20 @@ class Router:
         return step.ended_by == "eos" or any(m in step.text for m in self.config.final_answer_markers)
 
     async def _verify(self, run: _Run, step: Step, cap: int) -> Step:
-        """Score the small model's step under the large model; keep the longest prefix whose tokens all have
-        log-probability >= ``verify_logprob``; from the first rejected token on, the large model writes."""
+        """Score the small model's step under the large model; keep the longest prefix it agrees with
+        (:meth:`_agreed`); from the first rejected token on, the large model writes the step
+        (``verify_resume=large``) or puts its own token there and lets the small model draft on
+        (``verify_resume=small``, :meth:`_speculate`)."""
+        if self.config.verify_resume == "small":
+            return await self._speculate(run, step, cap)
         t0 = time.perf_counter()
-        context = run.contexts["large"]
         ids = step.token_ids
-        scores = await self.large.score(context, ids) if ids else TokenScores(())
-        logprobs, best = list(scores.logprobs), list(scores.best_logprobs)
-        if step.ended_by == "eos" and self._agreed(logprobs, best) == len(ids):
-            # ending the answer here is a decision too: the large model's likeliest end-of-sequence token
-            ends = [await self.large.score([*context, *ids], [e]) for e in sorted(self._eos_ids)]
-            logprobs.append(max(e.logprobs[0] for e in ends))
-            if len(best) == len(ids) and all(e.best_logprobs for e in ends):
-                best.append(ends[0].best_logprobs[0])
-        accepted = self._agreed(logprobs, best)
+        scores = await self._scored(run.contexts["large"], ids, ends=step.ended_by == "eos")
+        accepted = self._agreed(scores.logprobs, scores.best_logprobs)
         run.timings.verify_seconds += time.perf_counter() - t0
         run.usage.verified_steps += 1
-        least = min(logprobs) if logprobs else None
-        if accepted == len(logprobs):
+        least = min(scores.logprobs) if scores.logprobs else None
+        if accepted == len(scores.logprobs):
             step.verified, step.accepted_tokens, step.min_logprob = True, len(ids), least
             self._release(run, step)
             return step
@@ -499,6 +495,136 @@ class Router:
         new = await self._rewrite(run, step, accepted, cap, step.routed_by)
         new.verified, new.accepted_tokens, new.min_logprob = True, accepted, least
         return new
+
+    async def _scored(self, context: list[int], ids: Sequence[int], *, ends: bool) -> TokenScores:
+        """The large model's scores of ``ids`` after ``context``; when they end the answer (``ends``) and
+        are all agreed, the end of sequence is scored too, as one more position: ending the answer here is
+        a decision as well (its log-probability is that of the large model's likeliest end token)."""
+        scores = await self.large.score(context, ids) if ids else TokenScores(())
+        if not ends or self._agreed(scores.logprobs, scores.best_logprobs) < len(ids):
+            return scores
+        full = [*context, *ids]
+        ends_scored = [await self.large.score(full, [e]) for e in sorted(self._eos_ids)]
+        best, best_ids = scores.best_logprobs, scores.best_ids
+        if len(best) == len(ids) and all(e.best_logprobs for e in ends_scored):
+            best = (*best, ends_scored[0].best_logprobs[0])
+        if len(best_ids) == len(ids) and all(e.best_ids for e in ends_scored):
+            best_ids = (*best_ids, ends_scored[0].best_ids[0])
+        return TokenScores(
+            (*scores.logprobs, max(e.logprobs[0] for e in ends_scored)),
+            best,
+            best_ids,
+            seconds=scores.seconds + sum(e.seconds for e in ends_scored),
+            cached_tokens=scores.cached_tokens,
+        )
+
+    async def _speculate(self, run: _Run, draft: Step, cap: int) -> Step:
+        """``verify_resume=small``: speculative decoding inside the step. The large model scores each
+        draft; the agreed prefix is kept, the first rejected token is replaced by the large model's own
+        (read from the same scores, so no large-model decode is spent on it), and the small model drafts on
+        from there, ``verify_draft_tokens`` at a time, until the step ends. With ``verify_margin=0`` every
+        kept token is the one the large model would have chosen greedily: the large model's answer, for the
+        price of its prefill-speed scoring plus the small model's decoding."""
+        context = run.contexts["large"]  # shared with the small model's (check_engines)
+        stops = self._step_stops(run)
+        eos = self.large.info.eos_token_ids
+        ids: list[int] = []
+        draft_ids, draft_end = list(draft.token_ids), draft.ended_by
+        more = draft_end in ("step_cap", "budget") and len(draft_ids) < cap  # only the draft size ended it
+        accepted = rejected = corrected = 0
+        rejected_text: str | None = None
+        least: float | None = None
+        end: StepEnd = draft_end
+        small_seconds = 0.0
+        while True:
+            t0 = time.perf_counter()
+            scores = await self._scored(context + ids, draft_ids, ends=draft_end == "eos")
+            run.timings.verify_seconds += time.perf_counter() - t0
+            agreed = self._agreed(scores.logprobs, scores.best_logprobs)
+            if scores.logprobs:
+                low = min(scores.logprobs)
+                least = low if least is None else min(least, low)
+            ids += draft_ids[:agreed]
+            accepted += min(agreed, len(draft_ids))
+            if agreed == len(scores.logprobs):  # all kept (and the end of sequence, when the draft ended so)
+                if not more:
+                    end = draft_end
+                    break
+            else:
+                if len(scores.best_ids) <= agreed:
+                    raise ConfigurationError(
+                        f"router.verify_resume=small needs the large model's own token at each scored position, "
+                        f"but {self.large.name!r} ({self.large.info.backend}) returned none: use an engine that "
+                        "reports it (llama.cpp, TensorRT-LLM, vLLM) or set router.verify_resume=large"
+                    )
+                run.usage.rejected_steps += 1 if rejected_text is None else 0
+                tail = draft_ids[agreed:]
+                rejected += len(tail)
+                if rejected_text is None:
+                    rejected_text = await self.small.detokenize(tail) if tail else ""
+                own = scores.best_ids[agreed]
+                corrected += 1
+                if own in eos:
+                    end = "eos"
+                    break
+                ids.append(own)
+            text = await self.small.detokenize(ids)
+            hit = _first_stop(text, stops)
+            if hit is not None:
+                ids = await _ids_through_stop(self.small, ids, stops)
+                end = self._ended_by(hit, run)
+                break
+            if len(ids) >= cap:
+                end = self._cap_end(run, cap)
+                break
+            d = await self.small.generate(
+                context + ids,
+                max_tokens=self._draft_size(run, cap - len(ids)),
+                stop=stops,
+                sampling=run.sampling,
+            )
+            small_seconds += d.seconds
+            draft_ids = list(d.token_ids)
+            if d.finish_reason == "cancelled":
+                ids += draft_ids
+                end = "cancelled"
+                break
+            draft_end = (
+                "eos"
+                if d.finish_reason == "eos"
+                else self._ended_by(d.stop_string, run)
+                if d.finish_reason == "stop"
+                else self._cap_end(run, cap)
+            )
+            more = d.finish_reason == "length" and len(ids) + len(draft_ids) < cap
+        run.timings.small_seconds += small_seconds
+        run.usage.verified_steps += 1
+        run.usage.small_tokens_rejected += rejected
+        run.usage.corrected_tokens += corrected
+        step = draft.model_copy(
+            update={
+                "tokens": len(ids),
+                "token_ids": ids,
+                "text": await self.small.detokenize(ids) if ids else "",
+                "ended_by": end,
+                "generation_seconds": draft.generation_seconds + small_seconds,
+                "verified": True,
+                "accepted_tokens": accepted,
+                "rejected_tokens": rejected,
+                "rejected_text": rejected_text,
+                "corrected_tokens": corrected,
+                "min_logprob": least,
+            }
+        )
+        self._release(run, step)
+        return step
+
+    def _draft_size(self, run: _Run, room: int) -> int:
+        """How many tokens the small model drafts before the next scoring (``verify_draft_tokens``, only
+        where a verification will read the draft and the small model drafts on after it)."""
+        cfg = self.config
+        speculative = cfg.verify and cfg.verify_resume == "small" and run.hold_small
+        return min(room, cfg.verify_draft_tokens) if speculative and cfg.verify_draft_tokens > 0 else room
 
     def _agreed(self, logprobs: Sequence[float], best: Sequence[float]) -> int:
         """How many leading tokens the large model accepts: each at or above ``verify_logprob`` and, with
@@ -601,7 +727,7 @@ class Router:
         try:
             completion = await engine.generate(
                 run.contexts[role] + ids,
-                max_tokens=cap - len(ids),
+                max_tokens=self._draft_size(run, cap - len(ids)) if role == "small" else cap - len(ids),
                 stop=stops,
                 sampling=run.sampling,
                 # per-token callbacks cross threads; only pay for them when someone listens
@@ -650,9 +776,10 @@ class Router:
         run.contexts[step.model].extend(step.token_ids)
         if not run.shared_tokens:
             run.contexts["large" if step.model == "small" else "small"].extend(other_ids)
-        if step.model == "small":
+        if step.model == "small":  # its corrected tokens are the large model's (verify_resume=small)
             run.usage.small_steps += 1
-            run.usage.small_tokens += step.tokens
+            run.usage.small_tokens += step.tokens - step.corrected_tokens
+            run.usage.large_tokens += step.corrected_tokens
         else:
             run.usage.large_steps += 1
             run.usage.large_tokens += step.tokens - step.kept_small_tokens
@@ -706,6 +833,16 @@ def _opens_tool_call(text: str, markers: Sequence[str]) -> bool:
 def _tool_call_position(text: str, markers: Sequence[str]) -> int | None:
     hits = [i for m in markers if (i := text.find(m)) >= 0]
     return min(hits) if hits else None
+
+
+async def _ids_through_stop(engine: Engine, ids: list[int], stops: Sequence[str]) -> list[int]:
+    """``ids`` (whose text holds a stop string) up to the token that completes the first one, as an engine's
+    own generation ends: a stop can span a correction token and the next draft, which no single engine call
+    saw whole. Usually the last token completes it, which one detokenisation confirms."""
+    n = len(ids)
+    while n > 1 and _first_stop(await engine.detokenize(ids[: n - 1]), stops) is not None:
+        n -= 1
+    return ids[:n]
 
 
 async def _ids_within(engine: Engine, ids: Sequence[int], chars: int) -> int:

@@ -49,6 +49,13 @@ class Step(BaseModel):
     rejected_tokens: int = Field(0, description="small-model tokens discarded (rejected, or rewritten by a guard)")
     rejected_text: str | None = Field(None, description="the small-model text that was discarded")
     min_logprob: float | None = Field(None, description="verify: the least large-model log-prob of a small token")
+    corrected_tokens: int = Field(
+        0,
+        description=(
+            "verify_resume=small: tokens of this small step that are the large model's own, each put in "
+            "place of a rejected small-model token (the small model drafted on after each)"
+        ),
+    )
 
 
 class Usage(BaseModel):
@@ -65,6 +72,7 @@ class Usage(BaseModel):
     verified_steps: int = 0
     rejected_steps: int = 0
     small_tokens_rejected: int = 0
+    corrected_tokens: int = 0
 
 
 class Timings(BaseModel):

@@ -21,7 +21,7 @@ from glimp_llm.errors import ConfigurationError, EngineUnavailableError
 
 ALL_MODES = [
     "small", "large", "ours", "paper", "ours+k8", "random", "guard-first", "guard-tool", "guard-forced",
-    "guard-final", "guards", "verify", "verify+guards", "defaults",
+    "guard-final", "guards", "verify", "verify+guards", "verify-4", "spec", "defaults",
 ]  # fmt: skip
 
 
@@ -37,7 +37,12 @@ def test_registry_holds_every_mode_as_valid_router_settings() -> None:
     assert modes["guard-forced"].overrides == {"forced_entropy": 0.05, "forced_max_tokens": 8}
     assert modes["guards"].overrides == GUARDS
     assert modes["verify+guards"].overrides == {**GUARDS, "verify": True}
-    assert [n for n, s in modes.items() if s.needs_scoring] == ["verify", "verify+guards"]  # defaults: no verify
+    assert modes["spec"].overrides == {
+        "verify": True, "verify_resume": "small", "verify_margin": 0.0, "verify_draft_tokens": 8
+    }  # fmt: skip
+    assert modes["verify-4"].overrides == {"verify": True, "verify_logprob": -4.0}
+    needs = [n for n, s in modes.items() if s.needs_scoring]
+    assert needs == ["verify", "verify+guards", "verify-4", "spec"]  # defaults: no verify
     assert RouterConfig(**modes["defaults"].overrides) == RouterConfig()  # exactly what the library ships
     assert "ours+k4" in registry(4) and not any(n.startswith("ours+k") for n in registry(1))
 
@@ -132,7 +137,7 @@ def test_every_mode_by_default_with_accuracy_error_and_shares(tmp_path: Path) ->
         assert row["accuracy_se"] == pytest.approx((row["accuracy"] * (1 - row["accuracy"]) / 2) ** 0.5)
         assert {"latency_ratio_mean", "large_token_share", "large_step_share"} <= set(row)
     taus = {m["name"]: m["threshold"] for m in doc["meta"]["modes"]}
-    for name in ("guard-first", "guard-tool", "guard-forced", "guard-final", "guards", "verify", "verify+guards"):
+    for name in ALL_MODES[ALL_MODES.index("guard-first") : ALL_MODES.index("defaults") + 1]:
         assert taus[name] == taus["ours"]  # guards and verification are measured at ours' tau
     assert taus["random"] is None and taus["small"] is None
     assert {row["mode"] for row in doc["calibration"]["taus"]} == {"ours", "paper", "ours+k8", "ours@0.20"}
@@ -185,7 +190,8 @@ def test_verification_on_an_engine_that_cannot_score() -> None:
         bench_cli._check_scoring(explicit, large, console)
     kept = bench_cli._check_scoring(parse_modes(None, registry()), large, console)
     assert "verify" not in kept.names and "verify+guards" not in kept.names and "guards" in kept.names
-    assert len(warnings) == 1 and "verify, verify+guards" in warnings[0]
+    assert "spec" not in kept.names and "verify-4" not in kept.names
+    assert len(warnings) == 1 and "verify, verify+guards, verify-4, spec" in warnings[0]
     able = SimpleNamespace(info=SimpleNamespace(can_score=True, model="x"))
     assert bench_cli._check_scoring(explicit, able, console) is explicit
 

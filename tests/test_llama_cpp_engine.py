@@ -221,6 +221,39 @@ async def test_verification_on_real_llama_cpp_keeps_only_accepted_tokens(smollm2
         await large.close()
 
 
+async def test_speculative_verification_on_real_llama_cpp_writes_the_large_models_greedy_text(
+    smollm2_path: str,
+) -> None:
+    """verify_resume=small with verify_margin=0: the small model samples at temperature 1 (seeded), the large
+    model (SmolLM2 again, its own engine) replaces every token it would not have chosen by its own. So every
+    kept token is the large model's argmax after the text before it, read back by an independent scoring."""
+    from glimp_llm.config import RouterConfig
+    from glimp_llm.engines.llama_cpp import LlamaCppEngine
+    from glimp_llm.router import Router
+
+    small = LlamaCppEngine(smollm2_path, n_ctx=2048, name="small")
+    large = LlamaCppEngine(smollm2_path, n_ctx=2048, name="large")
+    await small.start()
+    await large.start()
+    try:
+        options = {**UNGUARDED, "verify": True, "verify_resume": "small", "verify_margin": 0.0}
+        router = Router(small, large, RouterConfig(threshold=6.0, verify_draft_tokens=8, **options))
+        prompt = PROMPT[0]["content"]
+        result = await router.generate(prompt, max_tokens=60, temperature=1.0, seed=3)
+        assert result.text == "".join(s.text for s in result.steps)
+        assert result.usage.corrected_tokens > 0, "sampling at temperature 1 drafts some token greedy would not"
+        assert large.stats.generate_calls == 0  # every large-model token came from a scoring
+        context = await router.prepare_prompt(router_request(prompt), large)
+        ids = [t for step in result.steps for t in step.token_ids]
+        best = (await large.score(context, ids)).best_ids
+        agree = sum(a == b for a, b in zip(ids, best, strict=True))
+        assert agree >= len(ids) - 2  # a near-tie may flip between two evaluations of different batch shapes
+        assert result.usage.small_tokens + result.usage.large_tokens == result.usage.completion_tokens
+    finally:
+        await small.close()
+        await large.close()
+
+
 def router_request(prompt: str):  # type: ignore[no-untyped-def]
     from glimp_llm.router import RouteRequest
 

@@ -216,6 +216,87 @@ async def test_verification_needs_the_large_models_end_of_sequence_ids() -> None
         await router.generate("hello")
 
 
+# ------------------------------------------------------- verification, the small model drafting on
+async def test_speculative_verification_puts_the_large_models_token_in_and_lets_the_small_model_go_on() -> None:
+    small = "First we add 2 plus 3.\n\nThen we minus by 5.\n\nThe answer is 10."
+    large = "First we add 2 plus 3.\n\nThen we multiply by 5.\n\nThe answer is 10."
+    router, sm, lg = await make_router(
+        0.1, small=small, large=large, threshold=1.0, verify=True, verify_resume="small", verify_margin=0.0
+    )
+    result = await router.generate("hello")
+    assert result.text == large
+    assert [s.model for s in result.steps] == ["small", "small", "small"]
+    s1 = result.steps[1]
+    assert s1.verified and s1.corrected_tokens == 1  # " multiply" in place of " minus" (one token each)
+    assert s1.rejected_text == " minus by 5.\n\n" and s1.rejected_tokens == len(sm.tokenizer.encode(s1.rejected_text))
+    assert s1.accepted_tokens == s1.tokens - 1  # "Then we" before it, " by 5.\n\n" drafted again after it
+    assert lg.stats.generate_calls == 0  # the large model never decoded: its token came from the scoring
+    assert result.usage.large_tokens == result.usage.corrected_tokens == 1
+    from glimp_llm.render import step_reason
+
+    assert step_reason(s1) == "H✓~1"
+    assert result.usage.rejected_steps == 1 and result.usage.small_tokens_rejected == s1.rejected_tokens
+    assert_accounting(result)
+
+
+async def test_speculative_verification_drafts_in_pieces_of_verify_draft_tokens() -> None:
+    small = "First we add 2 plus 3.\n\nThen we minus by 5.\n\nThe answer is 10."
+    large = "First we add 2 plus 3.\n\nThen we multiply by 5.\n\nThe answer is 10."
+    router, sm, lg = await make_router(
+        0.1,
+        small=small,
+        large=large,
+        threshold=1.0,
+        verify=True,
+        verify_resume="small",
+        verify_margin=0.0,
+        verify_draft_tokens=2,
+    )
+    drafts: list[int] = []
+    generate = sm.generate
+
+    async def counting(context, **kw):  # type: ignore[no-untyped-def]
+        drafts.append(kw["max_tokens"])
+        return await generate(context, **kw)
+
+    sm.generate = counting  # type: ignore[method-assign]
+    result = await router.generate("hello")
+    assert result.text == large
+    assert drafts and max(drafts) <= 2
+    assert result.steps[1].rejected_text == " minus"  # only the rest of its draft is lost
+    assert all(s.tokens > 2 for s in result.steps)  # a draft's size does not end the step
+    assert_accounting(result)
+
+
+async def test_speculative_verification_replaces_an_early_end_of_sequence() -> None:
+    router, _, lg = await make_router(
+        0.1, small="A.\n\nB.", large="A.\n\nB.\n\nC.", threshold=1.0, verify=True, verify_resume="small",
+        verify_margin=0.0,
+    )  # fmt: skip
+    result = await router.generate("hello")
+    assert result.text == "A.\n\nB.\n\nC."
+    assert lg.stats.generate_calls == 0
+    assert_accounting(result)
+
+
+async def test_speculative_verification_needs_the_large_models_own_tokens() -> None:
+    from glimp_llm.engines.base import TokenScores
+
+    router, _, lg = await make_router(
+        0.1, small="A.\n\nB.", large="A.\n\nC.", threshold=1.0, verify=True, verify_resume="small",
+        verify_margin=0.0,
+    )  # fmt: skip
+    score = lg.score
+
+    async def without_best(context, continuation):  # type: ignore[no-untyped-def]
+        s = await score(context, continuation)
+        return TokenScores(s.logprobs, s.best_logprobs)
+
+    lg.score = without_best  # type: ignore[method-assign]
+    with pytest.raises(ConfigurationError, match="verify_resume=small needs the large model's own token"):
+        await router.generate("hello")
+
+
 async def test_score_matches_the_engines_own_logprobs_and_primes_its_cache() -> None:
     _, small, _ = await make_router(0.1)
     context = await small.tokenize("<|user|>\nhi<|end|>\n<|assistant|>")
@@ -240,6 +321,9 @@ GUARD_SETTINGS = st.fixed_dictionaries(
         "final_step_check": st.booleans(),
         "verify": st.booleans(),
         "verify_logprob": st.sampled_from([-7.0, -0.5]),
+        "verify_resume": st.sampled_from(["large", "small"]),
+        "verify_margin": st.sampled_from([None, 0.0]),
+        "verify_draft_tokens": st.sampled_from([0, 1, 3]),
         "threshold": st.floats(0.0, 4.0),
         "step_max_tokens": st.integers(1, 12),
         "random_large_share": st.floats(0.0, 1.0),
@@ -268,6 +352,8 @@ async def _guarded_run(small: list[str], large: list[str], entropies: list[float
         assert all(0 <= step.kept_small_tokens <= step.tokens for step in result.steps)
         assert all(step.kept_small_tokens == 0 for step in result.steps if step.model == "small")
         assert result.usage.small_tokens_rejected == sum(step.rejected_tokens for step in result.steps)
+        assert result.usage.corrected_tokens == sum(step.corrected_tokens for step in result.steps)
+        assert all(step.corrected_tokens == 0 for step in result.steps if step.model == "large")
         if options["verify"] and options["routing"] in ("entropy", "random"):  # one-model routing: no checks
             assert all(step.verified for step in result.steps if step.model == "small")
         if options["routing"] == "large-only":

@@ -123,6 +123,9 @@ class TokenScores:
     best_logprobs: tuple[float, ...] = ()
     """Per scored position, the log-probability of the token this engine finds most likely there (empty when
     the engine cannot tell): how far a token is from what this model would have written."""
+    best_ids: tuple[int, ...] = ()
+    """Per scored position, the id of that most likely token (empty when the engine cannot tell): the large
+    model's own token where it rejects one of the small model's, at no extra cost (``verify_resume=small``)."""
     seconds: float = 0.0
     cached_tokens: int = 0
 

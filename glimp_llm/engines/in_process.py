@@ -220,7 +220,8 @@ class InProcessEngine(EngineBase, abc.ABC, Generic[StateT]):
             t0 = time.perf_counter()
             logits, reused = self._sync_context(slot, context)
             logprobs = [token_logprob(logits[:vocab], continuation[0])]
-            best = [token_logprob(logits[:vocab], int(np.argmax(logits[:vocab])))]
+            best_ids = [int(np.argmax(logits[:vocab]))]
+            best = [token_logprob(logits[:vocab], best_ids[0])]
             full = [*context, *continuation]
             slot.cached = list(full)
             last: np.ndarray | None = None
@@ -229,7 +230,8 @@ class InProcessEngine(EngineBase, abc.ABC, Generic[StateT]):
                     nxt = len(context) + i + 1
                     if nxt < len(full):
                         logprobs.append(token_logprob(row[:vocab], full[nxt]))
-                        best.append(token_logprob(row[:vocab], int(np.argmax(row[:vocab]))))
+                        best_ids.append(int(np.argmax(row[:vocab])))
+                        best.append(token_logprob(row[:vocab], best_ids[-1]))
                     else:
                         last = row
             except BaseException:
@@ -238,7 +240,13 @@ class InProcessEngine(EngineBase, abc.ABC, Generic[StateT]):
             if last is not None:
                 self._keep_logits(slot, last)  # the large model's next step starts here without an evaluation
             self._stats.tokens_evaluated += len(continuation)
-            return TokenScores(tuple(logprobs), tuple(best), seconds=time.perf_counter() - t0, cached_tokens=reused)
+            return TokenScores(
+                tuple(logprobs),
+                tuple(best),
+                tuple(best_ids),
+                seconds=time.perf_counter() - t0,
+                cached_tokens=reused,
+            )
 
         result: TokenScores = await self._run(context, work)
         return result

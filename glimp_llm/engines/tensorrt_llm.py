@@ -893,10 +893,12 @@ class TensorRTLLMEngine(EngineBase):
         lse = top[:, 0] + np.log(np.exp(block - top).sum(axis=1))
         logprobs = block[np.arange(len(cont)), cont] - lse
         best = top[:, 0] - lse  # the most likely token's log-probability at each position
+        best_ids = block.argmax(axis=1)
         self._stats.extra["score_calls"] = self._stats.extra.get("score_calls", 0) + 1
         return TokenScores(
             logprobs=tuple(float(x) for x in logprobs),
             best_logprobs=tuple(float(x) for x in best),
+            best_ids=tuple(int(x) for x in best_ids),
             seconds=time.perf_counter() - t0,
             cached_tokens=reused,
         )

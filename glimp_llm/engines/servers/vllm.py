@@ -53,31 +53,45 @@ class VLLM(Dialect):
         return await self.engine.detokenize(int_list(data.get("tokens"), self.engine.name, "/tokenize tokens"))
 
     async def score(self, replica: Replica, full: list[int], start: int) -> TokenScores:
-        """``prompt_logprobs=0`` on the prompt ``context + continuation`` (``max_tokens=1``) gives, for every
-        prompt position, the actual token's logprob under the full distribution at temperature 1; the one
-        generated token is the price of the request. The prefill leaves the sequence in the prefix cache,
-        which the next step from there would compute anyway."""
+        """``prompt_logprobs=1`` on the prompt ``context + continuation`` (``max_tokens=1``) gives, for every
+        prompt position, the actual token's logprob under the full distribution at temperature 1 and the
+        rank-1 token beside it (the large model's own choice, which verification needs); the one generated
+        token is the price of the request. The prefill leaves the sequence in the prefix cache, which the
+        next step from there would compute anyway."""
         e = self.engine
         body = {
             "model": e.model,
             "prompt": full,
             "max_tokens": 1,
-            "prompt_logprobs": 0,
+            "prompt_logprobs": 1,
             "temperature": 0.0,
             "return_token_ids": True,
         }
         data = await self.http.post_json(replica, "/v1/completions", body)
         try:
             rows = data["choices"][0]["prompt_logprobs"]
-            values = []
+            values: list[float] = []
+            best: list[float] = []
+            best_ids: list[int] = []
             for i, token in enumerate(full[start:], start):
-                entry = rows[i][str(token)]
-                values.append(float(entry["logprob"] if isinstance(entry, dict) else entry))
+                row = rows[i]
+                values.append(_logprob(row[str(token)]))
+                # the row holds the actual token and the top-1: the likelier of them is the model's own choice
+                top_id, top = max(((k, _logprob(v)) for k, v in row.items()), key=lambda kv: kv[1])
+                best_ids.append(int(top_id))
+                best.append(top)
             cached = cached_tokens(data)
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise MalformedResponseError(
                 f"engine {e.name!r}: {replica.url}/v1/completions answered without prompt_logprobs for "
                 f"every position ({type(exc).__name__}: {exc}); is it vLLM?",
                 engine=e.name,
             ) from None
-        return TokenScores(logprobs=tuple(values), cached_tokens=cached)
+        return TokenScores(
+            logprobs=tuple(values), best_logprobs=tuple(best), best_ids=tuple(best_ids), cached_tokens=cached
+        )
+
+
+def _logprob(entry: Any) -> float:
+    """One ``prompt_logprobs`` entry: ``{"logprob": x, "rank": r, ...}`` (or a bare number in old servers)."""
+    return float(entry["logprob"] if isinstance(entry, dict) else entry)
