@@ -1,4 +1,4 @@
-"""The three micro-benchmarks, printed as ratios measured in one run (see glimp_llm/bench/micro.py):
+"""The three micro-benchmarks, printed as ratios measured in one run (see benchmarks/microbench.py):
 
 1. glimpse cost with ~2,000 vs ~200 tokens of context (prefix reuse keeps it near 1);
 2. router overhead: wall time / time inside engine calls - 1, over routed requests;
@@ -24,11 +24,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from glimp_llm.bench import micro
 from glimp_llm.bench import preflight as preflight_checks
 from glimp_llm.bench.datasets import load_problems
 from glimp_llm.bench.report import update_results_file, write_json
 from glimp_llm.errors import ConfigurationError, GlimpError
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: `benchmarks` is a directory of the repository
+    sys.path.insert(0, str(ROOT))
+from benchmarks import microbench as micro  # noqa: E402
 
 SMALL = "qwen2.5-coder-0.5b-instruct"
 LARGE = "qwen2.5-coder-1.5b-instruct"
@@ -191,7 +195,7 @@ async def _concurrency(args: argparse.Namespace, config: Any, prompts: list[str]
 
 
 def render(result: dict[str, Any]) -> str:
-    """The RESULTS.md block, from micro.json's content (see :func:`glimp_llm.bench.micro.render_block`)."""
+    """The RESULTS.md block, from micro.json's content (see :func:`benchmarks.microbench.render_block`)."""
     return micro.render_block(result)
 
 

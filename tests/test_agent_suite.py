@@ -22,9 +22,6 @@ from conftest import require
 
 require("langchain", "the agent suite runs LangChain agents (langchain extra)")
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `benchmarks` is a directory of the repository, not an installed package
-    sys.path.insert(0, str(ROOT))
 
 from langchain.agents import create_agent  # noqa: E402
 from langchain_core.messages import AIMessage, ToolMessage  # noqa: E402

@@ -295,7 +295,7 @@ def _scripted_config(tmp_path: Path) -> Path:
 
 
 def test_micro_glimpse_benchmark_reuses_the_prefix() -> None:
-    from glimp_llm.bench.micro import glimpse_cost_ratio, overhead_ratio
+    from benchmarks.microbench import glimpse_cost_ratio, overhead_ratio
 
     async def go() -> dict:
         engine = ScriptedEngine(SMALL_TEXT, entropies=ENTROPIES, name="small", n_slots=2, context_window=8192)

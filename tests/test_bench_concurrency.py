@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from conftest import UNGUARDED
 
-from glimp_llm.bench import micro
+from benchmarks import microbench as micro
 from glimp_llm.config import RouterConfig
 from glimp_llm.engines.scripted import ScriptedEngine
 from glimp_llm.router import Router

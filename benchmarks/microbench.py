@@ -1,4 +1,5 @@
-"""Micro-benchmarks, each printed as a ratio measured in one run.
+"""Micro-benchmarks, each printed as a ratio measured in one run (run by ``benchmarks/micro.py``; kept out of the
+wheel: it starts llama.cpp servers from this repository's ``backends/``).
 
 * Glimpse cost with ~2,000 vs ~200 tokens of context. The router glimpses after every step, so with
   prefix reuse a glimpse evaluates only the step just appended; its cost should barely grow with the
@@ -35,7 +36,7 @@ from glimp_llm.engines.base import Engine, SamplingParams
 from glimp_llm.router import Router, RouteRequest
 from glimp_llm.trace import RoutedResult
 
-LAUNCH = Path(__file__).resolve().parents[2] / "backends" / "llama_cpp" / "launch.py"
+LAUNCH = Path(__file__).resolve().parents[1] / "backends" / "llama_cpp" / "launch.py"
 
 
 async def glimpse_cost_ratio(
