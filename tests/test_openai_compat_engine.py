@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import http.server
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
-from conftest import require
+from conftest import require, serve_app
 from llama_servers import LlamaServer
 
 from glimp_llm.engines.base import SamplingParams
@@ -253,7 +252,6 @@ async def test_requests_keep_succeeding_when_one_replica_dies(
 def test_glimp_serve_fronts_two_llama_servers(servers: tuple[LlamaServer, LlamaServer]) -> None:
     require("openai", "any OpenAI client must be able to use the routed model")
     import openai
-    import uvicorn
 
     from glimp_llm.config import GlimpConfig
     from glimp_llm.manager import BackendManager
@@ -269,25 +267,11 @@ def test_glimp_serve_fronts_two_llama_servers(servers: tuple[LlamaServer, LlamaS
     )
     manager = BackendManager(config)
     app = create_app(settings=ServerSettings(), manager=manager)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(600):
-            if server.started or not thread.is_alive():
-                break
-            time.sleep(0.05)
-        assert server.started
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}/v1", api_key="-", max_retries=0)
+    with serve_app(app, start_timeout_s=30) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0)
         resp = client.chat.completions.create(model="glimp", messages=PROMPT)
         steps = resp.model_extra["glimp"]["steps"]
         assert resp.choices[0].message.content == "".join(s["text"] for s in steps)
         assert all(s["entropy_kind"] == "top-k estimate" for s in steps if s["entropy"] is not None)
         assert resp.usage.completion_tokens == sum(s["tokens"] for s in steps) <= 48
         assert manager.small.stats.glimpses >= 1
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()

@@ -6,7 +6,6 @@ not, every ``tool_choice``) read by the official client and by a LangChain ``cre
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import UNGUARDED, require
+from conftest import UNGUARDED, require, serve_app
 
 from glimp_llm.config import GlimpConfig
 from glimp_llm.manager import BackendManager
@@ -50,30 +49,12 @@ def _config(token_seconds: float = 0.0, **router: Any) -> GlimpConfig:
 def _serve(config: GlimpConfig | BackendManager, **settings: Any) -> Iterator[Served]:
     require("fastapi", "glimp serve needs the server extra")
     require("uvicorn", "glimp serve needs the server extra")
-    import uvicorn
-
     from glimp_llm.server import ServerSettings, create_app
 
     manager = config if isinstance(config, BackendManager) else BackendManager(config)
     app = create_app(settings=ServerSettings(**settings), manager=manager)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "the server thread died while starting"
-        assert time.monotonic() < deadline, "the server did not start within 30 s"
-        time.sleep(0.02)
-    try:
-        yield Served(f"http://127.0.0.1:{port}", manager)
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
-        assert not thread.is_alive(), "the server thread did not stop"
+    with serve_app(app, lifespan="on") as url:
+        yield Served(url, manager)
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,12 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from conftest import VllmServer, require
+from conftest import VllmServer, require, serve_app
 
 from glimp_llm.config import RouterConfig
 from glimp_llm.engines.base import Delta, SamplingParams
@@ -289,7 +287,6 @@ async def test_a_routed_request_with_both_roles_on_vllm(vllm_server: VllmServer)
 def test_glimp_serve_fronts_vllm(vllm_server: VllmServer) -> None:
     require("openai", "any OpenAI client must be able to use the routed model")
     import openai
-    import uvicorn
 
     from glimp_llm.config import GlimpConfig
     from glimp_llm.manager import BackendManager
@@ -308,18 +305,8 @@ def test_glimp_serve_fronts_vllm(vllm_server: VllmServer) -> None:
     config = GlimpConfig.validated({"small": engine, "large": engine, "router": {"threshold": 1.0, "max_tokens": 48}})
     manager = BackendManager(config)
     app = create_app(settings=ServerSettings(), manager=manager)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(1200):
-            if server.started or not thread.is_alive():
-                break
-            time.sleep(0.05)
-        assert server.started
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}/v1", api_key="-", max_retries=0)
+    with serve_app(app, start_timeout_s=60) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0)
         resp = client.chat.completions.create(model="glimp", messages=PROMPT)
         steps = resp.model_extra["glimp"]["steps"]
         assert resp.choices[0].message.content == "".join(s["text"] for s in steps)
@@ -327,7 +314,3 @@ def test_glimp_serve_fronts_vllm(vllm_server: VllmServer) -> None:
         assert resp.usage.completion_tokens == sum(s["tokens"] for s in steps) <= 48
         chunks = list(client.chat.completions.create(model="glimp", messages=PROMPT, stream=True, max_tokens=16))
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
