@@ -110,10 +110,6 @@ def summarize(records: Sequence[Record], modes: Sequence[str]) -> dict[str, dict
     return out
 
 
-def subset(records: Sequence[Record], problems: set[str]) -> list[Record]:
-    return [r for r in records if r.problem in problems]
-
-
 def decode_speeds(records: Sequence[Record]) -> dict[str, float]:
     """Tokens per second of generation in the single-model modes (includes their prompt prefill)."""
     small = [r for r in records if r.mode == "small"]

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glimp_llm.bench.modes import ModeSpec, Selection, TauKind, parse_modes, registry
+from glimp_llm.bench.modes import ModeSpec, Selection, parse_modes, registry
 from glimp_llm.cli.common import add_config_options, config_from_args
 from glimp_llm.errors import ConfigurationError, EngineUnavailableError, GlimpError
 
@@ -123,7 +123,6 @@ class Prepared:
     saved: dict[str, Any] | None = None
     explicit_taus: dict[str, float] = field(default_factory=dict)
     sweep: list[tuple[str, float | None, float | None]] = field(default_factory=list)  # (name, tau, share)
-    calibrate_kinds: set[TauKind] = field(default_factory=set)
 
 
 def prepare(args: argparse.Namespace, warn: Callable[[str], None]) -> Prepared:
@@ -255,7 +254,6 @@ def prepare(args: argparse.Namespace, warn: Callable[[str], None]) -> Prepared:
         saved=saved,
         explicit_taus=explicit,
         sweep=sweep,
-        calibrate_kinds=kinds,
     )
 
 
