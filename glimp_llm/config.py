@@ -260,12 +260,15 @@ class RouterConfig(_Strict):
         ),
     )
     final_answer_markers: list[str] = Field(["\\boxed{"], description="text that marks the final answer")
-    verify: bool = Field(
+    verify: bool | Literal["auto"] = Field(
         False,
         description=(
             "the large model reads each small-model step right after it is written (its catch-up prefill, "
             "done eagerly) and keeps the longest prefix whose tokens all have log-probability >= "
-            "verify_logprob under it; from the first rejected token on, the large model writes the step"
+            "verify_logprob under it; from the first rejected token on, the large model writes the step. "
+            "true: an engine pair that cannot (no scoring, no shared tokenizer) fails at start; auto: "
+            "verify where the pair can, else route without it (one warning at start, and no step of the "
+            "trace is marked verified)"
         ),
     )
     verify_logprob: float = Field(

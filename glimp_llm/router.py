@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import random
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -59,6 +60,8 @@ from glimp_llm.trace import (
     TokenEvent,
     Usage,
 )
+
+log = logging.getLogger(__name__)
 
 EventSink = Callable[[RouterEvent], None]
 __all__ = ["MAX_STOP_SEQUENCES", "RouteRequest", "Router", "look_ahead", "stop_list", "validate_request"]
@@ -163,6 +166,7 @@ class Router:
         self.large = large
         self.config = config or RouterConfig()
         self.admission = Admission(self.config.max_concurrent_requests, self.config.max_queued_requests)
+        self._warned_no_verify = False
 
     # -------------------------------------------------------------------------------- public
     async def generate(
@@ -213,28 +217,48 @@ class Router:
 
     def check_engines(self) -> None:
         """Fail, typed and with the fix, when a setting needs what a started engine lacks. The manager
-        calls it right after starting the engines; every request checks it again (it is cheap)."""
-        if not self.config.verify:
+        calls it right after starting the engines; every request checks it again (it is cheap).
+        ``verify: auto`` never fails: it verifies where the pair can (:attr:`verifying`), and says once
+        why not where it cannot."""
+        setting = self.config.verify
+        if setting is False:
             return
+        missing = self._cannot_verify()
+        if missing is None:
+            return
+        if setting == "auto":
+            if not self._warned_no_verify:
+                self._warned_no_verify = True
+                log.warning("router.verify=auto: routing without verification: %s", missing)
+            return
+        raise ConfigurationError(f"router.verify {missing}, or set router.verify=false (or auto)")
+
+    @property
+    def verifying(self) -> bool:
+        """Whether the large model verifies small-model steps: ``verify: true``, or ``auto`` on a pair that
+        can (a large engine that scores, reports its end-of-sequence ids, and shares the tokenizer)."""
+        setting = self.config.verify
+        return setting is True or (setting == "auto" and self._cannot_verify() is None)
+
+    def _cannot_verify(self) -> str | None:
+        """Why this pair cannot verify, as the first half of an error message; None when it can."""
         large = self.large.info
         if not large.can_score:
-            raise ConfigurationError(
-                f"router.verify needs a large engine that scores tokens; {large.name!r} ({large.backend}) cannot: "
-                "use llama.cpp, a TensorRT-LLM engine built with context logits, or a vLLM server "
-                "(prompt_logprobs), or set router.verify=false"
+            return (
+                f"needs a large engine that scores tokens; {large.name!r} ({large.backend}) cannot: use llama.cpp, "
+                "a TensorRT-LLM engine built with context logits, or a vLLM server (prompt_logprobs)"
             )
         if not large.eos_token_ids:
-            raise ConfigurationError(
-                f"router.verify scores the end of the answer too, but {large.name!r} reports no end-of-sequence "
-                "token ids: give the engine tokenizer_from (servers) or use a model whose metadata names them, "
-                "or set router.verify=false"
+            return (
+                f"scores the end of the answer too, but {large.name!r} reports no end-of-sequence token ids: give "
+                "the engine tokenizer_from (servers) or use a model whose metadata names them"
             )
         if not self._shared_tokens:
-            raise ConfigurationError(
-                "router.verify needs the two models to share a tokenizer (the large model scores the small "
-                f"model's token ids); {self.small.info.model!r} and {large.model!r} do not: pick a same-family "
-                "pair or set router.verify=false"
+            return (
+                "needs the two models to share a tokenizer (the large model scores the small model's token ids); "
+                f"{self.small.info.model!r} and {large.model!r} do not: pick a same-family pair"
             )
+        return None
 
     def _thinking(self, engine: Engine) -> bool:
         return thinking(engine, self.config)
@@ -275,7 +299,7 @@ class Router:
             has_tools=bool(req.tools),
             # checks that may discard a small-model step hold it back from the stream until they pass
             hold_small=cfg.routing in ("entropy", "random")
-            and (cfg.verify or cfg.final_step_check or (cfg.tool_call_large and bool(req.tools))),
+            and (self.verifying or cfg.final_step_check or (cfg.tool_call_large and bool(req.tools))),
             # seeded by the prompt only when it is used: hashing a long prompt is not free
             rng=random.Random(f"{cfg.random_seed}:{hashlib.sha256(repr(small_ids).encode()).hexdigest()}")
             if cfg.routing == "random"
@@ -454,7 +478,7 @@ class Router:
         cfg = self.config
         if step.ended_by == "cancelled" or not run.hold_small:
             return step
-        if cfg.verify:
+        if self.verifying:
             return await self._verify(run, step, cap)
         guard_tools = cfg.tool_call_large and run.has_tools
         marker = _tool_call_position(step.text, cfg.tool_call_markers) if guard_tools else None
@@ -623,7 +647,7 @@ class Router:
         """How many tokens the small model drafts before the next scoring (``verify_draft_tokens``, only
         where a verification will read the draft and the small model drafts on after it)."""
         cfg = self.config
-        speculative = cfg.verify and cfg.verify_resume == "small" and run.hold_small
+        speculative = self.verifying and cfg.verify_resume == "small" and run.hold_small
         return min(room, cfg.verify_draft_tokens) if speculative and cfg.verify_draft_tokens > 0 else room
 
     def _agreed(self, logprobs: Sequence[float], best: Sequence[float]) -> int:

@@ -21,7 +21,7 @@ from glimp_llm.errors import ConfigurationError, EngineUnavailableError
 
 ALL_MODES = [
     "small", "large", "ours", "paper", "ours+k8", "random", "guard-first", "guard-tool", "guard-forced",
-    "guard-final", "guards", "verify", "verify+guards", "verify-4", "spec", "defaults",
+    "guard-final", "guards", "verify", "verify+guards", "verify-4", "spec", "defaults+verify-4", "defaults",
 ]  # fmt: skip
 
 
@@ -42,7 +42,7 @@ def test_registry_holds_every_mode_as_valid_router_settings() -> None:
     }  # fmt: skip
     assert modes["verify-4"].overrides == {"verify": True, "verify_logprob": -4.0}
     needs = [n for n, s in modes.items() if s.needs_scoring]
-    assert needs == ["verify", "verify+guards", "verify-4", "spec"]  # defaults: no verify
+    assert needs == ["verify", "verify+guards", "verify-4", "spec", "defaults+verify-4"]  # defaults: no verify
     assert RouterConfig(**modes["defaults"].overrides) == RouterConfig()  # exactly what the library ships
     assert "ours+k4" in registry(4) and not any(n.startswith("ours+k") for n in registry(1))
 
@@ -191,7 +191,7 @@ def test_verification_on_an_engine_that_cannot_score() -> None:
     kept = bench_cli._check_scoring(parse_modes(None, registry()), large, console)
     assert "verify" not in kept.names and "verify+guards" not in kept.names and "guards" in kept.names
     assert "spec" not in kept.names and "verify-4" not in kept.names
-    assert len(warnings) == 1 and "verify, verify+guards, verify-4, spec" in warnings[0]
+    assert len(warnings) == 1 and "verify, verify+guards, verify-4, spec, defaults+verify-4" in warnings[0]
     able = SimpleNamespace(info=SimpleNamespace(can_score=True, model="x"))
     assert bench_cli._check_scoring(explicit, able, console) is explicit
 

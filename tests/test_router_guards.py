@@ -297,6 +297,26 @@ async def test_speculative_verification_needs_the_large_models_own_tokens() -> N
         await router.generate("hello")
 
 
+async def test_verify_auto_verifies_where_the_pair_can_and_warns_once_where_it_cannot(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    small = "First we add 2 plus 3.\n\nThen we minus by 5.\n\nThe answer is 10."
+    large = "First we add 2 plus 3.\n\nThen we multiply by 5.\n\nThe answer is 10."
+    router, _, lg = await make_router(0.1, small=small, large=large, threshold=1.0, verify="auto")
+    assert router.verifying
+    result = await router.generate("hello")
+    assert result.text == large and result.usage.verified_steps == 3
+    lg._info = dataclasses.replace(lg.info, can_score=False)
+    assert not router.verifying
+    with caplog.at_level("WARNING", logger="glimp_llm.router"):
+        first = await router.generate("hello")
+        await router.generate("hello")
+    assert first.text == small and first.usage.verified_steps == 0
+    assert not any(s.verified for s in first.steps)
+    warnings = [r.getMessage() for r in caplog.records if "verify=auto" in r.getMessage()]
+    assert len(warnings) == 1 and "scores tokens" in warnings[0]
+
+
 async def test_score_matches_the_engines_own_logprobs_and_primes_its_cache() -> None:
     _, small, _ = await make_router(0.1)
     context = await small.tokenize("<|user|>\nhi<|end|>\n<|assistant|>")
@@ -319,7 +339,7 @@ GUARD_SETTINGS = st.fixed_dictionaries(
         "forced_entropy": st.sampled_from([0.0, 0.05, 0.5]),
         "forced_max_tokens": st.integers(1, 4),
         "final_step_check": st.booleans(),
-        "verify": st.booleans(),
+        "verify": st.sampled_from([False, True, "auto"]),
         "verify_logprob": st.sampled_from([-7.0, -0.5]),
         "verify_resume": st.sampled_from(["large", "small"]),
         "verify_margin": st.sampled_from([None, 0.0]),

@@ -130,8 +130,11 @@ def registry(glimpse_tokens: int = 8) -> dict[str, ModeSpec]:
                  f"one it would not choose (verify_margin 0), the small model drafts on, {SPEC_DRAFT_TOKENS} "
                  "tokens per scoring", {"verify": True, "verify_resume": "small", "verify_margin": 0.0,
                  "verify_draft_tokens": SPEC_DRAFT_TOKENS}, tau="exact", needs_scoring=True),
+        ModeSpec("defaults+verify-4", "routed", "the shipped defaults plus verification at "
+                 f"{STRICT_VERIFY_LOGPROB:g} nats", {**shipped_defaults(), "verify": True,
+                 "verify_logprob": STRICT_VERIFY_LOGPROB}, tau="exact", needs_scoring=True),
         ModeSpec("defaults", "routed", "the library's shipped router defaults (RouterConfig()) at ours' tau",
-                 shipped_defaults(), tau="exact", needs_scoring=shipped_defaults()["verify"]),
+                 shipped_defaults(), tau="exact", needs_scoring=shipped_defaults()["verify"] is True),
     ]  # fmt: skip
     return {s.name: s for s in specs}
 
