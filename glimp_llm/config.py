@@ -235,7 +235,8 @@ class RouterConfig(_Strict):
         True,
         description=(
             "a step that opens a tool call (a marker in tool_call_markers, when the request has tools) is "
-            "written by the large model from the marker on (or verified by it with verify=true)"
+            "written by the large model from the marker on (with verification too: calling or answering is "
+            "the large model's decision)"
         ),
     )
     tool_call_markers: list[str] = Field(

@@ -473,18 +473,20 @@ class Router:
     # ------------------------------------------------------------------ checks of small-model steps
     async def _check_small_step(self, run: _Run, step: Step, cap: int) -> Step:
         """The large model's checks of a step the small model wrote (held back from the stream until
-        they pass): verification (``router.verify``) reads every such step; without it, a step that opens
-        a tool call is rewritten from the marker on, and a step that ends the answer is rewritten."""
+        they pass). A step that opens a tool call is rewritten from the marker on, verification or not: a
+        repeated call is plausible to the large model token by token, but calling or answering is its
+        decision. Then verification (``router.verify``) reads the step; without it, a step that ends the
+        answer is rewritten."""
         cfg = self.config
         if step.ended_by == "cancelled" or not run.hold_small:
             return step
-        if self.verifying:
-            return await self._verify(run, step, cap)
         guard_tools = cfg.tool_call_large and run.has_tools
         marker = _tool_call_position(step.text, cfg.tool_call_markers) if guard_tools else None
         if marker is not None:
             kept = await _ids_within(self.small, step.token_ids, marker)
             return await self._rewrite(run, step, kept, cap, "tool_call")
+        if self.verifying:
+            return await self._verify(run, step, cap)
         if cfg.final_step_check and self._ends_answer(run, step):
             return await self._rewrite(run, step, 0, cap, "final_check")
         self._release(run, step)

@@ -161,6 +161,20 @@ async def test_tool_call_guard_rewrites_a_call_opened_inside_a_small_step() -> N
     assert_accounting(result)
 
 
+@pytest.mark.parametrize("verify", [False, True])
+async def test_tool_call_guard_rewrites_the_call_even_when_the_large_model_would_accept_it(verify: bool) -> None:
+    """Verification reads a repeated call as plausible token by token; calling is the large model's decision."""
+    script = "I need the tool.<tool_call>{}</tool_call>"
+    router, _, lg = await make_router(
+        0.1, small=script, large=script, threshold=1.0, tool_call_large=True, verify=verify
+    )
+    result = await router.generate("hello", tools=TOOLS)
+    (step,) = result.steps
+    assert step.model == "large" and step.routed_by == "tool_call" and not step.verified
+    assert lg.stats.generate_calls == 1
+    assert_accounting(result)
+
+
 # ----------------------------------------------------------------------------- verification
 async def test_verification_keeps_the_agreed_prefix_and_the_large_model_continues() -> None:
     small = "First we add 2 plus 3.\n\nThen we divide.\n\nThe answer is 10."
