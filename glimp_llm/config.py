@@ -225,7 +225,7 @@ class RouterConfig(_Strict):
     )
     random_seed: int = Field(0, description="routing=random: seed of the per-request draw (request text + seed)")
     first_step_large: bool = Field(
-        True,
+        False,
         description=(
             "the first step of every routed turn is written by the large model, unglimpsed: it decides "
             "between calling a tool and answering, and sets up the solution"
@@ -262,7 +262,7 @@ class RouterConfig(_Strict):
     )
     final_answer_markers: list[str] = Field(["\\boxed{"], description="text that marks the final answer")
     verify: bool | Literal["auto"] = Field(
-        False,
+        "auto",
         description=(
             "the large model reads each small-model step right after it is written (its catch-up prefill, "
             "done eagerly) and keeps the longest prefix whose tokens all have log-probability >= "
@@ -273,7 +273,7 @@ class RouterConfig(_Strict):
         ),
     )
     verify_logprob: float = Field(
-        -7.0, le=0.0, description="verify: the least log-probability (nats) a small-model token may have"
+        -4.0, le=0.0, description="verify: the least log-probability (nats) a small-model token may have"
     )
     verify_margin: float | None = Field(
         None,

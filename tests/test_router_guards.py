@@ -425,10 +425,34 @@ async def test_one_model_routing_ignores_the_guards_it_ships_with(routing: str, 
     assert result.usage.small_tokens_rejected == 0 and result.usage.glimpses == 0
 
 
-async def test_the_shipped_defaults_guard_the_first_step_tool_calls_and_the_final_answer() -> None:
+async def test_the_shipped_defaults_guard_tool_calls_and_verify_where_the_pair_can() -> None:
     defaults = RouterConfig()
-    assert defaults.first_step_large and defaults.tool_call_large and defaults.final_step_check
-    assert not defaults.verify and defaults.forced_entropy == 0 and defaults.routing == "entropy"
+    assert defaults.tool_call_large and defaults.final_step_check and not defaults.first_step_large
+    assert defaults.verify == "auto" and defaults.verify_logprob == -4.0 and defaults.verify_resume == "large"
+    assert defaults.forced_entropy == 0 and defaults.routing == "entropy"
+
+
+async def test_the_defaults_without_tools_route_as_the_benchmarks_verify_4_mode() -> None:
+    """RESULTS.md measures the shipped defaults on GSM8K through the verify-4 mode: without tools the
+    tool-call guard is inert and, with verification on, the final step is verified, not rewritten."""
+    from glimp_llm.bench.modes import GUARDS_OFF, registry
+
+    small = "First we add 2 plus 3.\n\nThen we minus by 5.\n\nThe answer is \\boxed{10}."
+    large = "First we add 2 plus 3.\n\nThen we multiply by 5.\n\nThe answer is \\boxed{25}."
+    mode = {**GUARDS_OFF, **registry()["verify-4"].overrides}
+    results = []
+    for settings in (RouterConfig(threshold=1.0), RouterConfig(threshold=1.0, **mode)):
+        s = ScriptedEngine(small, entropies=[0.1, 2.0, 0.1], name="small", inner_entropy=0.2)
+        lg = ScriptedEngine(large, entropies=0.1, name="large")
+        await s.start()
+        await lg.start()
+        results.append(await Router(s, lg, settings).generate("hello"))
+    shipped, measured = results
+    assert shipped.text == measured.text
+    assert [(st.model, st.routed_by, st.verified) for st in shipped.steps] == [
+        (st.model, st.routed_by, st.verified) for st in measured.steps
+    ]
+    assert shipped.usage.verified_steps == measured.usage.verified_steps > 0
 
 
 async def test_the_trace_table_says_why_and_what_verification_kept() -> None:

@@ -23,6 +23,7 @@ GUARDS_OFF: dict[str, Any] = {
     "forced_entropy": 0.0,
     "final_step_check": False,
     "verify": False,
+    "verify_logprob": -7.0,  # the "verify" configuration as first measured (the default was -7 then)
 }
 # "glimpse past forced tokens": tokens below this entropy (nats) are kept and the route is decided after
 # them. 0.1 nats is a near-certain token (p > ~0.98); sweep it with --define if the guard is kept.
@@ -33,6 +34,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "small-only": {"routing": "small-only"},
     "large-only": {"routing": "large-only"},
     "ours": {},
+    # the defaults until 2026-12-02 evening: three guards, no verification (kept to compare with)
+    "old-defaults": {**GUARDS_OFF, "first_step_large": True, "tool_call_large": True, "final_step_check": True},
     "entropy": dict(GUARDS_OFF),
     "first-step": {**GUARDS_OFF, "first_step_large": True},
     "tool-call": {**GUARDS_OFF, "tool_call_large": True},

@@ -41,6 +41,7 @@ GUARDS_OFF: dict[str, Any] = {
     "forced_entropy": 0.0,
     "final_step_check": False,
     "verify": False,
+    "verify_logprob": -7.0,  # verification's default before it was measured: the verify modes keep their meaning
     "verify_resume": "large",
     "verify_margin": None,
     "verify_draft_tokens": 0,
@@ -58,7 +59,7 @@ def shipped_defaults() -> dict[str, Any]:
     from glimp_llm.config import RouterConfig
 
     defaults = RouterConfig()
-    return {k: getattr(defaults, k) for k in (*GUARDS_OFF, "forced_max_tokens", "verify_logprob")}
+    return {k: getattr(defaults, k) for k in (*GUARDS_OFF, "forced_max_tokens")}
 
 
 #: ``--modes sweep``: ours at the extra target shares of ``--sweep-shares`` (or the extra ``--taus``).
