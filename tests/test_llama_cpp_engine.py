@@ -199,7 +199,8 @@ async def test_verification_on_real_llama_cpp_keeps_only_accepted_tokens(smollm2
     await large.start()
     try:
         # verification alone: with the guards on, the first (and here only) step would go large unverified
-        router = Router(small, large, RouterConfig(**{**UNGUARDED, "threshold": 6.0, "verify": True, "verify_logprob": -1.5}))
+        strict = {**UNGUARDED, "threshold": 6.0, "verify": True, "verify_logprob": -1.5}
+        router = Router(small, large, RouterConfig(**strict))
         prompt = PROMPT[0]["content"]
         result = await router.generate(prompt, max_tokens=80, temperature=1.0, seed=3)
         assert result.text == "".join(s.text for s in result.steps)

@@ -441,12 +441,12 @@ async def test_the_defaults_without_tools_route_as_the_benchmarks_verify_4_mode(
     large = "First we add 2 plus 3.\n\nThen we multiply by 5.\n\nThe answer is \\boxed{25}."
     mode = {**GUARDS_OFF, **registry()["verify-4"].overrides}
     results = []
-    for settings in (RouterConfig(threshold=1.0), RouterConfig(threshold=1.0, **mode)):
+    for router_config in (RouterConfig(threshold=1.0), RouterConfig(threshold=1.0, **mode)):
         s = ScriptedEngine(small, entropies=[0.1, 2.0, 0.1], name="small", inner_entropy=0.2)
         lg = ScriptedEngine(large, entropies=0.1, name="large")
         await s.start()
         await lg.start()
-        results.append(await Router(s, lg, settings).generate("hello"))
+        results.append(await Router(s, lg, router_config).generate("hello"))
     shipped, measured = results
     assert shipped.text == measured.text
     assert [(st.model, st.routed_by, st.verified) for st in shipped.steps] == [
