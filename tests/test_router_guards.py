@@ -231,6 +231,9 @@ async def test_verification_needs_the_large_models_end_of_sequence_ids() -> None
 
 
 # ------------------------------------------------------- verification, the small model drafting on
+SPECULATIVE = {"verify": True, "verify_resume": "small", "verify_margin": 0.0}
+
+
 async def test_speculative_verification_puts_the_large_models_token_in_and_lets_the_small_model_go_on() -> None:
     small = "First we add 2 plus 3.\n\nThen we minus by 5.\n\nThe answer is 10."
     large = "First we add 2 plus 3.\n\nThen we multiply by 5.\n\nThe answer is 10."
@@ -283,10 +286,7 @@ async def test_speculative_verification_drafts_in_pieces_of_verify_draft_tokens(
 
 
 async def test_speculative_verification_replaces_an_early_end_of_sequence() -> None:
-    router, _, lg = await make_router(
-        0.1, small="A.\n\nB.", large="A.\n\nB.\n\nC.", threshold=1.0, verify=True, verify_resume="small",
-        verify_margin=0.0,
-    )  # fmt: skip
+    router, _, lg = await make_router(0.1, small="A.\n\nB.", large="A.\n\nB.\n\nC.", threshold=1.0, **SPECULATIVE)
     result = await router.generate("hello")
     assert result.text == "A.\n\nB.\n\nC."
     assert lg.stats.generate_calls == 0
@@ -296,10 +296,7 @@ async def test_speculative_verification_replaces_an_early_end_of_sequence() -> N
 async def test_speculative_verification_needs_the_large_models_own_tokens() -> None:
     from glimp_llm.engines.base import TokenScores
 
-    router, _, lg = await make_router(
-        0.1, small="A.\n\nB.", large="A.\n\nC.", threshold=1.0, verify=True, verify_resume="small",
-        verify_margin=0.0,
-    )  # fmt: skip
+    router, _, lg = await make_router(0.1, small="A.\n\nB.", large="A.\n\nC.", threshold=1.0, **SPECULATIVE)
     score = lg.score
 
     async def without_best(context, continuation):  # type: ignore[no-untyped-def]
