@@ -35,7 +35,7 @@ from glimp_llm.admission import Admission
 from glimp_llm.chat.options import MAX_STOP_SEQUENCES, check_options, stop_list
 from glimp_llm.chat.prompt import prompt_ids, thinking
 from glimp_llm.config import RouterConfig
-from glimp_llm.engines.base import Delta, Engine, Glimpse, Message, SamplingParams, TokenScores
+from glimp_llm.engines.base import Completion, Delta, Engine, Glimpse, Message, SamplingParams, TokenScores
 from glimp_llm.engines.decoding import first_stop
 from glimp_llm.entropy import renormalized_topk_entropy
 from glimp_llm.errors import (
@@ -102,6 +102,7 @@ class _Run:
     usage: Usage = field(default_factory=Usage)
     timings: Timings = field(default_factory=Timings)
     has_tools: bool = False
+    verify: bool = False  # Router.verifying, resolved once for the request
     hold_small: bool = False
     rng: random.Random = field(default_factory=random.Random)
     text: str = ""
@@ -268,6 +269,7 @@ class Router:
         cfg = self.config
         t_start = time.perf_counter()
         self.check_engines()
+        verify = self.verifying
         shared = self._shared_tokens
         small_ids = await self.prepare_prompt(req, self.small)
         large_ids = small_ids if shared else await self.prepare_prompt(req, self.large)
@@ -297,9 +299,10 @@ class Router:
             threshold=cfg.threshold if req.threshold is None else float(req.threshold),
             sink=sink,
             has_tools=bool(req.tools),
+            verify=verify,
             # checks that may discard a small-model step hold it back from the stream until they pass
             hold_small=cfg.routing in ("entropy", "random")
-            and (self.verifying or cfg.final_step_check or (cfg.tool_call_large and bool(req.tools))),
+            and (verify or cfg.final_step_check or (cfg.tool_call_large and bool(req.tools))),
             # seeded by the prompt only when it is used: hashing a long prompt is not free
             rng=random.Random(f"{cfg.random_seed}:{hashlib.sha256(repr(small_ids).encode()).hexdigest()}")
             if cfg.routing == "random"
@@ -485,7 +488,7 @@ class Router:
         if marker is not None:
             kept = await _ids_within(self.small, step.token_ids, marker)
             return await self._rewrite(run, step, kept, cap, "tool_call")
-        if self.verifying:
+        if run.verify:
             return await self._verify(run, step, cap)
         if cfg.final_step_check and self._ends_answer(run, step):
             return await self._rewrite(run, step, 0, cap, "final_check")
@@ -615,13 +618,7 @@ class Router:
                 ids += draft_ids
                 end = "cancelled"
                 break
-            draft_end = (
-                "eos"
-                if d.finish_reason == "eos"
-                else self._ended_by(d.stop_string, run)
-                if d.finish_reason == "stop"
-                else self._cap_end(run, cap)
-            )
+            draft_end = self._completion_end(d, run, cap)
             more = d.finish_reason == "length" and len(ids) + len(draft_ids) < cap
         run.timings.small_seconds += small_seconds
         run.usage.verified_steps += 1
@@ -649,7 +646,7 @@ class Router:
         """How many tokens the small model drafts before the next scoring (``verify_draft_tokens``, only
         where a verification will read the draft and the small model drafts on after it)."""
         cfg = self.config
-        speculative = self.verifying and cfg.verify_resume == "small" and run.hold_small
+        speculative = run.verify and cfg.verify_resume == "small" and run.hold_small
         return min(room, cfg.verify_draft_tokens) if speculative and cfg.verify_draft_tokens > 0 else room
 
     def _agreed(self, logprobs: Sequence[float], best: Sequence[float]) -> int:
@@ -773,16 +770,15 @@ class Router:
         text += completion.text
         if "\ufffd" in prefix.text:  # a multi-byte character split across the prefix: decode as one
             text = await engine.detokenize(all_ids)
-        end: StepEnd
+        return finish(all_ids, text, self._completion_end(completion, run, cap), seconds)
+
+    def _completion_end(self, completion: Completion, run: _Run, cap: int) -> StepEnd:
+        """How an engine's generation ended, as a step's end."""
         if completion.finish_reason == "stop":
-            end = self._ended_by(completion.stop_string, run)
-        elif completion.finish_reason == "eos":
-            end = "eos"
-        elif completion.finish_reason == "cancelled":
-            end = "cancelled"
-        else:
-            end = self._cap_end(run, cap)
-        return finish(all_ids, text, end, seconds)
+            return self._ended_by(completion.stop_string, run)
+        if completion.finish_reason in ("eos", "cancelled"):
+            return completion.finish_reason
+        return self._cap_end(run, cap)
 
     def _ended_by(self, stop: str | None, run: _Run) -> StepEnd:
         if stop == self.config.step_delimiter:
