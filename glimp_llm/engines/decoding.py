@@ -33,10 +33,9 @@ def choose_token(
             order = np.argsort(-p, kind="stable")
             cumulative = np.cumsum(p[order])
             keep = order[: int(np.searchsorted(cumulative, sampling.top_p) + 1)]
-            mask = np.zeros_like(p, dtype=bool)
-            mask[keep] = True
-            p = np.where(mask, p, 0.0)
-            p /= p.sum()
+            nucleus = np.zeros_like(p)
+            nucleus[keep] = p[keep]
+            p = nucleus / nucleus.sum()
         token = int(rng.choice(p.shape[0], p=p))
     return token, token_logprob(row, token)
 
@@ -64,12 +63,8 @@ class Utf8Pieces:
 def first_stop(text: str, stops: Sequence[str], start: int = 0) -> tuple[int, str] | None:
     """The earliest stop string in ``text[start:]`` as ``(index, stop)``: the one scanner of stop strings
     (engines, the router's steps and request text, and the chat layer's streaming hold-back)."""
-    best: tuple[int, str] | None = None
-    for s in stops:
-        i = text.find(s, start) if s else -1
-        if i >= 0 and (best is None or i < best[0]):
-            best = (i, s)
-    return best
+    hits = [(i, s) for s in stops if s and (i := text.find(s, start)) >= 0]
+    return min(hits, key=lambda hit: hit[0], default=None)  # the first listed wins a tie
 
 
 def partial_stop(text: str, stops: Sequence[str]) -> int:
@@ -93,9 +88,6 @@ class StopMatcher:
 
     def feed(self, piece: str) -> str | None:
         """Append ``piece``; return the stop string that now occurs, if any."""
-        if not self.stops:
-            self.text += piece
-            return None
         start = max(0, len(self.text) - self._longest + 1)
         self.text += piece
         hit = first_stop(self.text, self.stops, start)

@@ -33,84 +33,12 @@ if TYPE_CHECKING:
 
 DELIMITER = "\n\n"
 SPECIAL_TOKENS = ("<eos>", "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|end|>")
-_WORDS = [
-    "the",
-    "a",
-    "an",
-    "and",
-    "or",
-    "of",
-    "to",
-    "in",
-    "is",
-    "are",
-    "was",
-    "it",
-    "that",
-    "this",
-    "step",
-    "so",
-    "we",
-    "then",
-    "first",
-    "next",
-    "finally",
-    "answer",
-    "total",
-    "each",
-    "per",
-    "has",
-    "have",
-    "make",
-    "makes",
-    "made",
-    "sells",
-    "buys",
-    "costs",
-    "cost",
-    "price",
-    "dollars",
-    "hours",
-    "minutes",
-    "days",
-    "week",
-    "plus",
-    "minus",
-    "times",
-    "divided",
-    "equals",
-    "left",
-    "remaining",
-    "number",
-    "numbers",
-    "let",
-    "think",
-    "wait",
-    "check",
-    "compute",
-    "therefore",
-    "because",
-    "result",
-    "solve",
-    "problem",
-    "question",
-    "tool",
-    "call",
-    "calculator",
-    "add",
-    "multiply",
-    "yes",
-    "no",
-    "true",
-    "false",
-    "done",
-    "hello",
-    "world",
-    "paris",
-    "france",
-    "capital",
-    "city",
-]
+_WORDS = """
+the a an and or of to in is are was it that this step so we then first next finally answer total each per has
+have make makes made sells buys costs cost price dollars hours minutes days week plus minus times divided equals
+left remaining number numbers let think wait check compute therefore because result solve problem question tool
+call calculator add multiply yes no true false done hello world paris france capital city
+"""
 SCRIPTED_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}"
     "{% if m.get('tool_calls') %}{% for c in m['tool_calls'] %}<tool_call>{{ c['function'] | tojson }}"
@@ -125,18 +53,14 @@ class ScriptedTokenizer:
     and every printable ASCII character; longest-match tokenisation. Identical for every instance."""
 
     def __init__(self, extra_pieces: int = 64) -> None:
-        pieces: list[str] = [*list(SPECIAL_TOKENS), DELIMITER, "\n", "<tool_call>", "</tool_call>"]
-        pieces += ["<think>", "</think>"]
-        for w in _WORDS:
+        pieces = [*SPECIAL_TOKENS, DELIMITER, "\n", "<tool_call>", "</tool_call>", "<think>", "</think>"]
+        for w in _WORDS.split():
             pieces += [w, " " + w, w.capitalize(), " " + w.capitalize()]
         pieces += [" " + d for d in string.digits]
         pieces += [c for c in string.printable if c not in "\n\r\x0b\x0c"]
         pieces += [f"<unused{i}>" for i in range(extra_pieces)]  # room for high entropies
-        seen: dict[str, int] = {}
-        for p in pieces:
-            seen.setdefault(p, len(seen))
-        self.pieces = list(seen)
-        self.ids = seen
+        self.ids = {p: i for i, p in enumerate(dict.fromkeys(pieces))}  # first occurrence wins
+        self.pieces = list(self.ids)
         self.max_len = max(len(p) for p in self.pieces)
         self.eos_id = self.ids["<eos>"]
         self.fingerprint = hashlib.sha256("\x00".join(self.pieces).encode()).hexdigest()[:16]
@@ -177,9 +101,8 @@ def _peak_probability(entropy: float, vocab: int) -> float:
     if entropy >= math.log(vocab):
         return 1.0 / vocab
 
-    def h(q: float) -> float:
-        rest = (1 - q) / (vocab - 1)
-        return -q * math.log(q) - ((1 - q) * math.log(rest) if rest > 0 else 0.0)
+    def h(q: float) -> float:  # q < 1 on the bracket, so the rest is never empty
+        return -q * math.log(q) - (1 - q) * math.log((1 - q) / (vocab - 1))
 
     lo, hi = 1.0 / vocab, 1.0 - 1e-15
     for _ in range(80):
@@ -201,12 +124,7 @@ class FaultPlan:
     stall_seconds: float = 0.0
 
 
-@dataclass
-class _Model:
-    calls: int = 0
-
-
-class ScriptedEngine(InProcessEngine[_Model]):
+class ScriptedEngine(InProcessEngine[None]):
     """An engine whose next-token distributions follow a script. See the module docstring."""
 
     backend_name = "scripted"
@@ -232,10 +150,8 @@ class ScriptedEngine(InProcessEngine[_Model]):
             raise InvalidRequestError("a scripted engine needs at least one step of text")
         self.tokenizer = shared_tokenizer()
         self._steps = [self.tokenizer.encode(s) for s in steps]
-        n = len(self._steps)
-        self._entropies = [float(entropies)] * n if isinstance(entropies, int | float) else list(entropies)
-        if len(self._entropies) < n:
-            self._entropies += [self._entropies[-1] if self._entropies else 0.05] * (n - len(self._entropies))
+        given = [float(entropies)] if isinstance(entropies, int | float) else list(entropies) or [0.05]
+        self._entropies = given + [given[-1]] * (len(self._steps) - len(given))  # the last one repeats
         self._inner_entropy = inner_entropy
         self._window = context_window
         self._token_seconds = token_seconds
@@ -250,7 +166,7 @@ class ScriptedEngine(InProcessEngine[_Model]):
         return super().from_config(cfg, name=cfg.name if cfg.name != "scripted" else name)
 
     # ----------------------------------------------------------------------------- hooks
-    def _load(self) -> tuple[list[_Model], EngineInfo]:
+    def _load(self) -> tuple[list[None], EngineInfo]:
         tok = self.tokenizer
         info = EngineInfo(
             name=self.name,
@@ -266,7 +182,7 @@ class ScriptedEngine(InProcessEngine[_Model]):
             eos_token="<eos>",
             can_score=True,
         )
-        return [_Model() for _ in range(self._n_slots)], info
+        return [None] * self._n_slots, info
 
     def _tokenize(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
@@ -274,16 +190,11 @@ class ScriptedEngine(InProcessEngine[_Model]):
     def _token_bytes(self, token_id: int) -> bytes:
         return self.tokenizer.piece(token_id).encode()
 
-    def _evaluate(self, state: _Model, tokens: Sequence[int], keep: int) -> np.ndarray:
-        self._tick(state, len(tokens) - keep)
-        return self._logits_for(tokens)
-
     # ---------------------------------------------------------------------------- the "model"
-    def _tick(self, state: _Model, n_tokens: int) -> None:
-        state.calls += 1
+    def _evaluate(self, state: None, tokens: Sequence[int], keep: int) -> np.ndarray:
         f = self._faults
-        self._stats.extra["evaluations"] = self._stats.extra.get("evaluations", 0) + 1
-        calls = int(self._stats.extra["evaluations"])
+        calls = int(self._stats.extra.get("evaluations", 0)) + 1
+        self._stats.extra["evaluations"] = calls
         if f.stall_every and calls % f.stall_every == 0:
             time.sleep(f.stall_seconds)
         if f.fail_every and calls % f.fail_every == 0:
@@ -293,20 +204,17 @@ class ScriptedEngine(InProcessEngine[_Model]):
                 engine=self.name,
             )
         if self._token_seconds:
-            time.sleep(self._token_seconds * n_tokens)
+            time.sleep(self._token_seconds * (len(tokens) - keep))
+        return self._logits_for(tokens)
 
     def position(self, context: Sequence[int]) -> tuple[int, int]:
         """(step index, token offset in the step) of the next token after ``context``."""
-        try:
-            start = len(context) - 1 - list(reversed(context)).index(self._assistant_id)
-        except ValueError:
-            start = -1
-        generated = context[start + 1 :]
         step, offset = 0, 0
-        for t in generated:
-            if DELIMITER in self.tokenizer.piece(t):
-                step += 1
-                offset = 0
+        for t in context:
+            if t == self._assistant_id:  # the response starts again after the last one
+                step, offset = 0, 0
+            elif t == self._delim_id:
+                step, offset = step + 1, 0
             else:
                 offset += 1
         return step, offset
@@ -330,7 +238,3 @@ class ScriptedEngine(InProcessEngine[_Model]):
         logits = np.full(vocab, math.log(rest) if rest > 0 else -np.inf, dtype=np.float32)
         logits[target] = math.log(q)
         return logits
-
-    @property
-    def steps(self) -> list[str]:
-        return ["".join(self.tokenizer.piece(t) for t in s) for s in self._steps]

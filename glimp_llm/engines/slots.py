@@ -15,6 +15,7 @@ in-process engine therefore owns a small pool of *slots* (one context each), and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -30,11 +31,7 @@ T = TypeVar("T")
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two token sequences."""
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 @dataclass
@@ -59,10 +56,6 @@ class CancelFlag:
     def is_set(self) -> bool:
         return self._event.is_set()
 
-    def wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``; return early (True) if cancelled. For simulated latency."""
-        return self._event.wait(seconds)
-
 
 class SlotPool(Generic[StateT]):
     """FIFO-fair pool of slots whose work runs in dedicated worker threads."""
@@ -70,18 +63,14 @@ class SlotPool(Generic[StateT]):
     def __init__(self, states: Sequence[StateT], *, name: str, max_queue: int | None = None) -> None:
         if not states:
             raise ValueError("a slot pool needs at least one slot")
-        self._slots = [Slot(i, s) for i, s in enumerate(states)]
-        self._free: list[Slot[StateT]] = list(self._slots)
+        self.slots = [Slot(i, s) for i, s in enumerate(states)]
+        self._free: list[Slot[StateT]] = list(self.slots)
         self._waiters: deque[asyncio.Future[Slot[StateT]]] = deque()
         self._max_queue = max_queue
         self._executor = ThreadPoolExecutor(max_workers=len(states), thread_name_prefix=f"glimp-{name}")
         self._name = name
         self._closed = False
         self.in_flight = 0
-
-    @property
-    def slots(self) -> list[Slot[StateT]]:
-        return self._slots
 
     @property
     def queued(self) -> int:
@@ -132,14 +121,11 @@ class SlotPool(Generic[StateT]):
                 return await asyncio.shield(future)
             except asyncio.CancelledError:
                 cancel.set()
-                # The thread must stop touching the slot before anyone else gets it.
+                # The thread must stop touching the slot before anyone else gets it (however often we are
+                # cancelled meanwhile, and whatever it raises).
                 while not future.done():
-                    try:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
                         await asyncio.shield(future)
-                    except asyncio.CancelledError:
-                        continue
-                    except Exception:
-                        break
                 raise
         finally:
             self.in_flight -= 1
