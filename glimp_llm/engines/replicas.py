@@ -67,12 +67,8 @@ class ReplicaPool:
                 f"the first is retried in {max(0.0, soonest.down_until - now):.1f} s. Check the servers"
             )
         least = min(r.in_flight for r in live)
-        choice: Replica | None = None
-        if key is not None:
-            pinned = self._affinity.get(key)
-            if pinned is not None and pinned.available(now) and pinned.in_flight <= least + self.affinity_slack:
-                choice = pinned
-        if choice is None:
+        choice = self._affinity.get(key) if key is not None else None
+        if choice is None or not choice.available(now) or choice.in_flight > least + self.affinity_slack:
             choice = random.choice([r for r in live if r.in_flight == least])
         choice.in_flight += 1
         return choice
@@ -115,9 +111,7 @@ class ReplicaPool:
 def normalize_url(url: str) -> str:
     """``http://h:p/v1/`` -> ``http://h:p``: endpoints are built from the server root (llama.cpp's native
     ones and vLLM's /tokenize live outside /v1)."""
-    u = url.strip().rstrip("/")
-    if u.endswith("/v1"):
-        u = u[: -len("/v1")]
+    u = url.strip().rstrip("/").removesuffix("/v1")
     if not u.startswith(("http://", "https://")):
         raise EngineUnavailableError(f"base URL {url!r} must start with http:// or https://")
     return u

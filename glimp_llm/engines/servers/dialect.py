@@ -265,10 +265,8 @@ class Dialect:
                 for choice in event.get("choices") or []:
                     text = choice.get("text") or ""
                     tokens = choice.get("token_ids")
-                    if tokens is None:
-                        have_ids = False
-                        tokens = []
-                    tokens = int_list(tokens, e.name, "stream token_ids")
+                    have_ids = have_ids and tokens is not None
+                    tokens = int_list([] if tokens is None else tokens, e.name, "stream token_ids")
                     # vLLM and trtllm-serve say `stop_reason`, SGLang `matched_stop` (a string or a token id)
                     reason = choice.get("stop_reason", choice.get("matched_stop"))
                     if choice.get("finish_reason") == "stop" and not isinstance(reason, str) and tokens:
@@ -280,14 +278,9 @@ class Dialect:
                     if choice.get("finish_reason"):
                         finish_reason, stop_reason = choice["finish_reason"], reason
         if finish_reason is None:
-            raise EngineFailureError(
-                f"engine {e.name!r}: {replica.url} closed the stream before the end of the step",
-                transient=True,
-                engine=e.name,
-            )
+            raise self.stream_cut(replica)
         tail = self.step_tail(ids, emitted)
-        if tail:
-            emit(Delta((), tail))
+        emit(Delta((), tail))  # the engine's emit drops empty deltas
         text = emitted + tail
         matched = stop_reason if isinstance(stop_reason, str) and stop_reason in stops else None
         if matched is None and finish_reason == "stop":
@@ -296,10 +289,9 @@ class Dialect:
             emit(Delta((), matched))
             text += matched
         if have_ids:
-            full = await self.final_text(ids, text, matched)
-            if full != text:
-                emit(Delta((), full[len(text) :]))
-                text = full
+            full = await self.final_text(ids, text, matched)  # ``text`` or a longer text that starts with it
+            emit(Delta((), full[len(text) :]))
+            text = full
         else:
             # the server returned no token ids: re-tokenise the step (counted; exact prefixes not guaranteed)
             e.stats.extra["retokenized_steps"] += 1
@@ -323,6 +315,14 @@ class Dialect:
         if piece and text.endswith(piece):
             text = text[: -len(piece)]
         return tokens[:-1], text
+
+    def stream_cut(self, replica: Replica) -> EngineFailureError:
+        """A stream that ended without a finish reason: transient, as the step can be asked for again."""
+        return EngineFailureError(
+            f"engine {self.engine.name!r}: {replica.url} closed the stream before the end of the step",
+            transient=True,
+            engine=self.engine.name,
+        )
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -365,16 +365,10 @@ def _token_id(token: Any) -> int:
 
 
 def openai_first_token(choice: dict[str, Any], lp: dict[str, Any]) -> tuple[int, float, list[tuple[int, float]]]:
-    """(token id, logprob, top list) of the first generated token, from either logprobs shape:
-    legacy completions (``tokens``/``token_logprobs``/``top_logprobs`` dicts: vLLM, SGLang, trtllm-serve)
-    or chat-style ``content`` entries (llama-server's /v1/completions)."""
+    """(token id, logprob, top list) of the first generated token, from the legacy completions logprobs
+    (``tokens``/``token_logprobs``/``top_logprobs`` dicts) that vLLM, SGLang and trtllm-serve return."""
     # the server's JSON, unchecked: a missing list fails below (TypeError), which the caller reports as malformed
     ids: Any = choice.get("token_ids")
-    if lp.get("content"):
-        first = lp["content"][0]
-        top = [(int(t.get("id", -1)), float(t["logprob"])) for t in first["top_logprobs"]]
-        token_id = int(first["id"]) if "id" in first else int(ids[0])
-        return token_id, float(first["logprob"]), top
     top_map = lp["top_logprobs"][0] or {}
     top = [(_token_id(tok), float(v)) for tok, v in top_map.items()]
     token_id = int(ids[0]) if ids else _token_id(lp["tokens"][0])

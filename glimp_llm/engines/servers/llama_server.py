@@ -14,7 +14,7 @@ from typing import Any
 from glimp_llm.engines.base import Completion, Delta, EngineInfo, FinishReason, Glimpse, SamplingParams
 from glimp_llm.engines.replicas import Replica
 from glimp_llm.engines.servers.dialect import Dialect, Emit, int_list, model_cards
-from glimp_llm.errors import EngineFailureError, MalformedResponseError
+from glimp_llm.errors import MalformedResponseError
 
 
 class LlamaServer(Dialect):
@@ -24,10 +24,8 @@ class LlamaServer(Dialect):
     async def describe(self, replica: Replica) -> EngineInfo:
         e = self.engine
         props = await self.http.get_json(replica, "/props")
-        meta: dict[str, Any] = {}
-        for m in await model_cards(self.http, replica):
-            if isinstance(m.get("meta"), dict):
-                meta = m["meta"]
+        cards = await model_cards(self.http, replica)
+        meta: dict[str, Any] = next((m["meta"] for m in reversed(cards) if isinstance(m.get("meta"), dict)), {})
         vocab = e.vocab_size_setting or meta.get("n_vocab")
         window = e.context_window_setting or (props.get("default_generation_settings") or {}).get("n_ctx")
         if not isinstance(vocab, int) or not isinstance(window, int):
@@ -37,19 +35,16 @@ class LlamaServer(Dialect):
                 engine=e.name,
             )
         bos, eos = str(props.get("bos_token") or ""), str(props.get("eos_token") or "")
-        plain = await self._tokenize(replica, "a", add_special=False)
-        special = await self._tokenize(replica, "a", add_special=True)
-        eos_ids = frozenset(await self._tokenize(replica, eos, add_special=False)) if eos else frozenset()
+        plain = await self.tokenize(replica, "a")
+        special = await self.tokenize(replica, "a", add_special=True)
+        eos_ids = frozenset(await self.tokenize(replica, eos)) if eos else frozenset()
         template = e.chat_template_setting or props.get("chat_template") or None
         return await self.info(replica, vocab, window, template, bos, eos, len(special) > len(plain), eos_ids)
 
-    async def _tokenize(self, replica: Replica, text: str, *, add_special: bool) -> list[int]:
+    async def tokenize(self, replica: Replica, text: str, *, add_special: bool = False) -> list[int]:
         body = {"content": text, "add_special": add_special, "parse_special": True}
         data = await self.http.post_json(replica, "/tokenize", body)
         return int_list(data.get("tokens"), self.engine.name, "/tokenize tokens")
-
-    async def tokenize(self, replica: Replica, text: str) -> list[int]:
-        return await self._tokenize(replica, text, add_special=False)
 
     async def detokenize_on(self, replica: Replica, ids: list[int]) -> Any:
         return (await self.http.post_json(replica, "/detokenize", {"tokens": ids})).get("content")
@@ -120,11 +115,7 @@ class LlamaServer(Dialect):
                 if event.get("stop"):
                     final = event
         if final is None:
-            raise EngineFailureError(
-                f"engine {e.name!r}: {replica.url} closed the stream before the end of the step",
-                transient=True,
-                engine=e.name,
-            )
+            raise self.stream_cut(replica)
         stop_type = final.get("stop_type")
         matched: str | None = None
         finish: FinishReason = "length"

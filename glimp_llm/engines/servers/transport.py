@@ -276,7 +276,7 @@ class ServerTransport:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise MalformedResponseError(
                 f"engine {self.engine!r}: {replica.url}{path} answered something that is not JSON ({exc}): "
-                f"{bytes(raw[:120]) if isinstance(raw, bytes) else raw[:120]!r}. Is it an OpenAI-compatible server?",
+                f"{raw[:120]!r}. Is it an OpenAI-compatible server?",
                 engine=self.engine,
             ) from None
         if not isinstance(data, dict):
