@@ -83,6 +83,7 @@ import contextlib
 import inspect
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -107,7 +108,7 @@ from glimp_llm.engines.base import (
 )
 from glimp_llm.engines.decoding import StopMatcher, token_logprob
 from glimp_llm.engines.tensorrt_llm_plan import Backend, LoadPlan, plan_load
-from glimp_llm.engines.tensorrt_llm_validate import vocab_fingerprint
+from glimp_llm.engines.tensorrt_llm_validate import int_or_none, vocab_fingerprint
 from glimp_llm.entropy import entropy_from_logits, top_k_logprobs
 from glimp_llm.errors import (
     ConfigurationError,
@@ -154,21 +155,13 @@ INSTALL_HINT = (
 )
 
 
-def parse_version(text: str) -> tuple[int, int] | None:
-    """``(major, minor)`` of a tensorrt-llm version string, or None when it cannot be read ("unknown")."""
-    parts = text.split(".")
-    if len(parts) < 2 or not parts[0].isdigit():
-        return None
-    minor = "".join(ch for ch in parts[1] if ch.isdigit())
-    return (int(parts[0]), int(minor)) if minor else None
-
-
 def version_problem(version: str) -> str | None:
-    """Why an installed tensorrt-llm cannot run this driver, or None. Below 1.1: ``generate_async`` has no
-    ``cache_salt`` (a configured salt raises ``TypeError`` on every request), ``RequestOutput`` has no
-    ``cached_tokens``, and ``SamplingParams`` decodes greedily whenever top_k/top_p are unset."""
-    parsed = parse_version(version)
-    if parsed is None or parsed >= MIN_VERSION:
+    """Why an installed tensorrt-llm cannot run this driver, or None (also for a version that cannot be read,
+    "unknown": then the driver feature-detects). Below 1.1: ``generate_async`` has no ``cache_salt`` (a
+    configured salt raises ``TypeError`` on every request), ``RequestOutput`` has no ``cached_tokens``, and
+    ``SamplingParams`` decodes greedily whenever top_k/top_p are unset."""
+    major_minor = re.match(r"(\d+)\.(\d+)", version)
+    if major_minor is None or (int(major_minor[1]), int(major_minor[2])) >= MIN_VERSION:
         return None
     return (
         f"tensorrt-llm {version} is older than this driver supports ({SUPPORTED_RANGE}): 1.0 has no "
@@ -210,30 +203,22 @@ def import_runtime(backend: Backend) -> Runtime:
     problem = version_problem(version)
     if problem is not None:
         raise EngineUnavailableError(problem)
-    build_config: Any = None
-    if backend == "tensorrt":
-        try:
-            from tensorrt_llm import BuildConfig
-            from tensorrt_llm._tensorrt_engine import LLM
-        except ImportError as exc:
-            raise EngineUnavailableError(
-                f"tensorrt-llm {version} has no TensorRT-engine backend (tensorrt_llm._tensorrt_engine; it was removed "
-                f"after 1.3.0rc20): pin tensorrt-llm{SUPPORTED_RANGE} to load engine directories, or point `model` at "
-                f"the HF checkpoint with backend: pytorch ({exc})"
-            ) from exc
-        build_config = BuildConfig
-    else:
+    if backend == "pytorch":
         try:
             from tensorrt_llm import LLM
         except ImportError as exc:
             raise EngineUnavailableError(f"tensorrt_llm.LLM cannot be imported ({exc}); {INSTALL_HINT}") from exc
-    return Runtime(
-        LLM=LLM,
-        SamplingParams=TrtSamplingParams,
-        KvCacheConfig=KvCacheConfig,
-        version=version,
-        BuildConfig=build_config,
-    )
+        return Runtime(LLM, TrtSamplingParams, KvCacheConfig, version)
+    try:
+        from tensorrt_llm import BuildConfig
+        from tensorrt_llm._tensorrt_engine import LLM as TrtLLM
+    except ImportError as exc:
+        raise EngineUnavailableError(
+            f"tensorrt-llm {version} has no TensorRT-engine backend (tensorrt_llm._tensorrt_engine; it was removed "
+            f"after 1.3.0rc20): pin tensorrt-llm{SUPPORTED_RANGE} to load engine directories, or point `model` at "
+            f"the HF checkpoint with backend: pytorch ({exc})"
+        ) from exc
+    return Runtime(TrtLLM, TrtSamplingParams, KvCacheConfig, version, BuildConfig)
 
 
 def load_hf_tokenizer(path: Path) -> Any:
@@ -268,11 +253,8 @@ def _eos_ids(tokenizer: Any, dirs: Sequence[Path]) -> frozenset[int]:
 
 
 def logits_row(logits: Any, vocab_size: int, *, engine: str) -> np.ndarray:
-    """The first generated position's logits as float32 numpy, checked to cover the real vocabulary.
-
-    ``generation_logits`` is a CPU ``torch.Tensor`` ``[tokens, vocab_padded]`` in the logits dtype (often
-    bf16, which numpy cannot hold: hence ``.float()`` first). Array-likes are accepted as they are.
-    """
+    """The first generated position's logits (``generation_logits`` is ``[tokens, vocab_padded]``) as float32
+    numpy, checked to cover the real vocabulary."""
     if logits is None:
         raise EngineFailureError(
             f"engine {engine!r} returned no generation_logits: the LLM must run with gather_generation_logits=True "
@@ -280,9 +262,7 @@ def logits_row(logits: Any, vocab_size: int, *, engine: str) -> np.ndarray:
             "generation logits are unsupported together with speculative decoding — disable it for the small model",
             engine=engine,
         )
-    if hasattr(logits, "float") and hasattr(logits, "cpu"):
-        logits = logits.float().cpu().numpy()
-    arr = np.asarray(logits, dtype=np.float32)
+    arr = _host_array(logits)
     if arr.ndim == 2 and arr.shape[0] >= 1:
         arr = arr[0]
     elif arr.ndim == 2:
@@ -304,6 +284,14 @@ def logits_row(logits: Any, vocab_size: int, *, engine: str) -> np.ndarray:
             engine=engine,
         )
     return arr
+
+
+def _host_array(logits: Any) -> np.ndarray:
+    """A runtime logits tensor as float32 numpy: a CPU ``torch.Tensor``, often bf16, which numpy cannot hold
+    (hence ``.float()`` first); array-likes are taken as they are."""
+    if hasattr(logits, "float") and hasattr(logits, "cpu"):
+        logits = logits.float().cpu().numpy()
+    return np.asarray(logits, dtype=np.float32)
 
 
 def _accepts_keyword(func: Any, name: str) -> bool:
@@ -500,12 +488,14 @@ class TensorRTLLMEngine(EngineBase):
             raise ConfigurationError(
                 f"TensorRT-LLM rejected the settings for {plan.model_dir} on the {plan.backend} backend: {exc}"
             ) from exc
-        except MemoryError as exc:
-            raise EngineUnavailableError(self._oom_hint(plan, exc)) from exc
         except Exception as exc:  # CUDA/MPI/runtime failures: the engine cannot be used
-            text = str(exc)
-            if "out of memory" in text.lower() or "OutOfMemory" in type(exc).__name__:
-                raise EngineUnavailableError(self._oom_hint(plan, exc)) from exc
+            text = str(exc).lower()
+            if isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__ or "out of memory" in text:
+                raise EngineUnavailableError(
+                    f"out of GPU memory while loading {plan.model_dir} ({exc}); lower free_gpu_memory_fraction (now "
+                    f"{self.free_gpu_memory_fraction}; it is a share of the memory free when this engine loads), load "
+                    "the small engine first, or run one process per model (backends/tensorrt_llm)"
+                ) from exc
             raise EngineUnavailableError(
                 f"TensorRT-LLM failed to load {plan.model_dir} ({type(exc).__name__}: {exc}); check the GPU "
                 f"(nvidia-smi), the tensorrt-llm version ({runtime.version}; engines must be built by the same "
@@ -524,20 +514,11 @@ class TensorRTLLMEngine(EngineBase):
         self._tokenizer, self._llm, self._runtime, self._plan = tokenizer, llm, runtime, plan
         return self._make_info(plan, tokenizer, real_vocab)
 
-    def _oom_hint(self, plan: LoadPlan, exc: BaseException) -> str:
-        return (
-            f"out of GPU memory while loading {plan.model_dir} ({exc}); lower free_gpu_memory_fraction "
-            f"(now {self.free_gpu_memory_fraction}; it is a share of the memory free when this engine loads), load "
-            "the small engine first, or run one process per model (backends/tensorrt_llm)"
-        )
-
     def _make_info(self, plan: LoadPlan, tokenizer: Any, real_vocab: int) -> EngineInfo:
         get_vocab = getattr(tokenizer, "get_vocab", None)
         fingerprint = vocab_fingerprint(get_vocab()) if callable(get_vocab) else f"unknown:{plan.tokenizer_dir}"
         bos_id = getattr(tokenizer, "bos_token_id", None)
-        add_bos = False
-        if isinstance(bos_id, int):
-            add_bos = list(tokenizer.encode("a", add_special_tokens=True))[:1] == [bos_id]
+        add_bos = isinstance(bos_id, int) and list(tokenizer.encode("a", add_special_tokens=True))[:1] == [bos_id]
         eos_ids = _eos_ids(tokenizer, [plan.tokenizer_dir, plan.model_dir])
         if not eos_ids:
             raise ConfigurationError(
@@ -598,11 +579,6 @@ class TensorRTLLMEngine(EngineBase):
                 "inside the loop that owns the engine; use Glimp or a sync BackendManager (their EnginePortal)"
             )
         return self._llm
-
-    @property
-    def llm(self) -> Any:
-        """The TensorRT-LLM ``LLM`` object, for diagnostics (the GPU smoke test reads raw logits through it)."""
-        return self._require_llm()
 
     # ------------------------------------------------------------------------------------ text
     @property
@@ -714,13 +690,10 @@ class TensorRTLLMEngine(EngineBase):
         """Prompt tokens served from reused KV blocks, as each backend can tell (see "Prefix reuse measured")."""
         assert self._plan is not None
         if self._plan.backend == "pytorch":
-            cached = getattr(out, "cached_tokens", None)
-            return int(cached) if isinstance(cached, int) and not isinstance(cached, bool) else 0
-        metrics = getattr(completion, "request_perf_metrics", None) if completion is not None else None
-        blocks = getattr(getattr(metrics, "kv_cache_metrics", None), "num_reused_blocks", None)
-        if not isinstance(blocks, int) or isinstance(blocks, bool) or blocks <= 0:
-            return 0
-        return min(blocks * self._plan.tokens_per_block, max(prompt_tokens - 1, 0))
+            return int_or_none(getattr(out, "cached_tokens", None)) or 0
+        metrics = getattr(completion, "request_perf_metrics", None)
+        blocks = int_or_none(getattr(getattr(metrics, "kv_cache_metrics", None), "num_reused_blocks", None)) or 0
+        return min(max(blocks, 0) * self._plan.tokens_per_block, max(prompt_tokens - 1, 0))
 
     def _count_prompt(self, out: Any, completion: Any, prompt_tokens: int) -> int:
         reused = self._reused_tokens(out, completion, prompt_tokens)
@@ -792,8 +765,9 @@ class TensorRTLLMEngine(EngineBase):
             fields["stop"] = stops
             fields["include_stop_str_in_output"] = True
         params = self._params(sampling, **fields)
+        assert self._text_stream is not None
         collector = _Collector(
-            decoder=self._new_text_stream(),
+            decoder=self._text_stream(),
             eos_ids=info.eos_token_ids,
             matcher=StopMatcher(stops),
             on_token=on_token,
@@ -828,10 +802,6 @@ class TensorRTLLMEngine(EngineBase):
             cached_tokens=reused,
             seconds=time.perf_counter() - t0,
         )
-
-    def _new_text_stream(self) -> _TextStream:
-        assert self._text_stream is not None
-        return self._text_stream()
 
     def _runtime_finish(self, completion: Any) -> tuple[FinishReason, str | None]:
         """Map the runtime's finish reason when our own checks saw no EOS token and no stop string."""
@@ -872,9 +842,9 @@ class TensorRTLLMEngine(EngineBase):
         bad = [t for t in cont if not 0 <= t < info.vocab_size]
         if bad:
             raise InvalidRequestError(f"tokens {bad[:5]} are outside the {info.vocab_size}-token vocabulary")
-        t0 = time.perf_counter()
         if not cont:
-            return TokenScores(logprobs=(), seconds=0.0, cached_tokens=0)
+            return TokenScores(logprobs=())
+        t0 = time.perf_counter()
         ids = self._check_context(ctx + cont)
         params = self._params(SamplingParams(), max_tokens=1, return_context_logits=True)
         need = len(ctx) - 1  # the position whose logits predict cont[0]
@@ -890,15 +860,12 @@ class TensorRTLLMEngine(EngineBase):
                 )
         block = rows[need - first : need - first + len(cont), : info.vocab_size].astype(np.float64)
         top = block.max(axis=1, keepdims=True)
-        lse = top[:, 0] + np.log(np.exp(block - top).sum(axis=1))
-        logprobs = block[np.arange(len(cont)), cont] - lse
-        best = top[:, 0] - lse  # the most likely token's log-probability at each position
-        best_ids = block.argmax(axis=1)
+        logp = block - (top + np.log(np.exp(block - top).sum(axis=1, keepdims=True)))  # log-softmax per row
         self._stats.extra["score_calls"] = self._stats.extra.get("score_calls", 0) + 1
         return TokenScores(
-            logprobs=tuple(float(x) for x in logprobs),
-            best_logprobs=tuple(float(x) for x in best),
-            best_ids=tuple(int(x) for x in best_ids),
+            logprobs=tuple(logp[np.arange(len(cont)), cont].tolist()),
+            best_logprobs=tuple(logp.max(axis=1).tolist()),
+            best_ids=tuple(logp.argmax(axis=1).tolist()),
             seconds=time.perf_counter() - t0,
             cached_tokens=reused,
         )
@@ -919,9 +886,7 @@ class TensorRTLLMEngine(EngineBase):
                 f"engine {self.name!r} returned no context_logits although return_context_logits=True was set",
                 engine=self.name,
             )
-        if hasattr(logits, "float") and hasattr(logits, "cpu"):
-            logits = logits.float().cpu().numpy()
-        arr = np.asarray(logits, dtype=np.float32)
+        arr = _host_array(logits)
         if arr.ndim == 3 and arr.shape[0] == 1:
             arr = arr[0]
         if arr.ndim != 2 or not 1 <= arr.shape[0] <= len(ids) or arr.shape[1] < self.info.vocab_size:

@@ -19,6 +19,7 @@ from glimp_llm.engines.tensorrt_llm_validate import (
     EngineDirReport,
     detect_model_format,
     has_tokenizer_files,
+    int_or_none,
     read_config_json,
     validate_engine_dir,
 )
@@ -64,11 +65,8 @@ class LoadPlan:
             "kv_cache_config": kv_cache_config,
             "tensor_parallel_size": self.tensor_parallel_size,
             "pipeline_parallel_size": self.pipeline_parallel_size,
+            **_batch_limits(engine),
         }
-        if engine.max_batch_size is not None:
-            kwargs["max_batch_size"] = engine.max_batch_size
-        if engine.max_num_tokens is not None:
-            kwargs["max_num_tokens"] = engine.max_num_tokens
         if self.backend == "pytorch" and engine.max_seq_len is not None:
             kwargs["max_seq_len"] = engine.max_seq_len  # an engine's own max_seq_len always wins on TensorRT
         if self.backend == "tensorrt" and self.engine_report is None:
@@ -79,14 +77,20 @@ class LoadPlan:
         """The engine the TensorRT backend builds from an HF checkpoint at load time: the context window the
         router was told (BuildConfig's own default would cap prompts at 1,024 tokens), generation logits,
         and paged context FMHA for KV block reuse, as ``build_engines`` would build it."""
-        sizes: dict[str, int] = {"max_seq_len": self.context_window, "max_input_len": self.context_window - 1}
-        if engine.max_batch_size is not None:
-            sizes["max_batch_size"] = engine.max_batch_size
-        if engine.max_num_tokens is not None:
-            sizes["max_num_tokens"] = engine.max_num_tokens
-        bc = runtime.BuildConfig(gather_generation_logits=True, **sizes)
+        bc = runtime.BuildConfig(
+            gather_generation_logits=True,
+            max_seq_len=self.context_window,
+            max_input_len=self.context_window - 1,
+            **_batch_limits(engine),
+        )
         bc.plugin_config.use_paged_context_fmha = True
         return bc
+
+
+def _batch_limits(engine: TensorRTLLMEngine) -> dict[str, int]:
+    """The batch limits the engine was given; unset ones are left to the runtime's defaults."""
+    limits = {"max_batch_size": engine.max_batch_size, "max_num_tokens": engine.max_num_tokens}
+    return {key: value for key, value in limits.items() if value is not None}
 
 
 def plan_load(engine: TensorRTLLMEngine) -> LoadPlan:
@@ -107,18 +111,14 @@ def plan_load(engine: TensorRTLLMEngine) -> LoadPlan:
             f"{model_dir} is a converted TensorRT-LLM checkpoint, not an engine: build it with trtllm-build "
             "(python -m build_engines build CONFIG), or point `model` at the HF checkpoint"
         )
-    backend: Backend
-    if engine.backend_choice == "auto":
-        backend = "tensorrt" if fmt == "engine" else "pytorch"
-    else:
-        backend = engine.backend_choice
+    detected: Backend = "tensorrt" if fmt == "engine" else "pytorch"
+    backend: Backend = detected if engine.backend_choice == "auto" else engine.backend_choice
     if fmt == "engine" and backend == "pytorch":
         raise ConfigurationError(
             f"{model_dir} is a TensorRT engine directory, which only the TensorRT backend loads; set backend: "
             "tensorrt (or auto), or point `model` at the HF checkpoint for the PyTorch backend"
         )
     report: EngineDirReport | None = None
-    cfg = read_config_json(model_dir)
     if fmt == "engine":
         report = validate_engine_dir(model_dir).raise_for_problems()
         for w in report.warnings:
@@ -133,7 +133,7 @@ def plan_load(engine: TensorRTLLMEngine) -> LoadPlan:
                 f"{report.tp_size}; drop the setting (engines carry their mapping) or rebuild"
             )
         tp, pp = report.tp_size, report.pp_size
-        if engine.max_seq_len is not None and window is not None and engine.max_seq_len != window:
+        if window is not None and engine.max_seq_len not in (None, window):
             log.warning(
                 "%s: max_seq_len=%s is ignored: engine %s was built with max_seq_len=%s",
                 engine.name,
@@ -149,10 +149,9 @@ def plan_load(engine: TensorRTLLMEngine) -> LoadPlan:
                 engine.name,
                 model_dir,
             )
-        window = engine.max_seq_len or (
-            cfg.get("max_position_embeddings") if isinstance(cfg.get("max_position_embeddings"), int) else None
-        )
-        vocab = cfg.get("vocab_size") if isinstance(cfg.get("vocab_size"), int) else None
+        cfg = read_config_json(model_dir)
+        window = engine.max_seq_len or int_or_none(cfg.get("max_position_embeddings"))
+        vocab = int_or_none(cfg.get("vocab_size"))
         tp, pp = engine.tensor_parallel_size, 1
         tokens_per_block = 32  # KvCacheConfig / PluginConfig default
         # PyTorch: per request, no build flag (upstream tests/unittest/_torch/sampler/test_return_logits.py);

@@ -149,16 +149,14 @@ def detect_model_format(path: str | Path) -> ModelFormat:
     )
 
 
-def _int(value: Any) -> int | None:
+def int_or_none(value: Any) -> int | None:
+    """``value`` when it is an int (not a bool): JSON fields and runtime attributes are read without trust."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _flag(mapping: Mapping[str, Any], *names: str) -> Any:
-    """The first present key among ``names`` (PluginConfig keys are written with or without a leading _)."""
-    for n in names:
-        if n in mapping:
-            return mapping[n]
-    return None
+def _plugin_flag(plugin: Mapping[str, Any], name: str) -> Any:
+    """A PluginConfig field; its keys are written with or without a leading _ depending on the version."""
+    return plugin.get(name, plugin.get(f"_{name}"))
 
 
 def has_tokenizer_files(path: Path) -> bool:
@@ -196,19 +194,17 @@ def validate_engine_dir(path: str | Path) -> EngineDirReport:
     report.architecture = pre.get("architecture")
     report.dtype = pre.get("dtype")
     report.logits_dtype = pre.get("logits_dtype")
-    report.vocab_size = _int(pre.get("vocab_size"))
-    report.max_seq_len = _int(build.get("max_seq_len"))
-    report.max_input_len = _int(build.get("max_input_len"))
-    report.max_batch_size = _int(build.get("max_batch_size"))
-    report.max_num_tokens = _int(build.get("max_num_tokens"))
+    report.vocab_size = int_or_none(pre.get("vocab_size"))
+    for size in ("max_seq_len", "max_input_len", "max_batch_size", "max_num_tokens"):
+        setattr(report, size, int_or_none(build.get(size)))
     report.gather_context_logits = build.get("gather_context_logits") is True
     raw_mapping = pre.get("mapping")
     mapping = raw_mapping if isinstance(raw_mapping, dict) else {}
-    report.tp_size = _int(mapping.get("tp_size")) or 1
-    report.pp_size = _int(mapping.get("pp_size")) or 1
+    report.tp_size = int_or_none(mapping.get("tp_size")) or 1
+    report.pp_size = int_or_none(mapping.get("pp_size")) or 1
     raw_plugin = build.get("plugin_config")
     plugin = raw_plugin if isinstance(raw_plugin, dict) else {}
-    report.tokens_per_block = _int(_flag(plugin, "tokens_per_block", "_tokens_per_block")) or _int(
+    report.tokens_per_block = int_or_none(_plugin_flag(plugin, "tokens_per_block")) or int_or_none(
         build.get("tokens_per_block")
     )
 
@@ -220,7 +216,7 @@ def validate_engine_dir(path: str | Path) -> EngineDirReport:
             "rebuild with trtllm-build --gather_generation_logits (build_engines does)"
         )
     kv_type = build.get("kv_cache_type")
-    paged_flag = _flag(plugin, "paged_kv_cache", "_paged_kv_cache")
+    paged_flag = _plugin_flag(plugin, "paged_kv_cache")
     # BuildConfig: kv_cache_type None means PAGED unless the (older) plugin flag says no
     paged = paged_flag is not False if kv_type is None else str(kv_type).split(".")[-1].upper() == "PAGED"
     if not paged:
@@ -228,7 +224,7 @@ def validate_engine_dir(path: str | Path) -> EngineDirReport:
             f"the KV cache is not paged (kv_cache_type={kv_type!r}, paged_kv_cache={paged_flag!r}): no KV block reuse, "
             "so every glimpse re-reads the whole context; rebuild with --kv_cache_type paged"
         )
-    fmha = _flag(plugin, "use_paged_context_fmha", "_use_paged_context_fmha")
+    fmha = _plugin_flag(plugin, "use_paged_context_fmha")
     if fmha is not True:
         report.problems.append(
             f"build_config.plugin_config.use_paged_context_fmha is {fmha!r}, not true: KV block reuse needs paged "
@@ -267,13 +263,9 @@ def validate_engine_dir(path: str | Path) -> EngineDirReport:
             f"logits_dtype={report.logits_dtype}: entropies are computed from {report.logits_dtype} logits "
             "(float32 is more exact)"
         )
-    if report.has_tokenizer:
-        facts = tokenizer_facts(p)
-        if facts is not None and report.vocab_size is not None and facts.real_vocab_size > report.vocab_size:
-            report.problems.append(
-                f"the tokenizer in {p} has {facts.real_vocab_size} entries but the engine's vocabulary is "
-                f"{report.vocab_size} wide: the tokenizer belongs to another model"
-            )
+    facts = tokenizer_facts(p) if report.has_tokenizer else None
+    if facts is not None and (problem := _tokenizer_too_wide(report, facts)):
+        report.problems.append(problem)
     return report
 
 
@@ -323,6 +315,16 @@ def tokenizer_facts(path: str | Path) -> TokenizerFacts | None:
     return TokenizerFacts(source=p, real_vocab_size=max(vocab.values()) + 1, fingerprint=vocab_fingerprint(vocab))
 
 
+def _tokenizer_too_wide(report: EngineDirReport, facts: TokenizerFacts) -> str | None:
+    """The problem when a tokenizer has more entries than the engine's vocabulary is wide, else None."""
+    if report.vocab_size is None or facts.real_vocab_size <= report.vocab_size:
+        return None
+    return (
+        f"tokenizer {facts.source} has {facts.real_vocab_size} entries but engine {report.path} is only "
+        f"{report.vocab_size} wide: that tokenizer belongs to another model"
+    )
+
+
 def check_pair(
     small: EngineDirReport,
     large: EngineDirReport,
@@ -337,12 +339,7 @@ def check_pair(
     st = small_tokenizer or (tokenizer_facts(small.path) if small.has_tokenizer else None)
     lt = large_tokenizer or (tokenizer_facts(large.path) if large.has_tokenizer else None)
     if st is not None and lt is not None:
-        for report, facts in ((small, st), (large, lt)):
-            if report.vocab_size is not None and facts.real_vocab_size > report.vocab_size:
-                problems.append(
-                    f"tokenizer {facts.source} has {facts.real_vocab_size} entries but engine {report.path} is only "
-                    f"{report.vocab_size} wide: that tokenizer belongs to another model"
-                )
+        problems += [p for p in (_tokenizer_too_wide(small, st), _tokenizer_too_wide(large, lt)) if p]
         if st.fingerprint != lt.fingerprint:
             text = (
                 f"small and large use different tokenizers ({st.source}: {st.real_vocab_size} entries, "
