@@ -36,7 +36,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from openai.types import Model
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -297,31 +296,26 @@ async def _stream(
         async for event in events:
             yield event
 
-    def data(obj: BaseModel | dict[str, Any]) -> dict[str, str]:
-        if isinstance(obj, BaseModel):
-            return {"data": obj.model_dump_json(exclude_unset=True)}
-        return {"data": json.dumps(obj, ensure_ascii=False)}
-
-    async def sse() -> AsyncIterator[dict[str, str]]:
+    async def sse() -> AsyncIterator[str]:
         try:
-            for chunk in wire.first_chunks():
-                yield data(chunk)
+            for chunk in wire.first_chunks():  # each yield is one event's data; sse-starlette frames it
+                yield chunk.model_dump_json(exclude_unset=True)
             async for piece in turn.astream(all_events()):
                 if piece.answer is None:
-                    yield data(wire.chunk(piece.text))
+                    yield wire.chunk(piece.text).model_dump_json(exclude_unset=True)
                     continue
                 for chunk in wire.last_chunks(piece.answer, piece.text, body.include_usage()):
-                    yield data(chunk)
+                    yield chunk.model_dump_json(exclude_unset=True)
                 served.metrics.observe_result(endpoint, piece.answer.result)
                 if served.settings.log_prompts:
                     log.info("%s completion: %r", wire.rid, piece.answer.result.text)
-            yield {"data": "[DONE]"}
+            yield "[DONE]"
         except asyncio.CancelledError:  # the client went away: router.stream's close cancels the work
             log.info("%s %s: client disconnected mid-stream; request cancelled", wire.rid, endpoint)
             raise
         except Exception as exc:  # headers are sent: report the error in the stream
             err = http_error(exc)
-            yield data(error_body(err.message, err.kind, err.code))
+            yield json.dumps(error_body(err.message, err.kind, err.code), ensure_ascii=False)
         finally:
             served.metrics.in_flight.dec()
             with contextlib.suppress(Exception):

@@ -163,6 +163,11 @@ class Wire:
     include_trace: bool
     created: int = field(default_factory=lambda: int(time.time()))
 
+    def _head(self, chunk: bool) -> dict[str, Any]:
+        """The fields every response object and stream event starts with."""
+        kind = "text_completion" if not self.chat else "chat.completion.chunk" if chunk else "chat.completion"
+        return {"id": self.rid, "object": kind, "created": self.created, "model": self.model}
+
     def _extra(self, answer: ChatAnswer) -> dict[str, Any]:
         return {"glimp": trace(answer.result)} if self.include_trace else {}
 
@@ -170,22 +175,11 @@ class Wire:
     def _finish(answer: ChatAnswer) -> FinishReason:
         return "tool_calls" if _wire_calls(answer) else answer.finish_reason
 
-    @staticmethod
-    def _usage(answer: ChatAnswer) -> CompletionUsage:
-        return CompletionUsage(**answer.usage)
-
     def full(self, answer: ChatAnswer) -> ChatCompletion | Completion:
+        usage = CompletionUsage(**answer.usage)
         if not self.chat:
             text = CompletionChoice(index=0, text=answer.content, finish_reason=answer.finish_reason, logprobs=None)
-            return Completion(
-                id=self.rid,
-                object="text_completion",
-                created=self.created,
-                model=self.model,
-                choices=[text],
-                usage=self._usage(answer),
-                **self._extra(answer),
-            )
+            return Completion(**self._head(False), choices=[text], usage=usage, **self._extra(answer))
         calls = [
             ChatCompletionMessageFunctionToolCall(id=i, type="function", function=Function(name=n, arguments=a))
             for i, n, a in _wire_calls(answer)
@@ -193,15 +187,8 @@ class Wire:
         message = ChatCompletionMessage(
             role="assistant", content=answer.content or (None if calls else ""), tool_calls=calls or None
         )
-        return ChatCompletion(
-            id=self.rid,
-            object="chat.completion",
-            created=self.created,
-            model=self.model,
-            choices=[Choice(index=0, message=message, finish_reason=self._finish(answer), logprobs=None)],
-            usage=self._usage(answer),
-            **self._extra(answer),
-        )
+        choice = Choice(index=0, message=message, finish_reason=self._finish(answer), logprobs=None)
+        return ChatCompletion(**self._head(False), choices=[choice], usage=usage, **self._extra(answer))
 
     def chunk(
         self,
@@ -214,27 +201,17 @@ class Wire:
         """One stream event. Completion chunks are built unvalidated: the ``openai`` type of a completion
         choice requires a finish reason, which every chunk but the last has not yet."""
         if not self.chat:
-            # unvalidated on purpose (see above): ``finish`` is None on every chunk but the last, which the
-            # openai type of a completion choice does not allow
-            choice = CompletionChoice.model_construct(
+            text_choice = CompletionChoice.model_construct(
                 index=0,
                 text=text or "",
                 finish_reason=finish,  # type: ignore[arg-type]
                 logprobs=None,
             )
-            return Completion.model_construct(
-                id=self.rid, object="text_completion", created=self.created, model=self.model, choices=[choice], **extra
-            )
+            return Completion.model_construct(**self._head(True), choices=[text_choice], **extra)
         if delta is None:
             delta = ChoiceDelta(content=text) if text is not None else ChoiceDelta()
-        return ChatCompletionChunk(
-            id=self.rid,
-            object="chat.completion.chunk",
-            created=self.created,
-            model=self.model,
-            choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish, logprobs=None)],
-            **extra,
-        )
+        choice = ChunkChoice(index=0, delta=delta, finish_reason=finish, logprobs=None)
+        return ChatCompletionChunk(**self._head(True), choices=[choice], **extra)
 
     def first_chunks(self) -> list[ChatCompletionChunk | Completion]:
         return [self.chunk(delta=ChoiceDelta(role="assistant", content=""))] if self.chat else []
@@ -252,27 +229,6 @@ class Wire:
             out.append(self.chunk(delta=ChoiceDelta(tool_calls=calls)))
         out.append(self.chunk(finish=self._finish(answer), **self._extra(answer)))
         if include_usage:
-            usage = self._usage(answer)
-            if self.chat:
-                out.append(
-                    ChatCompletionChunk.model_construct(
-                        id=self.rid,
-                        object="chat.completion.chunk",
-                        created=self.created,
-                        model=self.model,
-                        choices=[],
-                        usage=usage,
-                    )
-                )
-            else:
-                out.append(
-                    Completion.model_construct(
-                        id=self.rid,
-                        object="text_completion",
-                        created=self.created,
-                        model=self.model,
-                        choices=[],
-                        usage=usage,
-                    )
-                )
+            cls = ChatCompletionChunk if self.chat else Completion
+            out.append(cls.model_construct(**self._head(True), choices=[], usage=CompletionUsage(**answer.usage)))
         return out
