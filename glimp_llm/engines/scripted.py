@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import string
 import time
 from collections.abc import Sequence
@@ -61,7 +62,9 @@ class ScriptedTokenizer:
         pieces += [f"<unused{i}>" for i in range(extra_pieces)]  # room for high entropies
         self.ids = {p: i for i, p in enumerate(dict.fromkeys(pieces))}  # first occurrence wins
         self.pieces = list(self.ids)
-        self.max_len = max(len(p) for p in self.pieces)
+        # longest match first: the alternation tries the longest pieces first; "." is a character outside them
+        longest_first = sorted(self.pieces, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, longest_first)) + "|.", re.DOTALL)
         self.eos_id = self.ids["<eos>"]
         self.fingerprint = hashlib.sha256("\x00".join(self.pieces).encode()).hexdigest()[:16]
 
@@ -69,19 +72,8 @@ class ScriptedTokenizer:
         return len(self.pieces)
 
     def encode(self, text: str) -> list[int]:
-        out: list[int] = []
-        i = 0
-        while i < len(text):
-            for n in range(min(self.max_len, len(text) - i), 0, -1):
-                tid = self.ids.get(text[i : i + n])
-                if tid is not None:
-                    out.append(tid)
-                    i += n
-                    break
-            else:  # a character outside the vocabulary: spell it as "?"
-                out.append(self.ids["?"])
-                i += 1
-        return out
+        """Longest-match tokens; a character outside the vocabulary is spelled "?"."""
+        return [self.ids.get(piece, self.ids["?"]) for piece in self._pattern.findall(text)]
 
     def piece(self, token_id: int) -> str:
         return "" if token_id == self.eos_id else self.pieces[token_id]

@@ -105,11 +105,7 @@ class SlotPool(Generic[StateT]):
                 return
         self._free.append(slot)
 
-    async def run(
-        self,
-        context: Sequence[int],
-        work: Callable[[Slot[StateT], CancelFlag], T],
-    ) -> T:
+    async def run(self, context: Sequence[int], work: Callable[[Slot[StateT], CancelFlag], T]) -> T:
         """Run ``work(slot, cancel)`` in a worker thread on the best free slot, cancellably."""
         slot = await self._acquire(context)
         cancel = CancelFlag()

@@ -178,16 +178,13 @@ class ServerTransport:
         replica = self.pool.acquire(key)
         try:
             result = await attempt(replica)
-        except EngineFailureError as exc:
-            if exc.transient:
+        except BaseException as exc:
+            if isinstance(exc, EngineFailureError) and exc.transient:
                 self._stats.extra["replica_failures"] += 1
                 refused = isinstance(exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout)
                 self.pool.release(replica, failed=str(exc)[:200], hard=refused or isinstance(exc, EngineTimeoutError))
             else:
                 self.pool.release(replica)
-            raise
-        except BaseException:
-            self.pool.release(replica)
             raise
         self.pool.release(replica, key=key)
         return result

@@ -69,27 +69,23 @@ class VLLM(Dialect):
         }
         data = await self.http.post_json(replica, "/v1/completions", body)
         try:
-            rows = data["choices"][0]["prompt_logprobs"]
-            values: list[float] = []
-            best: list[float] = []
-            best_ids: list[int] = []
-            for i, token in enumerate(full[start:], start):
-                row = rows[i]
-                values.append(_logprob(row[str(token)]))
-                # the row holds the actual token and the top-1: the likelier of them is the model's own choice
-                top_id, top = max(((k, _logprob(v)) for k, v in row.items()), key=lambda kv: kv[1])
-                best_ids.append(int(top_id))
-                best.append(top)
-            cached = cached_tokens(data)
+            rows = data["choices"][0]["prompt_logprobs"][start : len(full)]  # a short list fails the zip
+            values = tuple(_logprob(row[str(token)]) for row, token in zip(rows, full[start:], strict=True))
+            # each row holds the actual token and the top-1: the likelier of them is the model's own choice
+            best = [max(((int(k), _logprob(v)) for k, v in row.items()), key=lambda kv: kv[1]) for row in rows]
+            scores = TokenScores(
+                logprobs=values,
+                best_logprobs=tuple(lp for _, lp in best),
+                best_ids=tuple(token for token, _ in best),
+                cached_tokens=cached_tokens(data),
+            )
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise MalformedResponseError(
                 f"engine {e.name!r}: {replica.url}/v1/completions answered without prompt_logprobs for "
                 f"every position ({type(exc).__name__}: {exc}); is it vLLM?",
                 engine=e.name,
             ) from None
-        return TokenScores(
-            logprobs=tuple(values), best_logprobs=tuple(best), best_ids=tuple(best_ids), cached_tokens=cached
-        )
+        return scores
 
 
 def _logprob(entry: Any) -> float:
