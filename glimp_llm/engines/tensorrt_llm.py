@@ -91,6 +91,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import anyio
 import numpy as np
 
 from glimp_llm.engines.base import (
@@ -367,12 +368,11 @@ class _Collector:
     stop_string: str | None = None
 
     def feed(self, cumulative: Sequence[int]) -> bool:
-        """Take the new part of a cumulative ``token_ids``; True once the output is complete."""
-        new = list(cumulative[self.seen :])
+        """Take the new part of a cumulative ``token_ids``; True once the output is complete (the caller then
+        stops feeding)."""
+        new = cumulative[self.seen :]
         self.seen = len(cumulative)
         for tok in new:
-            if self.finish is not None:
-                break
             if tok in self.eos_ids:
                 self.finish = "eos"  # the EOS token is not part of the output
                 break
@@ -383,6 +383,7 @@ class _Collector:
             hit = self.matcher.feed(piece)
             if hit is not None:
                 self.finish, self.stop_string = "stop", hit
+                break
         return self.finish is not None
 
     def close(self) -> None:
@@ -446,9 +447,7 @@ class TensorRTLLMEngine(EngineBase):
         self._plan: LoadPlan | None = None
         self._text_stream: Callable[[], _TextStream] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sem: asyncio.Semaphore | None = None
-        self._in_flight = 0
-        self._waiting = 0
+        self._limiter: anyio.CapacityLimiter | None = None
         self._active: set[Any] = set()
         #: Diagnostics (the GPU smoke test): keep the raw ``generation_logits`` of the latest glimpse, so its
         #: entropy can be recomputed independently from the very request that produced it.
@@ -476,11 +475,7 @@ class TensorRTLLMEngine(EngineBase):
         kv = runtime.KvCacheConfig(enable_block_reuse=True, free_gpu_memory_fraction=self.free_gpu_memory_fraction)
         kwargs = plan.llm_kwargs(runtime, kv, self)
         log.info(
-            "%s: loading %s on the %s backend (tensorrt-llm %s)",
-            self.name,
-            plan.model_dir,
-            plan.backend,
-            runtime.version,
+            "%s: loading %s (%s backend, tensorrt-llm %s)", self.name, plan.model_dir, plan.backend, runtime.version
         )
         try:
             llm = runtime.LLM(**kwargs)
@@ -509,7 +504,7 @@ class TensorRTLLMEngine(EngineBase):
                 f"arrived after 1.0): upgrade to tensorrt-llm{SUPPORTED_RANGE}, or drop cache_salt"
             )
         self._loop = asyncio.get_running_loop()
-        self._sem = asyncio.Semaphore(self.max_concurrency)
+        self._limiter = anyio.CapacityLimiter(self.max_concurrency)  # FIFO; counts who holds and who waits
         self._text_stream = _text_streams(tokenizer, plan.tokenizer_dir)
         self._tokenizer, self._llm, self._runtime, self._plan = tokenizer, llm, runtime, plan
         return self._make_info(plan, tokenizer, real_vocab)
@@ -569,7 +564,9 @@ class TensorRTLLMEngine(EngineBase):
                 log.warning("%s: TensorRT-LLM shutdown failed: %r", self.name, exc)
 
     async def _health(self) -> EngineHealth:
-        return EngineHealth(ok=True, detail="ready", in_flight=self._in_flight, queued=self._waiting)
+        assert self._limiter is not None
+        in_flight, queued = int(self._limiter.borrowed_tokens), self._limiter.statistics().tasks_waiting
+        return EngineHealth(ok=True, detail="ready", in_flight=in_flight, queued=queued)
 
     def _require_llm(self) -> Any:
         self._require_started()
@@ -648,55 +645,49 @@ class TensorRTLLMEngine(EngineBase):
     async def _request(
         self, ids: list[int], params: Any, *, streaming: bool, cache_salt: str | None = None
     ) -> AsyncIterator[Any]:
-        """One runtime request: bounded by the semaphore, aborted on cancellation or early exit, errors typed."""
+        """One runtime request: at most ``max_concurrency`` at a time (the rest wait FIFO), aborted on
+        cancellation or early exit, errors typed."""
         llm = self._require_llm()
-        assert self._sem is not None
-        self._waiting += 1
-        try:
-            await self._sem.acquire()
-        finally:
-            self._waiting -= 1
-        self._in_flight += 1
-        self._stats.extra["max_in_flight"] = max(self._stats.extra.get("max_in_flight", 0), self._in_flight)
+        assert self._limiter is not None
+        kwargs: dict[str, Any] = {"sampling_params": params, "streaming": streaming}
+        salt = cache_salt if cache_salt is not None else self.cache_salt
+        if salt is not None:
+            kwargs["cache_salt"] = salt
         out: Any = None
-        try:
-            with self._counted(f"TensorRT-LLM request on engine {self.name!r} failed"):
-                kwargs: dict[str, Any] = {"sampling_params": params, "streaming": streaming}
-                salt = cache_salt if cache_salt is not None else self.cache_salt
-                if salt is not None:
-                    kwargs["cache_salt"] = salt
-                try:
-                    out = llm.generate_async(ids, **kwargs)
-                except ValueError as exc:  # _check_arguments: prompt + max_tokens > max_seq_len, bad params
-                    raise InvalidRequestError(f"TensorRT-LLM rejected the request to {self.name!r}: {exc}") from exc
-                except TypeError as exc:  # a keyword this version lacks (cache_salt before 1.1)
-                    raise EngineUnavailableError(
-                        f"tensorrt-llm {self._runtime.version if self._runtime else '?'} does not accept this "
-                        f"request ({exc}); this driver needs tensorrt-llm{SUPPORTED_RANGE}"
-                    ) from exc
-                self._active.add(out)
-                yield out
-        finally:
-            # stopped reading early (stop string or EOS seen), cancelled or failed: free the slot now
-            if out is not None:
-                self._active.discard(out)
-                if not getattr(out, "finished", True):
-                    with contextlib.suppress(Exception):
-                        out.abort()
-            self._in_flight -= 1
-            self._sem.release()
-
-    def _reused_tokens(self, out: Any, completion: Any, prompt_tokens: int) -> int:
-        """Prompt tokens served from reused KV blocks, as each backend can tell (see "Prefix reuse measured")."""
-        assert self._plan is not None
-        if self._plan.backend == "pytorch":
-            return int_or_none(getattr(out, "cached_tokens", None)) or 0
-        metrics = getattr(completion, "request_perf_metrics", None)
-        blocks = int_or_none(getattr(getattr(metrics, "kv_cache_metrics", None), "num_reused_blocks", None)) or 0
-        return min(max(blocks, 0) * self._plan.tokens_per_block, max(prompt_tokens - 1, 0))
+        async with self._limiter:
+            in_flight = int(self._limiter.borrowed_tokens)
+            self._stats.extra["max_in_flight"] = max(self._stats.extra.get("max_in_flight", 0), in_flight)
+            try:
+                with self._counted(f"TensorRT-LLM request on engine {self.name!r} failed"):
+                    try:
+                        out = llm.generate_async(ids, **kwargs)
+                    except ValueError as exc:  # _check_arguments: prompt + max_tokens > max_seq_len, bad params
+                        raise InvalidRequestError(f"TensorRT-LLM rejected the request to {self.name!r}: {exc}") from exc
+                    except TypeError as exc:  # a keyword this version lacks (cache_salt before 1.1)
+                        raise EngineUnavailableError(
+                            f"tensorrt-llm {self._runtime.version if self._runtime else '?'} does not accept this "
+                            f"request ({exc}); this driver needs tensorrt-llm{SUPPORTED_RANGE}"
+                        ) from exc
+                    self._active.add(out)
+                    yield out
+            finally:
+                # stopped reading early (stop string or EOS seen), cancelled or failed: free the slot now
+                if out is not None:
+                    self._active.discard(out)
+                    if not getattr(out, "finished", True):
+                        with contextlib.suppress(Exception):
+                            out.abort()
 
     def _count_prompt(self, out: Any, completion: Any, prompt_tokens: int) -> int:
-        reused = self._reused_tokens(out, completion, prompt_tokens)
+        """Count the prompt's tokens as reused (served from KV blocks, as each backend can tell: see "Prefix
+        reuse measured") or evaluated; return the reused ones."""
+        assert self._plan is not None
+        if self._plan.backend == "pytorch":
+            reused = int_or_none(getattr(out, "cached_tokens", None)) or 0
+        else:
+            metrics = getattr(completion, "request_perf_metrics", None)
+            blocks = int_or_none(getattr(getattr(metrics, "kv_cache_metrics", None), "num_reused_blocks", None)) or 0
+            reused = min(max(blocks, 0) * self._plan.tokens_per_block, max(prompt_tokens - 1, 0))
         self._stats.tokens_reused += reused
         self._stats.tokens_evaluated += prompt_tokens - reused
         return reused
@@ -775,16 +766,14 @@ class TensorRTLLMEngine(EngineBase):
         streaming = bool(stops) or on_token is not None
         t0 = time.perf_counter()
         async with self._request(ids, params, streaming=streaming) as out:
-            if streaming:
-                part = out
+            if streaming:  # each response is the same RequestOutput, updated in place
                 async for part in out:
                     if collector.feed(part.outputs[0].token_ids):
                         break
-                completion = part.outputs[0]
             else:
                 await out
-                completion = out.outputs[0]
-                collector.feed(completion.token_ids)
+                collector.feed(out.outputs[0].token_ids)
+            completion = out.outputs[0]
             collector.close()
             self._check_finish(completion)
             reused = self._count_prompt(out, completion, len(ids))
@@ -806,15 +795,11 @@ class TensorRTLLMEngine(EngineBase):
     def _runtime_finish(self, completion: Any) -> tuple[FinishReason, str | None]:
         """Map the runtime's finish reason when our own checks saw no EOS token and no stop string."""
         reason = completion.finish_reason
-        if reason == "length":
-            return "length", None
-        if reason == "cancelled":
-            return "cancelled", None
-        if reason == "stop":
+        if reason in ("length", "cancelled"):
+            return reason, None
+        if reason == "stop":  # a stop string, else the end id (or a stop token id = an EOS id) the runtime strips
             stop_reason = getattr(completion, "stop_reason", None)
-            if isinstance(stop_reason, str):
-                return "stop", stop_reason
-            return "eos", None  # the end id (or a stop token id = an EOS id), which the runtime strips
+            return ("stop", stop_reason) if isinstance(stop_reason, str) else ("eos", None)
         raise MalformedResponseError(
             f"engine {self.name!r} ended a request with finish_reason={reason!r}; expected stop/length/cancelled",
             engine=self.name,

@@ -135,11 +135,7 @@ def plan_load(engine: TensorRTLLMEngine) -> LoadPlan:
         tp, pp = report.tp_size, report.pp_size
         if window is not None and engine.max_seq_len not in (None, window):
             log.warning(
-                "%s: max_seq_len=%s is ignored: engine %s was built with max_seq_len=%s",
-                engine.name,
-                engine.max_seq_len,
-                model_dir,
-                window,
+                "%s: max_seq_len=%s ignored, %s has max_seq_len=%s", engine.name, engine.max_seq_len, model_dir, window
             )
     else:
         if backend == "tensorrt":
