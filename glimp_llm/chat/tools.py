@@ -49,13 +49,18 @@ _FENCE = re.compile(r"```[ \t]*(?:json|JSON|tool_call)?[ \t]*\n?(.*?)```", re.DO
 _NAME = re.compile(r"""["']?\bname["']?\s*:\s*["']([^"']+)["']""")
 
 
+def new_tool_call_id() -> str:
+    """Small models write no call ids; frameworks need one to pair results with calls."""
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
 @dataclass(frozen=True)
 class ParsedToolCall:
     """A call the model made: the tool's name and its arguments as a JSON object."""
 
     name: str
     arguments: dict[str, Any]
-    id: str = field(default_factory=lambda: new_tool_call_id())
+    id: str = field(default_factory=new_tool_call_id)
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ class InvalidToolCall:
     name: str | None
     arguments: str
     error: str
-    id: str = field(default_factory=lambda: new_tool_call_id())
+    id: str = field(default_factory=new_tool_call_id)
 
 
 @dataclass(frozen=True)
@@ -79,11 +84,6 @@ class ToolCallParse:
     @property
     def has_calls(self) -> bool:
         return bool(self.calls or self.invalid)
-
-
-def new_tool_call_id() -> str:
-    """Small models write no call ids; frameworks need one to pair results with calls."""
-    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 def tool_names(tools: Sequence[Mapping[str, Any]] | None) -> list[str]:
@@ -108,7 +108,7 @@ def parse_tool_calls(text: str, known_tools: Collection[str] | None = None) -> T
     invalid: list[InvalidToolCall] = []
     if TOOL_CALL_OPEN in text:
         for body in _BLOCK.findall(text):
-            _read_call_body(_unfence(body), calls, invalid, known_tools=None)
+            _read_call_body(_unfence(body), calls, invalid)
         return ToolCallParse(_content(_BLOCK.sub("", text)), calls, invalid)
 
     def fence(match: re.Match[str]) -> str:
@@ -140,7 +140,7 @@ def _as_calls(text: str, known_tools: Collection[str] | None) -> list[ParsedTool
     """``text`` read as one call or a list of calls, or None when it is not (only) that."""
     try:
         data = json.loads(text.strip())
-    except (json.JSONDecodeError, ValueError):
+    except ValueError:
         return None
     items = data if isinstance(data, list) else [data]
     out: list[ParsedToolCall] = []
@@ -169,13 +169,11 @@ def _call_shaped(item: Any) -> bool:
     return isinstance(fn.get("name"), str) and ("arguments" in fn or "parameters" in fn)
 
 
-def _read_call_body(
-    body: str, calls: list[ParsedToolCall], invalid: list[InvalidToolCall], *, known_tools: Collection[str] | None
-) -> None:
+def _read_call_body(body: str, calls: list[ParsedToolCall], invalid: list[InvalidToolCall]) -> None:
     raw = body.strip()
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, ValueError) as exc:
+    except ValueError as exc:
         data = _first_call_object(raw)
         if data is None:
             m = _NAME.search(raw)

@@ -22,7 +22,6 @@ from glimp_llm.chat.tools import (
     STREAM_PAUSE_MARKERS,
     InvalidToolCall,
     ParsedToolCall,
-    ToolCallParse,
     parse_tool_calls,
     tool_choice_prefill,
     tool_names,
@@ -65,8 +64,7 @@ def request_options(
 def usage(result: RoutedResult) -> dict[str, int]:
     """OpenAI-style token counts (also the keys LangChain's ``llm_output`` and LlamaIndex's
     ``TokenCountingHandler`` read)."""
-    u = result.usage
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+    return result.usage.model_dump(include={"prompt_tokens", "completion_tokens", "total_tokens"})
 
 
 @dataclass(frozen=True)
@@ -105,24 +103,17 @@ class ChatTurn:
     request: RouteRequest
     tool_names: tuple[str, ...] | None = None  # None: no tools bound, the answer is plain text
 
-    @property
-    def prefill(self) -> str:
-        return self.request.prefill
-
-    def parse(self, text: str) -> ToolCallParse:
-        full = self.prefill + text
-        if self.tool_names is None:
-            return ToolCallParse(full, [], [])
-        return parse_tool_calls(full, self.tool_names)
-
     def answer(self, result: RoutedResult) -> ChatAnswer:
-        parsed = self.parse(result.text)
+        text = self.request.prefill + result.text  # a forced call's opening was part of the prompt
+        if self.tool_names is None:
+            return ChatAnswer(result, text)
+        parsed = parse_tool_calls(text, self.tool_names)
         return ChatAnswer(result, parsed.content, parsed.calls, parsed.invalid)
 
     def holdback(self) -> HoldBack:
         tools = self.tool_names is not None
         held = HoldBack(self.request.stop, STREAM_PAUSE_MARKERS if tools else (), pause_on_leading_json=tools)
-        held.push(self.prefill)  # a forced call starts inside a <tool_call> block: nothing is shown
+        held.push(self.request.prefill)  # a forced call starts inside a <tool_call> block: nothing is shown
         return held
 
     def stream(self, events: Iterable[RouterEvent]) -> Iterator[StreamPiece]:

@@ -31,22 +31,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 try:
     from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
     from langchain_core.language_models import BaseChatModel, BaseLLM, LanguageModelInput
     from langchain_core.language_models.base import LangSmithParams
-    from langchain_core.messages import (
-        AIMessage,
-        AIMessageChunk,
-        BaseMessage,
-        ChatMessage,
-        FunctionMessage,
-        HumanMessage,
-        SystemMessage,
-        ToolMessage,
-    )
+    from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_openai_messages
     from langchain_core.messages.ai import UsageMetadata
     from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
     from langchain_core.outputs import (
@@ -66,75 +57,39 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "glimp_llm.integrations.langchain needs langchain-core: pip install 'glimp-llm[langchain]'"
     ) from exc
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import Field, model_validator
 
 from glimp_llm._version import __version__
 from glimp_llm.chat.content import content_text
-from glimp_llm.chat.tools import tool_choice_prefill, tool_names
+from glimp_llm.chat.tools import InvalidToolCall, ParsedToolCall, tool_choice_prefill, tool_names
 from glimp_llm.chat.turn import ChatAnswer, ChatTurn, StreamPiece, prepare, request_options, text_turn, usage
-from glimp_llm.client import Glimp
-from glimp_llm.config import GlimpConfig
 from glimp_llm.engines.base import Message
 from glimp_llm.errors import InvalidRequestError
-from glimp_llm.integrations._common import PROVIDER, pair_label, resolve_glimp, routing_trace
-from glimp_llm.router import Router, RouteRequest
+from glimp_llm.integrations._common import PROVIDER, GlimpFields, routing_trace
+from glimp_llm.router import RouteRequest
 from glimp_llm.trace import RoutedResult
 
 __all__ = ["ChatGlimp", "GlimpLLM"]
 
 
-class _GlimpParams(BaseModel):
-    """Fields and plumbing both adapters share: the client, the model label and the request options.
+class _LangChainFields(GlimpFields):
+    """What both LangChain models add to the shared fields: LangChain's cache key, LangSmith parameters,
+    token counting and the integration version."""
 
-    Every option left at ``None`` falls back to the client's :class:`~glimp_llm.config.RouterConfig`;
-    each can also be given per call (``llm.invoke(x, temperature=0.7)`` or ``llm.bind(threshold=0.5)``).
-    """
-
-    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
-
-    glimp: Glimp | None = Field(default=None, exclude=True, description="an existing client to share")
-    config: GlimpConfig | str | None = Field(
-        default=None, exclude=True, description="a GlimpConfig (or config file) to build a client from"
-    )
-    router: Router | None = Field(
-        default=None, exclude=True, description="an existing Router to wrap: its engines and its settings"
-    )
-    model_name: str | None = Field(
-        default=None, alias="model", description="name reported in metadata; default: the configured small->large"
-    )
-    temperature: float | None = Field(default=None, description="sampling temperature (0 = greedy)")
-    max_tokens: int | None = Field(default=None, description="budget of generated tokens per request")
-    top_p: float | None = None
-    seed: int | None = None
-    threshold: float | None = Field(default=None, description="entropy threshold (nats) above which a step goes large")
-    stop: list[str] | None = Field(default=None, description="stop strings; the output is cut before the first")
-    timeout: float | None = Field(default=None, description="deadline per routed request, seconds")
     streaming: bool = Field(default=False, description="stream tokens internally on invoke (callbacks see them)")
-
-    _client: Glimp = PrivateAttr()
-    _owns_client: bool = PrivateAttr(default=False)
+    _ls_model_type: ClassVar[Literal["llm", "chat"]]
+    if TYPE_CHECKING:  # a field of LangChain's models
+        custom_get_token_ids: Callable[[str], list[int]] | None
 
     @model_validator(mode="after")
-    def _build_glimp_client(self) -> Any:
-        self._client = resolve_glimp(self.glimp, self.config, self.router)
-        self._owns_client = self.glimp is None  # a client around router= closes that router's engines
+    def _add_glimp_version(self) -> Any:
+        add = getattr(self, "_add_version", None)  # langchain-core >= 1.5 records integration versions
+        if callable(add):
+            add("glimp-llm", __version__)
         return self
 
     @property
-    def client(self) -> Glimp:
-        """The routed generator this adapter runs on (share it with ``glimp=`` to load models once)."""
-        return self._client
-
-    @property
-    def model_label(self) -> str:
-        return self.model_name or pair_label(self._client)
-
-    def close(self) -> None:
-        """Release the engines of a client this adapter built; a shared one (``glimp=``) is left to its owner."""
-        if self._owns_client:
-            self._client.close()
-
-    def _params_identity(self) -> dict[str, Any]:
+    def _identifying_params(self) -> dict[str, Any]:
         """Everything that changes what a prompt produces: LangChain's cache key and the traced invocation."""
         cfg = self._client.config or self._client.router.config  # adopted engines: named by model_label
         return {
@@ -148,11 +103,11 @@ class _GlimpParams(BaseModel):
             "config_sha256": hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16],
         }
 
-    def _ls_params(self, model_type: str, stop: list[str] | None, kwargs: Mapping[str, Any]) -> LangSmithParams:
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
             ls_provider=PROVIDER,
             ls_model_name=str(kwargs.get("model") or self.model_label),
-            ls_model_type=model_type,  # type: ignore[typeddict-item]
+            ls_model_type=self._ls_model_type,
         )
         temperature = kwargs.get("temperature", self.temperature)
         if temperature is not None:
@@ -164,6 +119,13 @@ class _GlimpParams(BaseModel):
         if stops:
             params["ls_stop"] = list(stops)
         return params
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids from the small model's own tokenizer (the LangChain default would fetch GPT-2), unless
+        ``custom_get_token_ids`` is set."""
+        if self.custom_get_token_ids is not None:
+            return self.custom_get_token_ids(text)
+        return self._client.tokenize(text)
 
 
 def _unrepairable(raw: str | None) -> str | None:
@@ -183,14 +145,8 @@ def _unrepairable(raw: str | None) -> str | None:
     return json.dumps(raw, ensure_ascii=False) if isinstance(repaired, dict) else raw
 
 
-def _add_glimp_version(model: Any) -> None:
-    add = getattr(model, "_add_version", None)  # langchain-core >= 1.5 records integration versions
-    if callable(add):
-        add("glimp-llm", __version__)
-
-
 # ================================================================================= GlimpLLM
-class GlimpLLM(_GlimpParams, BaseLLM):
+class GlimpLLM(_LangChainFields, BaseLLM):
     """A routed text LLM. ``prompts`` of one ``generate``/``batch`` call are routed *concurrently*.
 
     By default each prompt is sent as one user message through the model's chat template (what instruct
@@ -201,45 +157,36 @@ class GlimpLLM(_GlimpParams, BaseLLM):
     """
 
     raw_prompt: bool = Field(default=False, description="continue prompts as raw text instead of a user message")
-
-    @model_validator(mode="after")
-    def _set_glimp_llm_version(self) -> GlimpLLM:
-        _add_glimp_version(self)
-        return self
+    _ls_model_type = "llm"
 
     @property
     def _llm_type(self) -> str:
         return "glimp"
 
     @property
-    def _identifying_params(self) -> Mapping[str, Any]:
-        return {**self._params_identity(), "raw_prompt": self.raw_prompt}
-
-    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        return self._ls_params("llm", stop, kwargs)
-
-    def get_token_ids(self, text: str) -> list[int]:
-        """Token ids from the small model's own tokenizer (the LangChain default would fetch GPT-2), unless
-        ``custom_get_token_ids`` is set."""
-        if self.custom_get_token_ids is not None:
-            return self.custom_get_token_ids(text)
-        return self._client.tokenize(text)
+    def _identifying_params(self) -> dict[str, Any]:
+        return {**super()._identifying_params, "raw_prompt": self.raw_prompt}
 
     def _request(self, prompt: str, stop: list[str] | None, kwargs: Mapping[str, Any]) -> RouteRequest:
         return RouteRequest(prompt=prompt, raw=self.raw_prompt, **request_options(self, kwargs, stop))
 
-    def _result(self, results: Sequence[RoutedResult]) -> LLMResult:
-        generations = [
-            [Generation(text=r.text, generation_info={"finish_reason": r.finish_reason, "glimp": routing_trace(r)})]
-            for r in results
-        ]
+    @staticmethod
+    def _info(result: RoutedResult) -> dict[str, Any]:
+        return {"finish_reason": result.finish_reason, "glimp": routing_trace(result), "token_usage": usage(result)}
+
+    def _result(self, outputs: Sequence[tuple[str, Mapping[str, Any]]]) -> LLMResult:
+        """``(text, generation info)`` per prompt, streamed or not, as one LLMResult: the token usage and
+        the routing counts are summed into ``llm_output``, the rest stays in each generation's info."""
+        generations = []
         totals = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         routing = {"small_tokens": 0, "large_tokens": 0, "small_steps": 0, "large_steps": 0}
-        for r in results:
-            for k, v in usage(r).items():
+        for text, info in outputs:
+            info = dict(info)
+            for k, v in info.pop("token_usage").items():
                 totals[k] += v
             for k in routing:
-                routing[k] += getattr(r.usage, k)
+                routing[k] += info["glimp"][k]
+            generations.append([Generation(text=text, generation_info=info)])
         return LLMResult(
             generations=generations,
             llm_output={"token_usage": totals, "model_name": self.model_label, "glimp": routing},
@@ -254,12 +201,12 @@ class GlimpLLM(_GlimpParams, BaseLLM):
     ) -> LLMResult:
         if self.streaming and len(prompts) == 1 and run_manager is not None:
             # stream so that callbacks see tokens; the final chunk carries the whole result
-            final: GenerationChunk | None = None
+            final = GenerationChunk(text="")
             for chunk in self._stream(prompts[0], stop=stop, run_manager=run_manager, **kwargs):
-                final = chunk if final is None else final + chunk
-            return self._streamed_result(final)
-        requests = [self._request(p, stop, kwargs) for p in prompts]
-        return self._result(self._client.batch(requests))
+                final += chunk
+            return self._result([(final.text, final.generation_info or {})])
+        results = self._client.batch([self._request(p, stop, kwargs) for p in prompts])
+        return self._result([(r.text, self._info(r)) for r in results])
 
     async def _agenerate(
         self,
@@ -269,39 +216,17 @@ class GlimpLLM(_GlimpParams, BaseLLM):
         **kwargs: Any,
     ) -> LLMResult:
         if self.streaming and len(prompts) == 1 and run_manager is not None:
-            final: GenerationChunk | None = None
+            final = GenerationChunk(text="")
             async for chunk in self._astream(prompts[0], stop=stop, run_manager=run_manager, **kwargs):
-                final = chunk if final is None else final + chunk
-            return self._streamed_result(final)
-        requests = [self._request(p, stop, kwargs) for p in prompts]
-        return self._result(await self._client.abatch(requests))
-
-    def _streamed_result(self, final: GenerationChunk | None) -> LLMResult:
-        """The LLMResult of a streamed call: the same ``llm_output`` as the batch path."""
-        assert final is not None
-        info = dict(final.generation_info or {})
-        usage = info.pop("token_usage", {})
-        trace = info.get("glimp", {})
-        routing = {k: trace.get(k, 0) for k in ("small_tokens", "large_tokens", "small_steps", "large_steps")}
-        return LLMResult(
-            generations=[[Generation(text=final.text, generation_info=info)]],
-            llm_output={"token_usage": usage, "model_name": self.model_label, "glimp": routing},
-        )
-
-    def _final_chunk(self, result: RoutedResult) -> GenerationChunk:
-        return GenerationChunk(
-            text="",
-            generation_info={
-                "finish_reason": result.finish_reason,
-                "glimp": routing_trace(result),
-                "token_usage": usage(result),
-            },
-        )
+                final += chunk
+            return self._result([(final.text, final.generation_info or {})])
+        results = await self._client.abatch([self._request(p, stop, kwargs) for p in prompts])
+        return self._result([(r.text, self._info(r)) for r in results])
 
     def _chunks(self, piece: StreamPiece) -> list[GenerationChunk]:
         chunks = [GenerationChunk(text=piece.text)] if piece.text else []
         if piece.answer is not None:
-            chunks.append(self._final_chunk(piece.answer.result))
+            chunks.append(GenerationChunk(text="", generation_info=self._info(piece.answer.result)))
         return chunks
 
     def _stream(
@@ -334,77 +259,34 @@ class GlimpLLM(_GlimpParams, BaseLLM):
 
 
 # ================================================================================ ChatGlimp
-def _text_of(content: str | list[Any]) -> str:
-    """The text of a LangChain message content: plain strings in a block list are text blocks."""
-    if isinstance(content, str):
-        return content
-    return content_text([{"type": "text", "text": b} if isinstance(b, str) else b for b in content])
-
-
 def to_template_messages(messages: Sequence[BaseMessage]) -> list[Message]:
-    """LangChain messages as the OpenAI-shaped dicts the chat template renders (tool calls included)."""
-    out: list[Message] = []
-    for m in messages:
-        content = _text_of(m.content)
-        if isinstance(m, SystemMessage):
-            out.append({"role": "system", "content": content})
-        elif isinstance(m, HumanMessage):
-            out.append({"role": "user", "content": content})
-        elif isinstance(m, AIMessage):
-            msg: Message = {"role": "assistant", "content": content}
-            if m.tool_calls:
-                msg["tool_calls"] = [
-                    {
-                        "id": c.get("id") or "",
-                        "type": "function",
-                        "function": {"name": c["name"], "arguments": dict(c.get("args") or {})},
-                    }
-                    for c in m.tool_calls
-                ]
-            out.append(msg)
-        elif isinstance(m, ToolMessage):
-            out.append({"role": "tool", "content": content, "tool_call_id": m.tool_call_id, "name": m.name or ""})
-        elif isinstance(m, FunctionMessage):
-            out.append({"role": "tool", "content": content, "name": m.name})
-        elif isinstance(m, ChatMessage):
-            out.append({"role": m.role, "content": content})
-        else:
-            raise InvalidRequestError(
-                f"cannot render a {type(m).__name__} with the chat template; "
-                "use System/Human/AI/Tool messages (or ChatMessage with a role)"
-            )
-    return out
+    """LangChain messages as the OpenAI-shaped dicts the chat template renders (tool calls included):
+    LangChain's own conversion, with content flattened to text and function results as tool results."""
+    try:
+        converted = convert_to_openai_messages(messages)
+    except ValueError as exc:
+        raise InvalidRequestError(
+            f"cannot render these messages with the chat template ({exc}); "
+            "use System/Human/AI/Tool messages (or ChatMessage with a role)"
+        ) from exc
+    return [
+        {**m, "role": "tool" if m["role"] == "function" else m["role"], "content": content_text(m["content"])}
+        for m in converted
+    ]
 
 
-class ChatGlimp(_GlimpParams, BaseChatModel):
+class ChatGlimp(_LangChainFields, BaseChatModel):
     """A routed chat model with tool calling, for LangChain and LangGraph agents.
 
     >>> from langchain.agents import create_agent
     >>> agent = create_agent(ChatGlimp(), tools=[calculator])  # doctest: +SKIP
     """
 
-    @model_validator(mode="after")
-    def _set_chat_glimp_version(self) -> ChatGlimp:
-        _add_glimp_version(self)
-        return self
+    _ls_model_type = "chat"
 
     @property
     def _llm_type(self) -> str:
         return "glimp-chat"
-
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return self._params_identity()
-
-    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        return self._ls_params("chat", stop, kwargs)
-
-    def get_token_ids(self, text: str) -> list[int]:
-        """Token ids from the small model's own tokenizer (the LangChain default would fetch GPT-2), unless
-        ``custom_get_token_ids`` is set."""
-        if self.custom_get_token_ids is not None:
-            return self.custom_get_token_ids(text)
-        return self._client.tokenize(text)
 
     def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
         """Prompt tokens exactly as the model sees them: the messages (and tools) through its template."""
@@ -436,23 +318,24 @@ class ChatGlimp(_GlimpParams, BaseChatModel):
             **request_options(self, kwargs, stop),
         )
 
-    def _metadata(self, answer: ChatAnswer) -> dict[str, Any]:
-        result = answer.result
+    def _fields(self, answer: ChatAnswer) -> dict[str, Any]:
+        """What the message of an answer (or the last chunk of a stream) carries besides its content."""
+        result, tokens = answer.result, answer.usage
         return {
-            "model_name": self.model_label,
-            "model_provider": PROVIDER,
-            "finish_reason": answer.finish_reason,
-            "small_model": result.small_model,
-            "large_model": result.large_model,
-            "glimp": routing_trace(result),
+            "usage_metadata": UsageMetadata(
+                input_tokens=tokens["prompt_tokens"],
+                output_tokens=tokens["completion_tokens"],
+                total_tokens=tokens["total_tokens"],
+            ),
+            "response_metadata": {
+                "model_name": self.model_label,
+                "model_provider": PROVIDER,
+                "finish_reason": answer.finish_reason,
+                "small_model": result.small_model,
+                "large_model": result.large_model,
+                "glimp": routing_trace(result),
+            },
         }
-
-    @staticmethod
-    def _usage(answer: ChatAnswer) -> UsageMetadata:
-        u = answer.usage
-        return UsageMetadata(
-            input_tokens=u["prompt_tokens"], output_tokens=u["completion_tokens"], total_tokens=u["total_tokens"]
-        )
 
     def _chat_result(self, answer: ChatAnswer) -> ChatResult:
         message = AIMessage(
@@ -462,8 +345,7 @@ class ChatGlimp(_GlimpParams, BaseChatModel):
                 invalid_tool_call(name=c.name, args=c.arguments, id=c.id, error=c.error)
                 for c in answer.invalid_tool_calls
             ],
-            usage_metadata=self._usage(answer),
-            response_metadata=self._metadata(answer),
+            **self._fields(answer),
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -473,21 +355,11 @@ class ChatGlimp(_GlimpParams, BaseChatModel):
         answer = piece.answer
         if answer is None:
             return chunks
-        calls = [
-            tool_call_chunk(name=c.name, args=json.dumps(c.arguments, ensure_ascii=False), id=c.id, index=i)
-            for i, c in enumerate(answer.tool_calls)
-        ]
-        calls += [
-            tool_call_chunk(name=c.name, args=_unrepairable(c.arguments), id=c.id, index=len(calls) + i)
-            for i, c in enumerate(answer.invalid_tool_calls)
-        ]
-        last = AIMessageChunk(
-            content="",
-            tool_call_chunks=calls,
-            usage_metadata=self._usage(answer),
-            response_metadata=self._metadata(answer),
-            chunk_position="last",
-        )
+        calls: list[tuple[ParsedToolCall | InvalidToolCall, str | None]]
+        calls = [(c, json.dumps(c.arguments, ensure_ascii=False)) for c in answer.tool_calls]
+        calls += [(c, _unrepairable(c.arguments)) for c in answer.invalid_tool_calls]
+        call_chunks = [tool_call_chunk(name=c.name, args=a, id=c.id, index=i) for i, (c, a) in enumerate(calls)]
+        last = AIMessageChunk(content="", tool_call_chunks=call_chunks, chunk_position="last", **self._fields(answer))
         chunks.append(ChatGenerationChunk(message=last))
         return chunks
 

@@ -22,7 +22,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Generator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 try:
@@ -39,7 +39,7 @@ try:
         TextBlock,
         ToolCallBlock,
     )
-    from llama_index.core.bridge.pydantic import Field, PrivateAttr, model_validator
+    from llama_index.core.bridge.pydantic import Field
     from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
     from llama_index.core.llms.function_calling import FunctionCallingLLM
     from llama_index.core.llms.llm import ToolSelection, default_completion_to_prompt
@@ -51,11 +51,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from glimp_llm.chat.content import content_text
 from glimp_llm.chat.turn import ChatAnswer, ChatTurn, StreamPiece, prepare, request_options, text_turn, usage
-from glimp_llm.client import Glimp
-from glimp_llm.config import GlimpConfig
 from glimp_llm.engines.base import Message
-from glimp_llm.integrations._common import pair_label, resolve_glimp, routing_trace
-from glimp_llm.router import Router, RouteRequest
+from glimp_llm.integrations._common import GlimpFields, routing_trace
+from glimp_llm.router import RouteRequest
 from glimp_llm.trace import RoutedResult, TokenEvent
 
 __all__ = ["GlimpLlamaIndexLLM"]
@@ -73,49 +71,38 @@ _ROLE = {
 
 
 def _message_text(message: ChatMessage) -> str:
-    """The text of a LlamaIndex message's blocks (tool-call and thinking blocks are not text to read)."""
-    parts: list[dict[str, Any]] = []
-    for block in message.blocks:
-        if isinstance(block, TextBlock):
-            parts.append({"type": "text", "text": block.text})
-        elif not isinstance(block, ToolCallBlock):
-            parts.append({"type": getattr(block, "block_type", type(block).__name__)})
+    """The text of a LlamaIndex message's blocks: tool-call and thinking blocks are skipped by their type
+    (not text to read again), an image or a file is refused."""
+    parts = [
+        {"type": "text", "text": b.text} if isinstance(b, TextBlock) else {"type": b.block_type} for b in message.blocks
+    ]
     return content_text(parts)
 
 
+def _call(call_id: str | None, name: str, arguments: Any) -> dict[str, Any]:
+    return {"id": call_id or "", "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
 def _assistant_tool_calls(message: ChatMessage) -> list[dict[str, Any]]:
-    calls = [
-        {
-            "id": b.tool_call_id or "",
-            "type": "function",
-            "function": {"name": b.tool_name, "arguments": b.tool_kwargs},
-        }
-        for b in message.blocks
-        if isinstance(b, ToolCallBlock)
+    """The calls of an assistant message: its ``ToolCallBlock``\\ s, else ``additional_kwargs["tool_calls"]``
+    (OpenAI dicts, or ``ToolSelection``\\ s)."""
+    blocks = [_call(b.tool_call_id, b.tool_name, b.tool_kwargs) for b in message.blocks if isinstance(b, ToolCallBlock)]
+    stored = message.additional_kwargs.get("tool_calls") or []
+    return blocks or [
+        c if isinstance(c, dict) else _call(c.tool_id, c.tool_name, c.tool_kwargs)
+        for c in stored
+        if isinstance(c, dict) or hasattr(c, "tool_name")
     ]
-    if calls:
-        return calls
-    out = []
-    for c in message.additional_kwargs.get("tool_calls") or []:
-        if isinstance(c, dict):
-            out.append(c)
-        elif hasattr(c, "tool_name"):  # a ToolSelection
-            out.append(
-                {"id": c.tool_id, "type": "function", "function": {"name": c.tool_name, "arguments": c.tool_kwargs}}
-            )
-    return out
 
 
 def to_template_messages(messages: Sequence[ChatMessage]) -> list[Message]:
     """LlamaIndex messages as the OpenAI-shaped dicts the chat template renders (tool calls included)."""
     out: list[Message] = []
     for m in messages:
-        role = _ROLE.get(MessageRole(m.role), "user")
+        role = _ROLE.get(m.role, "user")
         msg: Message = {"role": role, "content": _message_text(m)}
-        if role == "assistant":
-            calls = _assistant_tool_calls(m)
-            if calls:
-                msg["tool_calls"] = calls
+        if role == "assistant" and (calls := _assistant_tool_calls(m)):
+            msg["tool_calls"] = calls
         elif role == "tool":
             msg["tool_call_id"] = m.additional_kwargs.get("tool_call_id", "")
             msg["name"] = m.additional_kwargs.get("name", "")
@@ -123,48 +110,15 @@ def to_template_messages(messages: Sequence[ChatMessage]) -> list[Message]:
     return out
 
 
-class GlimpLlamaIndexLLM(FunctionCallingLLM):
+class GlimpLlamaIndexLLM(GlimpFields, FunctionCallingLLM):
     """A routed LLM for LlamaIndex: ``GlimpLlamaIndexLLM()`` (embedded default), ``(config=...)`` or
     ``(glimp=client)`` to share a running client. Engines load on first use, not at construction."""
 
-    glimp: Glimp | None = Field(default=None, exclude=True, description="an existing client to share")
-    config: GlimpConfig | str | None = Field(default=None, exclude=True, description="config to build a client from")
-    router: Router | None = Field(default=None, exclude=True, description="an existing Router to wrap")
-    model_name: str | None = Field(default=None, description="name in metadata; default: the configured small->large")
-    temperature: float | None = Field(default=None, description="sampling temperature (0 = greedy)")
-    max_tokens: int | None = Field(default=None, description="tokens per answer (LLMMetadata.num_output)")
-    top_p: float | None = None
-    seed: int | None = None
-    threshold: float | None = Field(default=None, description="entropy threshold (nats) above which a step goes large")
-    stop: list[str] | None = Field(default=None, description="stop strings; the output is cut before the first")
-    timeout: float | None = Field(default=None, description="deadline per routed request, seconds")
     context_window: int | None = Field(default=None, description="override; default: read from the engines")
-
-    _client: Glimp = PrivateAttr()
-    _owns_client: bool = PrivateAttr(default=False)
-
-    @model_validator(mode="after")
-    def _build_glimp_client(self) -> GlimpLlamaIndexLLM:
-        self._client = resolve_glimp(self.glimp, self.config, self.router)
-        self._owns_client = self.glimp is None  # a client around router= closes that router's engines
-        return self
 
     @classmethod
     def class_name(cls) -> str:
         return "GlimpLlamaIndexLLM"
-
-    @property
-    def client(self) -> Glimp:
-        return self._client
-
-    @property
-    def model_label(self) -> str:
-        return self.model_name or pair_label(self._client)
-
-    def close(self) -> None:
-        """Release the engines of a client this adapter built; a shared one (``glimp=``) is left to its owner."""
-        if self._owns_client:
-            self._client.close()
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -214,10 +168,7 @@ class GlimpLlamaIndexLLM(FunctionCallingLLM):
         blocks += [ToolCallBlock(tool_call_id=c.id, tool_name=c.name, tool_kwargs=c.arguments) for c in calls]
         kwargs: dict[str, Any] = {}
         if calls:
-            kwargs["tool_calls"] = [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
-                for c in calls
-            ]
+            kwargs["tool_calls"] = [_call(c.id, c.name, json.dumps(c.arguments)) for c in calls]
         if answer.invalid_tool_calls:
             kwargs["invalid_tool_calls"] = [
                 {"id": c.id, "name": c.name, "arguments": c.arguments, "error": c.error}
@@ -258,22 +209,12 @@ class GlimpLlamaIndexLLM(FunctionCallingLLM):
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         turn = self._prepare_chat(messages, kwargs)
-
-        def gen() -> Generator[ChatResponse, None, None]:
-            for piece in turn.stream(self._client.stream(turn.request)):
-                yield self._chat_piece(piece)
-
-        return gen()
+        return (self._chat_piece(piece) for piece in turn.stream(self._client.stream(turn.request)))
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         turn = self._prepare_chat(messages, kwargs)
-
-        async def gen() -> AsyncGenerator[ChatResponse, None]:
-            async for piece in turn.astream(self._client.astream(turn.request)):
-                yield self._chat_piece(piece)
-
-        return gen()
+        return (self._chat_piece(piece) async for piece in turn.astream(self._client.astream(turn.request)))
 
     # ---------------------------------------------------------------------------- completion
     @llm_completion_callback()
@@ -289,22 +230,13 @@ class GlimpLlamaIndexLLM(FunctionCallingLLM):
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         request = self._prepare_complete(prompt, formatted, kwargs)
-
-        def gen() -> Generator[CompletionResponse, None, None]:
-            for piece in text_turn(request).stream(self._client.stream(request)):
-                yield self._completion_piece(piece)
-
-        return gen()
+        return (self._completion_piece(piece) for piece in text_turn(request).stream(self._client.stream(request)))
 
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
         request = self._prepare_complete(prompt, formatted, kwargs)
-
-        async def gen() -> AsyncGenerator[CompletionResponse, None]:
-            async for piece in text_turn(request).astream(self._client.astream(request)):
-                yield self._completion_piece(piece)
-
-        return gen()
+        pieces = text_turn(request).astream(self._client.astream(request))
+        return (self._completion_piece(piece) async for piece in pieces)
 
     # --------------------------------------------------------------------------------- tools
     def _prepare_chat_with_tools(
