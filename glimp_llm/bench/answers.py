@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+")
-_FRAC = re.compile(r"\\d?frac\{\s*(-?[\d.]+)\s*\}\{\s*(-?[\d.]+)\s*\}")
+_NUMBER = r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+"
+_FRAC = r"\\d?frac\{\s*(-?[\d.]+)\s*\}\{\s*(-?[\d.]+)\s*\}"
+#: a ``\frac{a}{b}`` or a number, left to right; the numbers inside a fraction are part of its match
+_FRAC_OR_NUMBER = re.compile(f"{_FRAC}|{_NUMBER}")
 _MARKERS = (
     re.compile(r"####\s*([^\n]*)"),
     re.compile(r"(?i)final answer\s*(?:is|:)?\s*[:=]?\s*([^\n]*)"),
@@ -37,28 +39,18 @@ def parse_number(text: str, *, last: bool = True) -> Fraction | None:
     """The last (or first) number in ``text`` as an exact fraction; ``\\frac{a}{b}`` is understood,
     thousands separators and currency signs are ignored."""
     cleaned = text.replace("\\$", "").replace("$", "").replace("\\!", "").replace("\\,", "")
-    fracs = list(_FRAC.finditer(cleaned))
-    nums = list(_NUMBER.finditer(cleaned))
-    candidates: list[tuple[int, Fraction]] = []
-    for f in fracs:
+    values: list[Fraction] = []
+    for m in _FRAC_OR_NUMBER.finditer(cleaned):
         try:
-            den = Fraction(f.group(2))
-            if den != 0:
-                candidates.append((f.start(), Fraction(f.group(1)) / den))
+            if m.group(1) is None:
+                values.append(Fraction(m.group(0).replace(",", "")))
+            else:
+                values.append(Fraction(m.group(1)) / Fraction(m.group(2)))
         except (ValueError, ZeroDivisionError):
             continue
-    frac_spans = [(f.start(), f.end()) for f in fracs]
-    for n in nums:
-        if any(a <= n.start() < b for a, b in frac_spans):
-            continue
-        try:
-            candidates.append((n.start(), Fraction(n.group(0).replace(",", ""))))
-        except ValueError:
-            continue
-    if not candidates:
+    if not values:
         return None
-    candidates.sort(key=lambda c: c[0])
-    return candidates[-1][1] if last else candidates[0][1]
+    return values[-1] if last else values[0]
 
 
 def extract_answer(text: str) -> Fraction | None:
@@ -68,8 +60,7 @@ def extract_answer(text: str) -> Fraction | None:
         if value is not None:
             return value
     for marker in _MARKERS:
-        hits = [m.group(1) for m in marker.finditer(text)]
-        for hit in reversed(hits):
+        for hit in reversed(marker.findall(text)):
             value = parse_number(hit, last=False)
             if value is not None:
                 return value

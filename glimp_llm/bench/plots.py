@@ -10,7 +10,8 @@ from typing import Any
 
 from glimp_llm.bench.runner import Record
 
-COLORS = {"small": "#2ca02c", "large": "#9467bd", "routed": "#1f77b4", "paper": "#ff7f0e"}
+#: the colours of the baselines, ours and the paper's variant (the same in every figure)
+COLORS = {"small": "#2ca02c", "large": "#9467bd", "ours": "#1f77b4", "paper": "#ff7f0e"}
 #: one distinct, dark-enough colour per further mode (none of COLORS)
 PALETTE = [
     "#d62728", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31",
@@ -25,6 +26,13 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt: Any, fig: Any, path: str | Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
 
 
 def _marker(p: Mapping[str, Any]) -> str:
@@ -56,7 +64,6 @@ def accuracy_vs_latency(points: Sequence[Mapping[str, Any]], path: str | Path, *
     (with its tau and large-step share), the marker says its family."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 5.5))
-    fixed = {"small": COLORS["small"], "large": COLORS["large"], "ours": COLORS["routed"], "paper": COLORS["paper"]}
     others = iter(PALETTE * 3)
     ours = sorted(
         (p for p in points if p["mode"] == "ours" or str(p["mode"]).startswith("ours@")),
@@ -64,14 +71,12 @@ def accuracy_vs_latency(points: Sequence[Mapping[str, Any]], path: str | Path, *
     )
     if len(ours) > 1:
         ax.plot(
-            [p["latency_mean_s"] for p in ours], [p["accuracy"] for p in ours], "-", color=COLORS["routed"], alpha=0.4
+            [p["latency_mean_s"] for p in ours], [p["accuracy"] for p in ours], "-", color=COLORS["ours"], alpha=0.4
         )
     for p in points:
-        color = fixed.get(str(p["mode"])) or next(others)
-        label = str(p["mode"])
-        if p["threshold"] is not None:
-            label += f" (tau {p['threshold']:.3g}"
-        label += f"{', ' if p['threshold'] is not None else ' ('}L {p['large_step_share']:.2f})"
+        color = COLORS.get(str(p["mode"])) or next(others)
+        tau = "" if p["threshold"] is None else f"tau {p['threshold']:.3g}, "
+        label = f"{p['mode']} ({tau}L {p['large_step_share']:.2f})"
         ax.errorbar(
             p["latency_mean_s"], p["accuracy"], yerr=p.get("accuracy_se") or 0.0, color=color, marker=_marker(p),
             markersize=8, capsize=3, elinewidth=0.8, linestyle="none", zorder=3, label=label,
@@ -82,14 +87,11 @@ def accuracy_vs_latency(points: Sequence[Mapping[str, Any]], path: str | Path, *
     ax.grid(alpha=0.3)
     ax.margins(x=0.1, y=0.15)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, title="L = large-step share")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def entropy_histogram(
-    series: Mapping[str, Sequence[float]], thresholds: Mapping[str, float], path: str | Path, *, title: str
+    series: Mapping[str, Sequence[float]], thresholds: Mapping[str, float | None], path: str | Path, *, title: str
 ) -> Path:
     """Histogram of glimpse entropies per entropy kind, with each kind's tau marked."""
     plt = _pyplot()
@@ -97,7 +99,7 @@ def entropy_histogram(
     fig, axes = plt.subplots(len(kinds) or 1, 1, figsize=(7.5, 2.8 * max(1, len(kinds))), squeeze=False)
     for ax, kind in zip(axes[:, 0], kinds, strict=False):
         values = list(series[kind])
-        ax.hist(values, bins=40, color=COLORS["paper" if "top" in kind else "routed"], alpha=0.8)
+        ax.hist(values, bins=40, color=COLORS["paper" if "top" in kind else "ours"], alpha=0.8)
         tau = thresholds.get(kind)
         if tau is not None:
             ax.axvline(tau, color="red", linestyle="--", label=f"tau = {tau:.3g}")
@@ -106,10 +108,7 @@ def entropy_histogram(
         ax.set_xlabel("glimpse entropy (nats)")
         ax.set_ylabel("glimpses")
     fig.suptitle(textwrap.fill(title, 80), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def time_breakdown(summary: Mapping[str, Mapping[str, Any]], path: str | Path, *, title: str) -> Path:
@@ -129,17 +128,14 @@ def time_breakdown(summary: Mapping[str, Mapping[str, Any]], path: str | Path, *
         widths = [max(0.0, summary[m].get(key, 0.0)) for m in modes]
         ax.barh(modes, widths, left=left, color=color, label=label)
         left = [a + b for a, b in zip(left, widths, strict=True)]
-    for i in range(len(modes)):
-        ax.text(left[i], i, f" {left[i]:.2f} s", va="center", fontsize=8)
+    for i, total in enumerate(left):
+        ax.text(total, i, f" {total:.2f} s", va="center", fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("mean seconds per problem")
     ax.set_title(textwrap.fill(title, 80), fontsize=10)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=5, frameon=False)  # clear of the bars
     ax.margins(x=0.12)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def glimpse_entropies(records: Sequence[Record], mode: str) -> list[float]:
@@ -177,15 +173,13 @@ def draw_all(document: Mapping[str, Any], records: Sequence[Record], modes: Sequ
             )
         )
     taus = {m.name: m.threshold for m in modes}
-    series = {
-        "exact (ours)": glimpse_entropies(records, "ours"),
-        "top-20 renormalised (paper)": glimpse_entropies(records, "paper"),
-    }
+    kinds = {"exact (ours)": "ours", "top-20 renormalised (paper)": "paper"}
+    series = {kind: glimpse_entropies(records, mode) for kind, mode in kinds.items()}
     if any(series.values()):
         written.append(
             entropy_histogram(
                 series,
-                {"exact (ours)": taus.get("ours"), "top-20 renormalised (paper)": taus.get("paper")},  # type: ignore[dict-item]
+                {kind: taus.get(mode) for kind, mode in kinds.items()},
                 out / "entropy_histogram.png",
                 title=f"Glimpse entropies of the small model in the routed runs ({pair})",
             )

@@ -27,7 +27,8 @@ def summarize_mode(records: Sequence[Record]) -> dict[str, Any]:
     if n == 0:
         return {"n": 0}
     walls = [r.wall_s for r in records]
-    accuracy = sum(r.correct for r in records) / n
+    correct = sum(r.correct for r in records)
+    accuracy = correct / n
     steps = sum(r.small_steps + r.large_steps for r in records)
     small_tok = sum(r.small_tokens for r in records)
     large_tok = sum(r.large_tokens for r in records)
@@ -40,9 +41,10 @@ def summarize_mode(records: Sequence[Record]) -> dict[str, Any]:
     engine = glimpse + gen_small + gen_large + verify
     verified = sum(r.verified_steps for r in records)
     other = wall - queue - engine
+    shares = [r.random_large_share for r in records if r.random_large_share is not None]
     return {
         "n": n,
-        "correct": sum(r.correct for r in records),
+        "correct": correct,
         "accuracy": accuracy,
         # binomial standard error: with n = 100 an accuracy is known to about +-0.05, so a difference
         # between two modes smaller than that is not a finding
@@ -71,14 +73,9 @@ def summarize_mode(records: Sequence[Record]) -> dict[str, Any]:
         "hit_budget": sum(r.finish_reason == "length" for r in records),
         "load1_median": percentile([r.load1 for r in records], 50),
         "glimpses": sum(r.glimpses for r in records),
-        **_random_share(records),
+        # the random baseline: the mean large-step probability it was given (ours' share so far)
+        **({"random_large_share_mean": sum(shares) / len(shares)} if shares else {}),
     }
-
-
-def _random_share(records: Sequence[Record]) -> dict[str, float]:
-    """For the random baseline: the mean large-step probability it was given (ours' share so far)."""
-    shares = [r.random_large_share for r in records if r.random_large_share is not None]
-    return {"random_large_share_mean": sum(shares) / len(shares)} if shares else {}
 
 
 def paired_ratio(records: Sequence[Record], mode: str, reference: str = REFERENCE_MODE) -> dict[str, Any]:
@@ -100,25 +97,19 @@ def paired_ratio(records: Sequence[Record], mode: str, reference: str = REFERENC
 
 
 def summarize(records: Sequence[Record], modes: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Every mode's summary, with its paired ratio to large-only."""
-    out: dict[str, dict[str, Any]] = {}
-    for mode in modes:
-        mine = [r for r in records if r.mode == mode]
-        if not mine:
-            continue
-        out[mode] = {**summarize_mode(mine), **paired_ratio(records, mode)}
-    return out
+    """Every mode's summary (the modes that ran), with its paired ratio to large-only."""
+    by_mode = {mode: [r for r in records if r.mode == mode] for mode in modes}
+    return {mode: {**summarize_mode(mine), **paired_ratio(records, mode)} for mode, mine in by_mode.items() if mine}
 
 
 def decode_speeds(records: Sequence[Record]) -> dict[str, float]:
     """Tokens per second of generation in the single-model modes (includes their prompt prefill)."""
-    small = [r for r in records if r.mode == "small"]
-    large = [r for r in records if r.mode == "large"]
-    s_tok, s_t = sum(r.small_tokens for r in small), sum(r.small_s for r in small)
-    l_tok, l_t = sum(r.large_tokens for r in large), sum(r.large_s for r in large)
-    out = {
-        "small_tokens_per_s": s_tok / s_t if s_t else float("nan"),
-        "large_tokens_per_s": l_tok / l_t if l_t else float("nan"),
-    }
-    out["speed_ratio"] = out["small_tokens_per_s"] / out["large_tokens_per_s"] if l_t and s_t else float("nan")
-    return out
+    small, large = _tokens_per_s(records, "small"), _tokens_per_s(records, "large")
+    ratio = small / large if math.isfinite(small) and math.isfinite(large) else float("nan")
+    return {"small_tokens_per_s": small, "large_tokens_per_s": large, "speed_ratio": ratio}
+
+
+def _tokens_per_s(records: Sequence[Record], role: str) -> float:
+    runs = [r for r in records if r.mode == role]
+    seconds = sum(getattr(r, f"{role}_s") for r in runs)
+    return sum(getattr(r, f"{role}_tokens") for r in runs) / seconds if seconds else float("nan")

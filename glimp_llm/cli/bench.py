@@ -27,9 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glimp_llm.bench.modes import ModeSpec, Selection, parse_modes, registry
+from glimp_llm.bench import preflight
+from glimp_llm.bench.datasets import Problem, count_rows, load_problems
+from glimp_llm.bench.modes import ModeSpec, Selection, TauKind, parse_modes, registry
+from glimp_llm.bench.report import render_markdown, update_results_file, write_json
+from glimp_llm.bench.runner import BenchPlan, Mode, ModeRunner, Record, load_average, now_iso, read_records, run_plan
+from glimp_llm.bench.stats import decode_speeds, percentile, summarize
 from glimp_llm.cli.common import add_config_options, config_from_args
+from glimp_llm.config import GlimpConfig
 from glimp_llm.errors import ConfigurationError, EngineUnavailableError, GlimpError
+from glimp_llm.manager import BackendManager
 
 DEFAULT_SMALL = "qwen2.5-coder-0.5b-instruct"
 DEFAULT_LARGE = "qwen2.5-coder-1.5b-instruct"
@@ -108,18 +115,28 @@ def _share(value: float, flag: str) -> float:
     return value
 
 
+def _sample_keys(lookahead_tokens: int) -> dict[str, str]:
+    """Each entropy kind's calibration samples, as the meta file keys them."""
+    return {"exact": "exact", "paper": "top-20 renormalised", "look-ahead": f"look-ahead k={lookahead_tokens}"}
+
+
+def _say(console: Any, text: str) -> None:
+    """One plain line (no markup: paths and mode names are printed as they are)."""
+    console.print(text, highlight=False, soft_wrap=True, markup=False)
+
+
 @dataclass
 class Prepared:
     """Everything ``glimp bench`` decided and checked before its engines start: the run needs nothing
     else that could fail late (short of the engines themselves)."""
 
-    config: Any
+    config: GlimpConfig
     selection: Selection
-    problems: list[Any]
-    held_out: list[Any]
+    problems: list[Problem]
+    held_out: list[Problem]
     plots: Path | None
     meta_path: Path | None
-    done: list[Any] = field(default_factory=list)
+    done: list[Record] = field(default_factory=list)
     saved: dict[str, Any] | None = None
     explicit_taus: dict[str, float] = field(default_factory=dict)
     sweep: list[tuple[str, float | None, float | None]] = field(default_factory=list)  # (name, tau, share)
@@ -128,10 +145,6 @@ class Prepared:
 def prepare(args: argparse.Namespace, warn: Callable[[str], None]) -> Prepared:
     """Check every input and output of the run and resolve what can be resolved without an engine.
     Raises the typed error (with the fix) of the first problem found."""
-    from glimp_llm.bench import preflight
-    from glimp_llm.bench.datasets import count_rows, load_problems
-    from glimp_llm.bench.runner import Mode, read_records
-
     if args.lookahead_tokens < 1:
         raise ConfigurationError(f"--lookahead-tokens must be >= 1; got {args.lookahead_tokens}")
     if args.limit < 1 or args.offset < 0 or args.calibrate_problems < 0 or args.sweep_problems < 0:
@@ -143,10 +156,7 @@ def prepare(args: argparse.Namespace, warn: Callable[[str], None]) -> Prepared:
     taus = _floats(args.taus, "--taus") if args.taus else []
     if args.taus and not taus:
         raise ConfigurationError(f"--taus {args.taus!r} names no tau; pass MAIN[,SWEEP...]")
-    explicit: dict[str, float] = {}
-    if taus:
-        explicit["exact"] = taus[0]
-        explicit["paper"] = taus[0]
+    explicit: dict[str, float] = {"exact": taus[0], "paper": taus[0]} if taus else {}
     if args.paper_tau is not None:
         explicit["paper"] = args.paper_tau
     if args.lookahead_tau is not None:
@@ -171,7 +181,7 @@ def prepare(args: argparse.Namespace, warn: Callable[[str], None]) -> Prepared:
 
     # Resume: the records of an earlier run and its modes, taus and calibration.
     meta_path: Path | None = None
-    done: list[Any] = []
+    done: list[Record] = []
     saved: dict[str, Any] | None = None
     if args.records:
         preflight.check_writable(args.records, "--records")
@@ -190,9 +200,8 @@ def prepare(args: argparse.Namespace, warn: Callable[[str], None]) -> Prepared:
                 ) from exc
 
     saved_names = {m["name"] for m in saved["modes"]} if saved else set()
-    if any(s.share_of for s in selection.specs) and args.random_share is None:
-        needs = {s.share_of for s in selection.specs if s.share_of}
-        for name in needs:
+    if args.random_share is None:
+        for name in {s.share_of for s in selection.specs if s.share_of}:
             if name not in selection.names and not any(r.mode == name for r in done):
                 raise ConfigurationError(
                     f"the random mode takes its large-step share from {name} on the same problems: add {name} to "
@@ -201,11 +210,9 @@ def prepare(args: argparse.Namespace, warn: Callable[[str], None]) -> Prepared:
     kinds = {s.tau for s in selection.specs if s.tau and s.name not in saved_names and s.tau not in explicit}
     if any(name not in saved_names and tau is None for name, tau, _ in sweep):
         kinds.add("exact")
-    saved_samples = (saved or {}).get("calibration") or {}
-    reusable = set(saved_samples.get("samples", {}))
-    keys = {"exact": "exact", "paper": "top-20 renormalised", "look-ahead": f"look-ahead k={args.lookahead_tokens}"}
-    collect = bool(kinds) and not all(keys[k] in reusable or (k == "look-ahead" and args.lookahead_tokens == 1)
-                                       for k in kinds)  # fmt: skip
+    # a calibration runs unless the saved samples hold every entropy kind still to calibrate
+    reusable = set(((saved or {}).get("calibration") or {}).get("samples", {}))
+    collect = not {_sample_keys(args.lookahead_tokens)[k] for k in kinds} <= reusable
 
     # Problems: the evaluated range and, when a calibration will run, the held-out ones right after it.
     source = args.data or f"reasoning-gym gsm_symbolic (seed {args.seed})"
@@ -218,7 +225,7 @@ def prepare(args: argparse.Namespace, warn: Callable[[str], None]) -> Prepared:
         what=f"--offset {args.offset} --limit {args.limit} asks for (it has {total} in all)",
         fix=f"lower --limit to {len(problems)} or --offset" if problems else "lower --offset",
     )
-    held_out: list[Any] = []
+    held_out: list[Problem] = []
     if collect:
         if args.calibrate_problems < 1:
             raise ConfigurationError(
@@ -267,16 +274,12 @@ def main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         if args.records:
             n = len(_finished(args.records))
-            console.print(
+            _say(
+                console,
                 f"interrupted: {n} finished runs are in {args.records}; rerun the same command to resume from them",
-                highlight=False,
-                soft_wrap=True,
-                markup=False,
             )
         else:
-            console.print(
-                "interrupted: the finished runs are lost (pass --records FILE to make a run resumable)", markup=False
-            )
+            _say(console, "interrupted: the finished runs are lost (pass --records FILE to make a run resumable)")
         raise
 
 
@@ -287,16 +290,14 @@ def _warn(console: Any, text: str) -> None:
     console.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
 
 
-def _finished(path: str) -> list[Any]:
-    from glimp_llm.bench.runner import read_records
-
+def _finished(path: str) -> list[Record]:
     try:
         return read_records(path) if Path(path).is_file() else []
     except GlimpError:
         return []
 
 
-def build_config(args: argparse.Namespace) -> Any:
+def build_config(args: argparse.Namespace) -> GlimpConfig:
     """The GlimpConfig of the run: the Qwen pair unless a config/--small/--large says otherwise, greedy,
     the step cap and budget of the run."""
     if not getattr(args, "config", None):
@@ -310,8 +311,6 @@ def build_config(args: argparse.Namespace) -> Any:
     data["router"].update(step_max_tokens=args.step_cap, max_tokens=args.budget)
     if getattr(args, "temperature", None) is None:
         data["router"]["sampling"] = {**data["router"]["sampling"], "temperature": 0.0}
-    from glimp_llm.config import GlimpConfig
-
     return GlimpConfig.validated(data)
 
 
@@ -325,9 +324,6 @@ async def run(args: argparse.Namespace, prep: Prepared, console: Any) -> int:
         TimeRemainingColumn,
     )
 
-    from glimp_llm.bench.report import render_markdown, update_results_file, write_json
-    from glimp_llm.bench.runner import BenchPlan, ModeRunner, load_average, now_iso, run_plan
-    from glimp_llm.manager import BackendManager
     from glimp_llm.render import entropy_histogram
 
     t_start = time.time()
@@ -346,24 +342,15 @@ async def run(args: argparse.Namespace, prep: Prepared, console: Any) -> int:
         runs = plan.runs(problems)
         wanted = {(p.id, m.name) for p, m in runs}
         done = [r for r in prep.done if (r.problem, r.mode) in wanted]
-        if args.records:
-            if done:
-                console.print(
-                    f"resuming from {args.records}: {len(done)} of {len(runs)} runs already done, "
-                    f"{len(runs) - len(done)} to go",
-                    highlight=False,
-                    soft_wrap=True,
-                    markup=False,
-                )
-            else:
-                console.print(
-                    f"recording each run to {args.records} (an interrupted run resumes from it)",
-                    highlight=False,
-                    soft_wrap=True,
-                    markup=False,
-                )
-        names = ", ".join(m.name for m in modes)
-        console.print(f"modes: {names} on {len(problems)} problems", highlight=False, soft_wrap=True)
+        if args.records and done:
+            _say(
+                console,
+                f"resuming from {args.records}: {len(done)} of {len(runs)} runs already done, "
+                f"{len(runs) - len(done)} to go",
+            )
+        elif args.records:
+            _say(console, f"recording each run to {args.records} (an interrupted run resumes from it)")
+        _say(console, f"modes: {', '.join(m.name for m in modes)} on {len(problems)} problems")
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -374,7 +361,7 @@ async def run(args: argparse.Namespace, prep: Prepared, console: Any) -> int:
         ) as progress:
             task = progress.add_task("benchmark", total=len(runs), completed=len(done))
 
-            def on_record(r: Any) -> None:
+            def on_record(r: Record) -> None:
                 progress.advance(task)
                 if not args.quiet:
                     progress.console.print(
@@ -400,21 +387,18 @@ async def run(args: argparse.Namespace, prep: Prepared, console: Any) -> int:
 
         plots.draw_all(document, records, modes, prep.plots)
     for name, row in document["summary"].items():
-        console.print(
+        _say(
+            console,
             f"{name:<14} acc {row['accuracy']:.3f} ± {row['accuracy_se']:.3f}  median {row['latency_median_s']:.2f} s"
             f"  vs large {row.get('latency_ratio_mean', float('nan')):.3f}  large steps "
             f"{row['large_step_share']:.3f}  large tokens {row['large_token_share']:.3f}",
-            highlight=False,
-            soft_wrap=True,
         )
     exact = [h for r in records if r.mode == "ours" for h in r.entropies if h is not None]
     if exact:
         main_tau = next((m.threshold for m in modes if m.name == "ours"), None)
         console.print(entropy_histogram(exact, threshold=main_tau))
     wrote = [args.json, args.results_md] + ([f"{prep.plots}/*.png"] if prep.plots is not None else [])
-    console.print(
-        f"wrote {', '.join(wrote)} ({load_average():.2f} load)", highlight=False, soft_wrap=True, markup=False
-    )
+    _say(console, f"wrote {', '.join(wrote)} ({load_average():.2f} load)")
     return 0
 
 
@@ -439,20 +423,17 @@ def _check_scoring(selection: Selection, large: Any, console: Any) -> Selection:
 
 async def _choose_modes(
     args: argparse.Namespace, prep: Prepared, selection: Selection, small: Any, large: Any, console: Any
-) -> tuple[list[Any], dict[str, Any] | None]:
+) -> tuple[list[Mode], dict[str, Any] | None]:
     """The resolved modes of the run, each with its tau: from the meta file of the run being resumed,
     from explicit taus, or calibrated (on the saved calibration samples when they have the kind needed,
     else on the held-out problems)."""
-    from glimp_llm.bench.runner import Mode
-    from glimp_llm.calibrate import calibrate_values, collect_glimpses, quantiles
+    from glimp_llm.calibrate import Calibration, calibrate_values, collect_glimpses, quantiles
 
     saved_modes = {m["name"]: Mode.from_dict(m) for m in (prep.saved or {}).get("modes", [])}
     calibration: dict[str, Any] | None = (prep.saved or {}).get("calibration")
     k = args.lookahead_tokens
-    keys = {"exact": "exact", "paper": "top-20 renormalised", "look-ahead": f"look-ahead k={k}"}
+    keys = _sample_keys(k)
     samples: dict[str, list[float]] = dict((calibration or {}).get("samples", {}))
-    if k == 1:
-        samples.setdefault(keys["look-ahead"], samples.get("exact", []))
     if prep.held_out:
         held_out = prep.held_out
         console.print(f"calibrating on {len(held_out)} held-out problems (small and large sample solutions)...")
@@ -476,34 +457,33 @@ async def _choose_modes(
             "samples": samples,
         }
     rows: list[dict[str, Any]] = []
-    calibrated: dict[str, Any] = {}
+    calibrated: dict[str, Calibration] = {}  # one calibration per kind; the guard modes share ours'
 
-    def tau_for(kind: str, share: float, row_name: str) -> tuple[float, float | None]:
-        if kind in prep.explicit_taus:
-            return prep.explicit_taus[kind], None
-        if kind not in calibrated:  # one calibration per kind; the guard modes share ours'
-            calibrated[kind] = calibrate_values(samples[keys[kind]], share, kind)  # type: ignore[arg-type]
-            rows.append({"mode": row_name, **calibrated[kind].to_dict()})
-        return calibrated[kind].threshold, share
+    def calibrate(kind: TauKind, share: float, row_name: str) -> Calibration:
+        result = calibrate_values(samples[keys[kind]], share, kind)
+        rows.append({"mode": row_name, **result.to_dict()})
+        return result
 
-    modes: list[Any] = []
+    modes: list[Mode] = []
     for spec in selection.specs:
         if spec.name in saved_modes:
             modes.append(saved_modes[spec.name])
-            continue
-        tau, target = tau_for(spec.tau, args.main_share, spec.name) if spec.tau else (None, None)
-        modes.append(mode_of(spec, tau, target, args))
+        elif spec.tau is None:
+            modes.append(mode_of(spec, None, None, args))
+        elif spec.tau in prep.explicit_taus:
+            modes.append(mode_of(spec, prep.explicit_taus[spec.tau], None, args))
+        else:
+            if spec.tau not in calibrated:
+                calibrated[spec.tau] = calibrate(spec.tau, args.main_share, spec.name)
+            modes.append(mode_of(spec, calibrated[spec.tau].threshold, args.main_share, args))
     for name, tau, share in prep.sweep:
         if name in saved_modes:
             modes.append(saved_modes[name])
             continue
-        target = None
-        if tau is None and share is not None:
-            c = calibrate_values(samples["exact"], share, "exact")
-            rows.append({"mode": name, **c.to_dict()})
-            tau, target = c.threshold, share
+        if tau is None and share is not None:  # a target share (else an explicit tau)
+            tau = calibrate("exact", share, name).threshold
         modes.append(
-            Mode(name, "routed", tau, target_share=target, sweep=True, description="ours at another tau (sweep)")
+            Mode(name, "routed", tau, target_share=share, sweep=True, description="ours at another tau (sweep)")
         )
     if calibration is not None:
         seen = {row["mode"] for row in rows}
@@ -514,11 +494,9 @@ async def _choose_modes(
     return modes, calibration
 
 
-def mode_of(spec: ModeSpec, tau: float | None, target: float | None, args: argparse.Namespace) -> Any:
+def mode_of(spec: ModeSpec, tau: float | None, target: float | None, args: argparse.Namespace) -> Mode:
     """A registry entry resolved for this run: its tau, and for the random baseline its seed and share
     (explicit ``--random-share``, else taken at run time from the mode it names)."""
-    from glimp_llm.bench.runner import Mode
-
     overrides = dict(spec.overrides)
     paper = bool(overrides.pop("paper_faithful", False))
     k = int(overrides.pop("glimpse_tokens", 1))
@@ -542,7 +520,7 @@ def mode_of(spec: ModeSpec, tau: float | None, target: float | None, args: argpa
 
 
 def _write_meta(
-    path: Path, saved: dict[str, Any] | None, modes: list[Any], calibration: dict[str, Any] | None, started: str
+    path: Path, saved: dict[str, Any] | None, modes: list[Mode], calibration: dict[str, Any] | None, started: str
 ) -> None:
     """The modes (with their taus) and calibration of the run, merged with those of the run it resumes,
     so a later run with other --modes keeps every tau already used."""
@@ -556,20 +534,17 @@ def _write_meta(
 
 def build_document(
     args: argparse.Namespace,
-    config: Any,
-    modes: list[Any],
-    records: list[Any],
-    problems: list[Any],
-    plan: Any,
+    config: GlimpConfig,
+    modes: list[Mode],
+    records: list[Record],
+    problems: list[Problem],
+    plan: BenchPlan,
     calibration: dict[str, Any] | None,
     started: str,
     t_start: float,
     small_model: str,
     large_model: str,
 ) -> dict[str, Any]:
-    from glimp_llm.bench.runner import now_iso
-    from glimp_llm.bench.stats import decode_speeds, percentile, summarize
-
     ids = {p.id for p in problems}
     names = [m.name for m in modes]
     # Only what this run covers: the evaluated range and the chosen modes (a records file can hold more).
@@ -578,7 +553,7 @@ def build_document(
     sweep_ids = {p.id for p in problems[: plan.sweep_problems]}
     loads = [r.load1 for r in records] or [0.0]
     source = args.data or f"reasoning-gym gsm_symbolic seed {args.seed}"
-    document: dict[str, Any] = {
+    return {
         "schema": "glimp-bench/1",
         "meta": {
             "command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -607,4 +582,3 @@ def build_document(
         "calibration": calibration,
         "records": [r.to_dict() for r in records],
     }
-    return document
