@@ -51,13 +51,14 @@ Why it is written this way (upstream sources read: ``tensorrt_llm/executor/resul
   the end. The TensorRT backend needs an engine built with ``gather_context_logits`` (the executor rejects the
   request otherwise: "Return context logit need to build engine with gather_context_logits",
   ``executorImpl.cpp``); the PyTorch backend needs nothing at build or load time.
-* **Version floor**: ``cache_salt`` arrived after 1.0 (PR 7106, Aug 2025), ``cached_tokens`` later (PR 7637),
-  and 1.0's greedy rule differs. An installed version below 1.1 is refused at ``start()`` with the reason; an
-  unknown version is feature-detected (a configured ``cache_salt`` needs ``generate_async(cache_salt=...)``).
+* **Version floor**: ``cache_salt`` arrived after 1.0 (PR 7106, Aug 2025; 1.0 raises ``TypeError`` on a
+  salted request), ``cached_tokens`` later (PR 7637), and 1.0 decodes greedily whenever top_k/top_p are unset.
+  An installed version below 1.1 is refused at ``start()`` with the reason; an unknown version is
+  feature-detected (a configured ``cache_salt`` needs ``generate_async(cache_salt=...)``).
 * **Every call is made from inside the running event loop** that started the engine: the runtime
   creates each request's result queue on the loop present at ``generate_async`` time (awaiting fails with
-  "The asyncio event loop was not present during initialization" otherwise), and our semaphore binds to
-  that loop. Sync callers use :class:`~glimp_llm.manager.BackendManager`'s portal.
+  "The asyncio event loop was not present during initialization" otherwise), and our request limiter
+  binds to that loop. Sync callers use :class:`~glimp_llm.manager.BackendManager`'s portal.
 * **Concurrency** is the runtime's in-flight batching: concurrent routed requests become concurrent
   ``generate_async`` calls on one ``LLM``, bounded by ``max_concurrency`` (beyond it callers wait FIFO).
 * **Cancellation** of a caller aborts its request (``RequestOutput.abort()``), which frees the slot.
@@ -157,10 +158,8 @@ INSTALL_HINT = (
 
 
 def version_problem(version: str) -> str | None:
-    """Why an installed tensorrt-llm cannot run this driver, or None (also for a version that cannot be read,
-    "unknown": then the driver feature-detects). Below 1.1: ``generate_async`` has no ``cache_salt`` (a
-    configured salt raises ``TypeError`` on every request), ``RequestOutput`` has no ``cached_tokens``, and
-    ``SamplingParams`` decodes greedily whenever top_k/top_p are unset."""
+    """Why an installed tensorrt-llm cannot run this driver ("Version floor" in the module docstring), or None,
+    also for a version that cannot be read ("unknown"): then the driver feature-detects."""
     major_minor = re.match(r"(\d+)\.(\d+)", version)
     if major_minor is None or (int(major_minor[1]), int(major_minor[2])) >= MIN_VERSION:
         return None
@@ -377,23 +376,22 @@ class _Collector:
                 self.finish = "eos"  # the EOS token is not part of the output
                 break
             self.tokens.append(tok)
-            piece = self.decoder.push(tok)
-            if self.on_token is not None:
-                self.on_token(Delta((tok,), piece))
-            hit = self.matcher.feed(piece)
-            if hit is not None:
-                self.finish, self.stop_string = "stop", hit
+            self._emit((tok,), self.decoder.push(tok))
+            if self.finish is not None:
                 break
         return self.finish is not None
 
     def close(self) -> None:
         tail = self.decoder.flush()
         if tail:
-            if self.on_token is not None:
-                self.on_token(Delta((), tail))
-            hit = self.matcher.feed(tail)
-            if hit is not None and self.finish is None:
-                self.finish, self.stop_string = "stop", hit
+            self._emit((), tail)
+
+    def _emit(self, token_ids: tuple[int, ...], piece: str) -> None:
+        if self.on_token is not None:
+            self.on_token(Delta(token_ids, piece))
+        hit = self.matcher.feed(piece)
+        if hit is not None and self.finish is None:
+            self.finish, self.stop_string = "stop", hit
 
 
 class TensorRTLLMEngine(EngineBase):
@@ -455,8 +453,7 @@ class TensorRTLLMEngine(EngineBase):
         self.last_logits: Any = None
 
     def plan(self) -> LoadPlan:
-        """What :meth:`start` will construct (see :func:`plan_load`): every configuration mistake is reported
-        before the multi-minute load starts, and on machines without a GPU."""
+        """What :meth:`start` will construct, from the files alone (no GPU needed): see :func:`plan_load`."""
         return plan_load(self)
 
     # ------------------------------------------------------------------------------- lifecycle
@@ -710,14 +707,13 @@ class TensorRTLLMEngine(EngineBase):
                 self.last_logits = completion.generation_logits
             row = logits_row(completion.generation_logits, info.vocab_size, engine=self.name)[: info.vocab_size]
             entropy = entropy_from_logits(row, info.vocab_size)
-            produced = list(completion.token_ids)
-            if not produced:
+            if not completion.token_ids:
                 raise MalformedResponseError(
                     f"engine {self.name!r} returned no token for a glimpse (finish_reason="
                     f"{completion.finish_reason!r})",
                     engine=self.name,
                 )
-            token = int(produced[0])
+            token = int(completion.token_ids[0])
             if not 0 <= token < info.vocab_size:
                 raise MalformedResponseError(
                     f"engine {self.name!r} produced token {token} outside the {info.vocab_size}-token vocabulary",
@@ -807,15 +803,11 @@ class TensorRTLLMEngine(EngineBase):
 
     # ------------------------------------------------------------------------------------ score
     async def score(self, context: Sequence[int], continuation: Sequence[int]) -> TokenScores:
-        """Log-probabilities of ``continuation`` after ``context``, from the context logits of one request.
-
-        One ``max_tokens=1`` request on ``context + continuation`` with ``return_context_logits=True``; it
-        leaves the prefix cache holding the whole sequence (the catch-up prefill the next step needs anyway).
-        ``RequestOutput.context_logits`` covers only the prompt positions that were recomputed (reused blocks
-        are skipped; upstream's tests/unittest/_torch/sampler/test_return_logits.py accepts either length),
-        so its rows are located from the end. When reuse covered part of the continuation (the same tokens
-        scored twice), the request is repeated once with a fresh ``cache_salt``, which disables reuse for it.
-        """
+        """Log-probabilities of ``continuation`` after ``context``, from the context logits of one request
+        ("Scoring" in the module docstring; upstream's tests/unittest/_torch/sampler/test_return_logits.py
+        accepts either length of them). The request leaves the prefix cache holding the whole sequence (the
+        catch-up prefill the next step needs anyway). When reuse covered part of the continuation (the same
+        tokens scored twice), the request is repeated once with a fresh ``cache_salt``, which disables reuse."""
         info = self.info
         if not info.can_score:
             assert self._plan is not None

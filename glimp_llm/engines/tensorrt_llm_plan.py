@@ -94,11 +94,7 @@ def _batch_limits(engine: TensorRTLLMEngine) -> dict[str, int]:
 
 
 def plan_load(engine: TensorRTLLMEngine) -> LoadPlan:
-    """Resolve backend, directories, window and parallelism from the files; validate engine dirs.
-
-    Pure file inspection (no tensorrt_llm import), so every configuration mistake is reported before
-    the multi-minute load starts — and on machines without a GPU.
-    """
+    """Resolve backend, directories, window and parallelism from the files; validate engine dirs."""
     model_dir = Path(engine.model).expanduser()
     if not model_dir.exists():
         raise ModelNotFoundError(

@@ -18,14 +18,12 @@ An engine directory is usable when:
   ``KvCacheConfig(enable_block_reuse=True)`` they are what lets step *k+1* reuse the blocks of step *k*'s
   context (without them every glimpse re-reads the whole context and glimpse cost grows with it);
 * every ``rank{N}.engine`` of its tensor x pipeline mapping is present;
-* (warnings) ``max_num_tokens`` below ``max_input_len``: without chunked context the C++ runtime accepts prompts
-  of at most ``min(max_seq_len - 1, max_num_tokens)`` tokens (``TrtGptModel``, cpp/tensorrt_llm/batch_manager/
-  trtGptModel.h) and rejects longer ones as request errors; the glimp driver enables chunked prefill, other
-  runtimes (Triton, trtllm-serve, the raw Executor) must do the same. No ``generation_config.json`` next to
-  the tokenizer: the model's extra end-of-sequence ids (Qwen's 151643) are then unknown and never stop a step
-  (``LLM.save`` writes the tokenizer only: ``tokenizer.save_pretrained``, tensorrt_llm/llmapi/llm_utils.py).
-  Whether the engine has ``gather_context_logits`` (needed by ``score``, the router's verification) is
-  reported in the summary, not as a problem: only the verifying (large) model needs it;
+* (warnings; each message gives the reason) ``max_num_tokens`` below ``max_input_len`` (the C++ runtime's
+  prompt cap without chunked context: ``TrtGptModel``, cpp/tensorrt_llm/batch_manager/trtGptModel.h); no
+  ``generation_config.json`` next to the tokenizer (``LLM.save`` writes the tokenizer only:
+  ``tokenizer.save_pretrained``, tensorrt_llm/llmapi/llm_utils.py). Whether the engine has
+  ``gather_context_logits`` (needed by ``score``, the router's verification) is reported in the summary, not
+  as a problem: only the verifying (large) model needs it;
 * its vocabulary is at least as wide as its tokenizer's real vocabulary (else the tokenizer belongs to
   another model).
 
