@@ -33,8 +33,6 @@ from pydantic_settings.sources.utils import parse_env_vars
 from glimp_llm.errors import ConfigurationError
 from glimp_llm.models import DEFAULT_LARGE, DEFAULT_SMALL
 
-ENV_PREFIX = "GLIMP_"
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -335,7 +333,7 @@ class GlimpConfig(_Strict):
 
     @model_validator(mode="after")
     def _compatible(self) -> GlimpConfig:
-        if self.small.kind == "scripted" and self.large.kind not in ("scripted",):
+        if self.small.kind == "scripted" and self.large.kind != "scripted":
             raise ValueError("a scripted small engine can only be paired with a scripted large engine")
         return self
 
@@ -387,7 +385,7 @@ class _LayeredConfig(GlimpConfig, BaseSettings):
     None), the config file. Only :meth:`GlimpConfig.load` builds it, and returns a plain GlimpConfig."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", env_parse_none_str="null", case_sensitive=False
+        env_prefix="GLIMP_", env_nested_delimiter="__", env_parse_none_str="null", case_sensitive=False
     )
 
     @classmethod

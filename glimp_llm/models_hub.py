@@ -74,17 +74,12 @@ class HubRef:
 
     @property
     def at(self) -> str:
-        return f"@{self.revision}" if self.revision else "@main"
+        return f"@{self.revision or 'main'}"
 
     def __str__(self) -> str:
-        text = self.repo_id
-        if self.filename or self.pattern:
-            text += "/" + self.selector
-        if self.revision:
-            text += "@" + self.revision
-        if self.sha256:
-            text += "#sha256=" + self.sha256
-        return text
+        path = f"/{self.selector}" if self.filename or self.pattern else ""
+        revision = f"@{self.revision}" if self.revision else ""
+        return self.repo_id + path + revision + (f"#sha256={self.sha256}" if self.sha256 else "")
 
 
 def parse_hub_ref(text: str) -> HubRef | None:
@@ -171,8 +166,7 @@ def _shard_names(filename: str) -> list[str]:
     m = _SHARD.match(filename)
     if not m:
         return [filename]
-    count = int(m["count"])
-    return [f"{m['stem']}-{i:05d}-of-{m['count']}.gguf" for i in range(1, count + 1)]
+    return [f"{m['stem']}-{i:05d}-of-{m['count']}.gguf" for i in range(1, int(m["count"]) + 1)]
 
 
 def select_files(ref: HubRef, files: list[str], where: str) -> list[str]:
@@ -187,15 +181,12 @@ def select_files(ref: HubRef, files: list[str], where: str) -> list[str]:
             )
         return wanted
     ggufs = _ggufs(files)
-    if ref.pattern:
-        pattern = ref.pattern.lower()
-        matches = [f for f in ggufs if fnmatch.fnmatchcase(f.lower(), pattern)]
+    models = [f for f in ggufs if not Path(f).name.lower().startswith("mmproj")]  # vision projectors
+    if ref.pattern or len(_group(models)) != 1:  # the pattern, else the default quant among several models
+        pattern = (ref.pattern or f"*{DEFAULT_QUANT}*.gguf").lower()
+        matches = [f for f in (ggufs if ref.pattern else models) if fnmatch.fnmatchcase(f.lower(), pattern)]
     else:
-        models = [f for f in ggufs if not Path(f).name.lower().startswith("mmproj")]  # vision projectors
-        matches = models if len(_group(models)) == 1 else []
-        if not matches:
-            default = f"*{DEFAULT_QUANT}*.gguf".lower()
-            matches = [f for f in models if fnmatch.fnmatchcase(f.lower(), default)]
+        matches = models
     groups = _group(matches)
     if len(groups) == 1:
         chosen = sorted(next(iter(groups.values())))

@@ -168,14 +168,10 @@ class _Front:
             if len(body) > limit:
                 return await too_large(scope, receive, counted)
             more = message.get("more_body", False)
-        replayed = False
+        pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def replay() -> Message:  # the body once, then the client's own messages (its disconnect)
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return pending.pop() if pending else await receive()
 
         await self.app(scope, replay, counted)
 

@@ -80,14 +80,8 @@ class _Body(GenerationOptions):
 
     def options(self) -> dict[str, Any]:
         """The :class:`RouteRequest` options (validated again, with the same model, by the router)."""
-        return {
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "seed": self.seed,
-            "stop": tuple(self.stops()),
-            "threshold": self.glimp.threshold if self.glimp else None,
-        }
+        options = self.model_dump(include={"max_tokens", "temperature", "top_p", "seed"})
+        return {**options, "stop": tuple(self.stops()), "threshold": self.glimp.threshold if self.glimp else None}
 
 
 class ChatBody(_Body):
