@@ -689,9 +689,11 @@ class TensorRTLLMEngine(EngineBase):
         self._stats.tokens_evaluated += prompt_tokens - reused
         return reused
 
-    def _check_finish(self, completion: Any) -> None:
+    def _check_finish(self, completion: Any) -> Any:
+        """``completion`` (a ``CompletionOutput``), unless the runtime timed its request out."""
         if completion.finish_reason == "timeout":
             raise EngineTimeoutError(f"TensorRT-LLM timed out the request on engine {self.name!r}", engine=self.name)
+        return completion
 
     async def glimpse(self, context: Sequence[int], sampling: SamplingParams, *, top_logprobs: int = 0) -> Glimpse:
         ids = self._check_context(context)
@@ -701,8 +703,7 @@ class TensorRTLLMEngine(EngineBase):
         t0 = time.perf_counter()
         async with self._request(ids, params, streaming=False) as out:
             await out
-            completion = out.outputs[0]
-            self._check_finish(completion)
+            completion = self._check_finish(out.outputs[0])
             if self.keep_last_logits:
                 self.last_logits = completion.generation_logits
             row = logits_row(completion.generation_logits, info.vocab_size, engine=self.name)[: info.vocab_size]
@@ -769,9 +770,8 @@ class TensorRTLLMEngine(EngineBase):
             else:
                 await out
                 collector.feed(out.outputs[0].token_ids)
-            completion = out.outputs[0]
             collector.close()
-            self._check_finish(completion)
+            completion = self._check_finish(out.outputs[0])
             reused = self._count_prompt(out, completion, len(ids))
         finish, stop_string = collector.finish, collector.stop_string
         if finish is None:
@@ -854,8 +854,7 @@ class TensorRTLLMEngine(EngineBase):
         prompt position of their first row."""
         async with self._request(ids, params, streaming=False, cache_salt=cache_salt) as out:
             await out
-            completion = out.outputs[0]
-            self._check_finish(completion)
+            completion = self._check_finish(out.outputs[0])
             logits = getattr(out, "context_logits", None)
             reused = self._count_prompt(out, completion, len(ids))
         if logits is None:

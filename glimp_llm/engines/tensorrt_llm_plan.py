@@ -60,7 +60,7 @@ class LoadPlan:
             if tokenizer is not None and not isinstance(tokenizer, str | Path)
             else str(self.tokenizer_dir),
             "gather_generation_logits": True,
-            # prompts up to max_seq_len - 1 instead of max_num_tokens (see "Long contexts" in the module docstring)
+            # prompts up to max_seq_len - 1 instead of max_num_tokens ("Long contexts" in engines/tensorrt_llm.py)
             "enable_chunked_prefill": True,
             "kv_cache_config": kv_cache_config,
             "tensor_parallel_size": self.tensor_parallel_size,
