@@ -177,7 +177,8 @@ class _Front:
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``; if the client goes away first, cancel it (freeing its engine slots)."""
+    """Await ``work``; if the client goes away first, cancel it and wait until it has stopped (its engine
+    slots are free again; asking a task cancelled a moment ago for its result would raise)."""
     task = asyncio.ensure_future(work)
 
     async def watch() -> None:
@@ -190,11 +191,9 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+        task.cancel()  # nothing when it is done
+        await asyncio.gather(task, watcher, return_exceptions=True)
     if task.cancelled():
-        await asyncio.gather(task, return_exceptions=True)
         raise ClientGone
     try:
         return task.result()
