@@ -370,7 +370,6 @@ def locate(name_or_path: str) -> Location:
 def _walk(name: str, *, fetch: bool, progress: ProgressFn | None, force: bool) -> tuple[Path | None, list[Attempt]]:
     """The route chain shared by :func:`resolve` (``fetch=True``) and :func:`locate` (``fetch=False``,
     which stops at the first route that could serve and touches nothing)."""
-    attempts: list[Attempt] = []
     spec = REGISTRY.get(name)
 
     # 1. a local path
@@ -379,13 +378,12 @@ def _walk(name: str, *, fetch: bool, progress: ProgressFn | None, force: bool) -
         with path.open("rb") as f:
             if f.read(4) != b"GGUF":
                 raise ModelNotFoundError(f"{path} is not a GGUF file (bad magic); pass a .gguf model file")
-        attempts.append(Attempt("path", "found", str(path)))
-        return path, attempts
+        return path, [Attempt("path", "found", str(path))]
     if spec is not None:
-        attempts.append(Attempt("path", "skipped", "a registered name, not a path"))
+        attempts = [Attempt("path", "skipped", "a registered name, not a path")]
     else:
         why = "is a directory, not a .gguf file" if path.is_dir() else "does not exist"
-        attempts.append(Attempt("path", "miss", f"{path.absolute()} {why}"))
+        attempts = [Attempt("path", "miss", f"{path.absolute()} {why}")]
     ref = _hub_ref(name, spec)
     hub_ok = models_hub.hub_installed()
     hub_cache = models_hub.hub_cache_dir()
