@@ -18,6 +18,7 @@ from glimp_llm.router import Router
 from glimp_llm.trace import RoutedResult
 
 PROVIDER = "glimp"
+_STEP_DETAIL = {"index", "model", "entropy", "tokens", "ended_by", "glimpse_reused"}
 
 
 class GlimpFields(BaseModel):
@@ -104,14 +105,7 @@ def routing_trace(result: RoutedResult) -> dict[str, Any]:
     many tokens, why it ended): what LangSmith-style tracing and LlamaIndex ``raw`` show."""
     trace: dict[str, Any] = dict(result.summary())
     trace["steps_detail"] = [
-        {
-            "index": s.index,
-            "model": s.model,
-            "entropy": None if s.entropy is None else round(s.entropy, 4),
-            "tokens": s.tokens,
-            "ended_by": s.ended_by,
-            "glimpse_reused": s.glimpse_reused,
-        }
+        {**s.model_dump(include=_STEP_DETAIL), "entropy": None if s.entropy is None else round(s.entropy, 4)}
         for s in result.steps
     ]
     return trace

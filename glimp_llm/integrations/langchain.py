@@ -16,14 +16,10 @@ methods work from any thread and the async ones are real async on the caller's l
   ``generation_info["glimp"]`` / ``response_metadata["glimp"]``, so it is part of the run outputs every
   LangChain callback handler and LangSmith trace records.
 
-Tool calling (``ChatGlimp.bind_tools``): tools are rendered by the model's own chat template (Qwen2.5
-answers with ``<tool_call>`` JSON blocks); templates without tool support get the same convention as a
-system instruction. Answers are parsed into ``AIMessage.tool_calls`` (unreadable calls into
-``invalid_tool_calls``) and tool results are rendered back through the template. ``tool_choice="any"``,
-``"required"``, ``True`` or a tool name *forces* a call by prefilling the assistant turn with the opening of
-a call (``<tool_call>\\n{"name": "``); ``"none"`` hides the tools; ``"auto"``/``None`` lets the model decide.
-All of that is :mod:`glimp_llm.chat` (shared with the LlamaIndex adapter and ``glimp serve``); this module
-only maps LangChain's types onto it and back.
+Tool calling (``ChatGlimp.bind_tools``): answers are parsed into ``AIMessage.tool_calls`` (unreadable calls
+into ``invalid_tool_calls``) and tool results are rendered back through the model's own template. Rendering,
+forcing and parsing are :mod:`glimp_llm.chat` (shared with the LlamaIndex adapter and ``glimp serve``); this
+module only maps LangChain's types onto it and back.
 """
 
 from __future__ import annotations

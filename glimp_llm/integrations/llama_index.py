@@ -58,14 +58,11 @@ from glimp_llm.trace import RoutedResult, TokenEvent
 
 __all__ = ["GlimpLlamaIndexLLM"]
 
+#: LlamaIndex roles that chat templates know by another name; the others are OpenAI's own
 _ROLE = {
-    MessageRole.SYSTEM: "system",
     MessageRole.DEVELOPER: "system",
-    MessageRole.USER: "user",
-    MessageRole.ASSISTANT: "assistant",
     MessageRole.CHATBOT: "assistant",
     MessageRole.MODEL: "assistant",
-    MessageRole.TOOL: "tool",
     MessageRole.FUNCTION: "tool",
 }
 
@@ -99,7 +96,7 @@ def to_template_messages(messages: Sequence[ChatMessage]) -> list[Message]:
     """LlamaIndex messages as the OpenAI-shaped dicts the chat template renders (tool calls included)."""
     out: list[Message] = []
     for m in messages:
-        role = _ROLE.get(m.role, "user")
+        role = _ROLE.get(m.role, m.role.value)
         msg: Message = {"role": role, "content": _message_text(m)}
         if role == "assistant" and (calls := _assistant_tool_calls(m)):
             msg["tool_calls"] = calls
