@@ -193,8 +193,10 @@ def validate_engine_dir(path: str | Path) -> EngineDirReport:
     report.dtype = pre.get("dtype")
     report.logits_dtype = pre.get("logits_dtype")
     report.vocab_size = int_or_none(pre.get("vocab_size"))
-    for size in ("max_seq_len", "max_input_len", "max_batch_size", "max_num_tokens"):
-        setattr(report, size, int_or_none(build.get(size)))
+    report.max_seq_len = int_or_none(build.get("max_seq_len"))
+    report.max_input_len = int_or_none(build.get("max_input_len"))
+    report.max_batch_size = int_or_none(build.get("max_batch_size"))
+    report.max_num_tokens = int_or_none(build.get("max_num_tokens"))
     report.gather_context_logits = build.get("gather_context_logits") is True
     raw_mapping = pre.get("mapping")
     mapping = raw_mapping if isinstance(raw_mapping, dict) else {}
@@ -319,7 +321,7 @@ def _tokenizer_too_wide(report: EngineDirReport, facts: TokenizerFacts) -> str |
         return None
     return (
         f"tokenizer {facts.source} has {facts.real_vocab_size} entries but engine {report.path} is only "
-        f"{report.vocab_size} wide: that tokenizer belongs to another model"
+        f"{report.vocab_size} wide: that tokenizer belongs to another model; use the one the engine was built from"
     )
 
 
