@@ -24,8 +24,7 @@ def content_text(content: Any) -> str:
         return content
     if not isinstance(content, list | tuple):
         raise InvalidRequestError(f"message content must be a string or a list of parts; got {type(content).__name__}")
-    texts = [text for part in content if (text := part_text(part))]
-    return "\n".join(texts)
+    return "\n".join(text for part in content if (text := part_text(part)))
 
 
 def part_text(part: Any) -> str:
@@ -42,9 +41,7 @@ def part_text(part: Any) -> str:
             f"glimp models read text only; a message has a {kind!r:.40} content part. "
             "Send text (describe images or files in words)"
         )
-    text = part.get("text", "")
-    if text is None:
-        return ""
-    if not isinstance(text, str):
+    text = part.get("text")
+    if not isinstance(text, str | None):
         raise InvalidRequestError(f"a content part's 'text' must be a string; got {type(text).__name__}")
-    return text
+    return text or ""

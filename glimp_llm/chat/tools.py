@@ -88,12 +88,8 @@ class ToolCallParse:
 
 def tool_names(tools: Sequence[Mapping[str, Any]] | None) -> list[str]:
     """The names of OpenAI-shaped tool dicts."""
-    names: list[str] = []
-    for t in tools or ():
-        fn = t.get("function", t)
-        if isinstance(fn, Mapping) and isinstance(fn.get("name"), str):
-            names.append(fn["name"])
-    return names
+    functions = [t.get("function", t) for t in tools or ()]
+    return [fn["name"] for fn in functions if isinstance(fn, Mapping) and isinstance(fn.get("name"), str)]
 
 
 # ----------------------------------------------------------------------------------- parsing

@@ -176,6 +176,9 @@ class GlimpLlamaIndexLLM(GlimpFields, FunctionCallingLLM):
     def _chat_response(self, answer: ChatAnswer, delta: str | None = None) -> ChatResponse:
         return ChatResponse(message=self._assistant(answer), raw=self._raw(answer.result), delta=delta)
 
+    def _completion_response(self, result: RoutedResult, delta: str | None = None) -> CompletionResponse:
+        return CompletionResponse(text=result.text, raw=self._raw(result), delta=delta)
+
     @staticmethod
     def _token_raw(event: TokenEvent | None) -> dict[str, Any]:
         return {"model": event.model, "step": event.step} if event is not None else {}
@@ -188,8 +191,7 @@ class GlimpLlamaIndexLLM(GlimpFields, FunctionCallingLLM):
 
     def _completion_piece(self, piece: StreamPiece) -> CompletionResponse:
         if piece.answer is not None:
-            result = piece.answer.result
-            return CompletionResponse(text=result.text, delta=piece.text, raw=self._raw(result))
+            return self._completion_response(piece.answer.result, delta=piece.text)
         return CompletionResponse(text=piece.shown, delta=piece.text, raw=self._token_raw(piece.event))
 
     # ---------------------------------------------------------------------------------- chat
@@ -216,13 +218,12 @@ class GlimpLlamaIndexLLM(GlimpFields, FunctionCallingLLM):
     # ---------------------------------------------------------------------------- completion
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        result = self._client.generate(self._prepare_complete(prompt, formatted, kwargs))
-        return CompletionResponse(text=result.text, raw=self._raw(result))
+        return self._completion_response(self._client.generate(self._prepare_complete(prompt, formatted, kwargs)))
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        result = await self._client.agenerate(self._prepare_complete(prompt, formatted, kwargs))
-        return CompletionResponse(text=result.text, raw=self._raw(result))
+        request = self._prepare_complete(prompt, formatted, kwargs)
+        return self._completion_response(await self._client.agenerate(request))
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
