@@ -11,16 +11,8 @@ from collections.abc import Sequence
 from glimp_llm._version import __version__
 from glimp_llm.errors import GlimpError
 
-#: subcommand -> module. Every module must exist; a missing one is a packaging bug, not skipped.
-COMMANDS: dict[str, str] = {
-    "run": "glimp_llm.cli.run",
-    "chat": "glimp_llm.cli.chat",
-    "models": "glimp_llm.cli.models",
-    "doctor": "glimp_llm.cli.doctor",
-    "serve": "glimp_llm.cli.serve",
-    "bench": "glimp_llm.cli.bench",
-    "calibrate": "glimp_llm.cli.calibrate",
-}
+#: the subcommands, each the module ``glimp_llm.cli.<name>`` (a missing one is a packaging bug, not skipped)
+COMMANDS = ("run", "chat", "models", "doctor", "serve", "bench", "calibrate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,20 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"glimp-llm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for _name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # a command still being written in this checkout; see COMMANDS
-        module.add_parser(sub)
+    for name in COMMANDS:
+        importlib.import_module(f"glimp_llm.cli.{name}").add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
     except GlimpError as exc:

@@ -300,7 +300,7 @@ def _finished(path: str) -> list[Record]:
 def build_config(args: argparse.Namespace) -> GlimpConfig:
     """The GlimpConfig of the run: the Qwen pair unless a config/--small/--large says otherwise, greedy,
     the step cap and budget of the run."""
-    if not getattr(args, "config", None):
+    if not args.config:
         args.small = args.small or DEFAULT_SMALL
         args.large = args.large or DEFAULT_LARGE
     config = config_from_args(args)
@@ -309,7 +309,7 @@ def build_config(args: argparse.Namespace) -> GlimpConfig:
         if data[role]["kind"] == "llama_cpp" and args.n_threads:
             data[role]["n_threads"] = args.n_threads
     data["router"].update(step_max_tokens=args.step_cap, max_tokens=args.budget)
-    if getattr(args, "temperature", None) is None:
+    if args.temperature is None:
         data["router"]["sampling"] = {**data["router"]["sampling"], "temperature": 0.0}
     return GlimpConfig.validated(data)
 
@@ -405,7 +405,7 @@ async def run(args: argparse.Namespace, prep: Prepared, console: Any) -> int:
 def _check_scoring(selection: Selection, large: Any, console: Any) -> Selection:
     """Verification needs the large engine's ``score``. Named in --modes: a typed error now; only in the
     default set: those modes are dropped, with one warning (the other modes still run)."""
-    if getattr(large.info, "can_score", False):
+    if large.info.can_score:
         return selection
     needing = [s.name for s in selection.specs if s.needs_scoring]
     if not needing:

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
+from glimp_llm.bench import preflight as checks
+from glimp_llm.bench.datasets import MATH_INSTRUCTION, gsm_symbolic, read_lines
 from glimp_llm.cli.common import add_config_options, config_from_args
+from glimp_llm.errors import ConfigurationError
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,11 +45,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def read_prompts(path: str, *, offset: int, limit: int) -> list[str]:
     """User messages from a JSONL file: GSM8K records get the benchmark's math prompt; other rows give
     their ``prompt`` (or ``question``) as is. A row that is neither raises the typed error naming it."""
-    import json
-
-    from glimp_llm.bench.datasets import MATH_INSTRUCTION, read_lines
-    from glimp_llm.errors import ConfigurationError
-
     p = Path(path)
     prompts: list[str] = []
     for index, line in enumerate(read_lines(p, "--data")):
@@ -70,9 +69,6 @@ def preflight(args: argparse.Namespace) -> tuple[Any, list[str]]:
     """Everything the calibration needs, checked before its first generation: the share, the trajectories,
     the output file (format and writable), the prompts (readable, enough for --offset/--limit), the models.
     Returns the config and the prompts."""
-    from glimp_llm.bench import preflight as checks
-    from glimp_llm.errors import ConfigurationError
-
     if not 0.0 <= args.target_large_share <= 1.0:
         raise ConfigurationError(f"--target-large-share must be within 0..1; got {args.target_large_share}")
     if args.limit < 1 or args.offset < 0:
@@ -83,18 +79,11 @@ def preflight(args: argparse.Namespace) -> tuple[Any, list[str]]:
     out = Path(args.out)
     if out.suffix not in (".yaml", ".yml", ".json", ".toml"):
         raise ConfigurationError(f"--out {out}: use a .yaml, .json or .toml file name")
-    if out.suffix in (".yaml", ".yml"):
-        import importlib.util
-
-        if importlib.util.find_spec("yaml") is None:
-            raise ConfigurationError(f"--out {out} needs PyYAML: pip install pyyaml, or write .json / .toml")
     checks.check_writable(out, "--out")
     if args.data:
         prompts = read_prompts(args.data, offset=args.offset, limit=args.limit)
         source = f"--data {args.data}"
     else:
-        from glimp_llm.bench.datasets import gsm_symbolic
-
         prompts = [p.prompt for p in gsm_symbolic(offset=args.offset, limit=args.limit, seed=args.seed)]
         source = "the generated dataset"
     checks.check_problem_count(
@@ -155,11 +144,8 @@ async def _calibrate(args: argparse.Namespace, config: Any, prompts: list[str]) 
 
 
 def write_config(path: Path, data: dict[str, Any]) -> None:
-    """A config file ``GlimpConfig.load`` reads back, in the format its extension names."""
-    import json
-
-    from glimp_llm.errors import ConfigurationError
-
+    """A config file ``GlimpConfig.load`` reads back, in the format its extension names (.yaml/.yml,
+    .json, else TOML: :func:`preflight` allows no other)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix in (".yaml", ".yml"):
         import yaml
@@ -167,16 +153,12 @@ def write_config(path: Path, data: dict[str, Any]) -> None:
         text = yaml.safe_dump(data, sort_keys=False)
     elif path.suffix == ".json":
         text = json.dumps(data, indent=2) + "\n"
-    elif path.suffix == ".toml":
-        text = _toml(data)
     else:
-        raise ConfigurationError(f"--out {path}: use a .yaml, .json or .toml file name")
+        text = _toml(data)
     path.write_text(text, encoding="utf-8")
 
 
 def _toml(data: dict[str, Any], prefix: str = "") -> str:
-    import json
-
     scalars, tables = [], []
     for key, value in data.items():
         if isinstance(value, dict):

@@ -7,6 +7,7 @@ import importlib.metadata
 import importlib.util
 import json
 import platform
+import re
 import shutil
 import subprocess
 from typing import Any
@@ -36,15 +37,13 @@ def _tensorrt_version_problem(version: str) -> str | None:
     from glimp_llm.engines.tensorrt_llm import version_problem
 
     problem = version_problem(version)
-    if problem is not None:
-        return problem
-    parts = version.split(".")
-    if len(parts) >= 2 and parts[0] == "1" and parts[1].isdigit() and int(parts[1]) >= 3:
+    minor = re.match(r"1\.(\d+)", version)
+    if problem is None and minor is not None and int(minor[1]) >= 3:
         return (
             f"tensorrt-llm {version}: engine directories need <1.3 (the TensorRT backend was removed after "
             "1.3.0rc20); HF checkpoints on backend: pytorch may work but are outside the tested range"
         )
-    return None
+    return problem
 
 
 def _gpu() -> dict[str, Any]:
@@ -74,7 +73,7 @@ def collect() -> dict[str, Any]:
         "tensorrt_llm": {"package": "tensorrt-llm", "version": _version("tensorrt-llm")},
         "scripted": {"package": "(built in)", "version": _version("glimp-llm") or "source"},
     }
-    for _name, info in engines.items():
+    for info in engines.values():
         info["available"] = info["version"] is not None
     trt = engines["tensorrt_llm"]
     trt["supported"] = TENSORRT_SUPPORTED
@@ -109,16 +108,12 @@ def main(args: argparse.Namespace) -> int:
 
     console = Console()
     console.print(f"glimp-llm {report['glimp_llm']} on Python {report['python']} ({report['platform']})")
-    t = Table(title="engines")
-    for c in ("engine", "package", "version", "usable here"):
-        t.add_column(c)
+    t = Table("engine", "package", "version", "usable here", title="engines")
     for name, info in report["engines"].items():
         ok = info["available"] and info.get("importable", True) and not info.get("problem")
         t.add_row(name, info["package"], info["version"] or "-", "[green]yes[/]" if ok else "[red]no[/]")
     console.print(t)
-    t = Table(title="models")
-    for c in ("model", "packages", "assembled", "verified"):
-        t.add_column(c)
+    t = Table("model", "packages", "assembled", "verified", title="models")
     for name, st in report["models"].items():
         t.add_row(name, st["packages_installed"], str(st["assembled"]), str(st["verified"]))
     console.print(t)

@@ -63,13 +63,10 @@ def fetch_config_models(config: GlimpConfig, console: Console) -> None:
     download or assembly as a progress bar instead of a silent spinner (the engines then find the files
     in the cache). Other engine kinds name models their servers or engine directories own."""
     from glimp_llm import models
+    from glimp_llm.config import LlamaCppEngineConfig
 
-    names: list[str] = []
-    for engine in (config.small, config.large):
-        model = getattr(engine, "model", None)
-        if engine.kind == "llama_cpp" and isinstance(model, str) and model not in names:
-            names.append(model)
-    pending = [n for n in names if models.locate(n).route not in ("path", "cache")]
+    names = [e.model for e in (config.small, config.large) if isinstance(e, LlamaCppEngineConfig)]
+    pending = [n for n in dict.fromkeys(names) if models.locate(n).route not in ("path", "cache")]
     if not pending:
         return
     with progress_reporter(console) as report:
