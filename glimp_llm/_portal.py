@@ -32,9 +32,10 @@ T = TypeVar("T")
 
 
 class EnginePortal:
-    """An event loop on its own thread named ``name``, started at construction, reached from any thread or loop."""
+    """An event loop on its own thread named ``name``, started at construction (then ``startup()`` is run on it;
+    if that fails, the loop is closed again), reached from any thread or loop."""
 
-    def __init__(self, name: str = "glimp-engines") -> None:
+    def __init__(self, name: str = "glimp-engines", startup: Callable[[], Awaitable[Any]] | None = None) -> None:
         self._exit = contextlib.ExitStack()
         self._portal = self._exit.enter_context(start_blocking_portal(name=name))
         self._thread_id = self._portal.call(threading.get_ident)
@@ -43,6 +44,12 @@ class EnginePortal:
         self._state = threading.Condition()
         self._submitting = 0
         self._closing = False
+        if startup is not None:
+            try:
+                self.call(startup)
+            except BaseException:
+                self.close()
+                raise
 
     @property
     def in_portal_thread(self) -> bool:
@@ -64,13 +71,13 @@ class EnginePortal:
                 self._submitting -= 1
                 self._state.notify_all()
 
-    def call(self, func: Callable[..., Awaitable[T]], *args: Any, timeout: float | None = None) -> T:
-        """Run ``func(*args)`` on the loop and block for its result. Ctrl-C (or ``timeout``) cancels it."""
+    def call(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``func(*args)`` on the loop and block for its result. Ctrl-C cancels it."""
         if self.in_portal_thread:
             raise RuntimeError("EnginePortal.call() from the engines' own loop would deadlock; await it instead")
         future = self.submit(func, *args)
         try:
-            return future.result(timeout)
+            return future.result()
         except concurrent.futures.CancelledError:
             # cancelled on the loop's side (the client closed): without this, sync callers saw an untyped error
             raise RequestCancelledError("the request was cancelled (its client was closed while it ran)") from None

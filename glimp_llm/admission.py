@@ -20,35 +20,27 @@ class Admission:
         self.max_queued = max_queued
         self.running = 0
         self.waiting = 0
-        self._semaphore: asyncio.Semaphore | None = None
-
-    def _sem(self) -> asyncio.Semaphore:
-        if self._semaphore is None:  # created lazily, on the loop that first uses it
-            self._semaphore = asyncio.Semaphore(self.max_running)
-        return self._semaphore
+        # bound to the loop that first waits on it (asyncio primitives bind lazily since Python 3.10)
+        self._semaphore = asyncio.Semaphore(max_running)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[float]:
         """Hold one running slot; yields the seconds spent waiting for it."""
-        sem = self._sem()
         start = time.perf_counter()
-        if sem.locked():
-            if self.waiting >= self.max_queued:
-                raise OverloadedError(
-                    f"{self.running} routed requests are running and {self.waiting} waiting "
-                    f"(limits {self.max_running}/{self.max_queued}); retry later or raise "
-                    "router.max_concurrent_requests / router.max_queued_requests"
-                )
-            self.waiting += 1
-            try:
-                await sem.acquire()
-            finally:
-                self.waiting -= 1
-        else:
-            await sem.acquire()
+        if self._semaphore.locked() and self.waiting >= self.max_queued:
+            raise OverloadedError(
+                f"{self.running} routed requests are running and {self.waiting} waiting "
+                f"(limits {self.max_running}/{self.max_queued}); retry later or raise "
+                "router.max_concurrent_requests / router.max_queued_requests"
+            )
+        self.waiting += 1  # only observable while acquire() waits: with a slot free it returns without suspending
+        try:
+            await self._semaphore.acquire()
+        finally:
+            self.waiting -= 1
         self.running += 1
         try:
             yield time.perf_counter() - start
         finally:
             self.running -= 1
-            sem.release()
+            self._semaphore.release()

@@ -18,6 +18,7 @@ router's comparison (``>`` for ours, ``>=`` for the paper's) sends the same shar
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -129,9 +130,8 @@ def realised_share(entropies: Sequence[float], threshold: float, entropy: Entrop
     """Share of ``entropies`` the router would send to the large model at ``threshold``."""
     if not entropies:
         return 0.0
-    if entropy == "paper":
-        return sum(h >= threshold for h in entropies) / len(entropies)
-    return sum(h > threshold for h in entropies) / len(entropies)
+    goes_large = operator.ge if entropy == "paper" else operator.gt  # the router's comparison
+    return sum(goes_large(h, threshold) for h in entropies) / len(entropies)
 
 
 def calibrate(samples: Sequence[GlimpseSample], share: float, entropy: EntropyChoice = "exact") -> Calibration:
@@ -159,8 +159,5 @@ def quantiles(values: Sequence[float], points: Sequence[int] = (10, 25, 50, 70, 
     ordered = sorted(values)
     if not ordered:
         return {}
-    out: dict[str, float] = {}
-    for p in points:
-        k = min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))
-        out[f"p{p}"] = ordered[k]
-    return out
+    n = len(ordered)
+    return {f"p{p}": ordered[min(n - 1, max(0, math.ceil(p / 100 * n) - 1))] for p in points}

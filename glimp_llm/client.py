@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
@@ -65,17 +66,14 @@ class Glimp:
             if self._closed:
                 raise EngineUnavailableError("this Glimp client was closed; create a new one")
             if self._portal is None:
-                portal = EnginePortal(name="glimp-engines")
-                try:
-                    portal.call(self.manager.start)
-                except BaseException:
-                    portal.close()
-                    raise
-                self._portal = portal
+                self._portal = EnginePortal(name="glimp-engines", startup=self.manager.start)
         return self
 
     def _started(self) -> EnginePortal:
         return self._portal if self._portal is not None else self.start()._portal  # type: ignore[return-value]
+
+    async def _astarted(self) -> EnginePortal:
+        return self._portal if self._portal is not None else await asyncio.to_thread(self._started)
 
     def close(self) -> None:
         with self._lock:
@@ -134,7 +132,7 @@ class Glimp:
 
     async def agenerate(self, prompt: str | RouteRequest | None = None, **options: Any) -> RoutedResult:
         req = self._request(prompt, options)
-        portal = await asyncio.to_thread(self._started) if self._portal is None else self._portal
+        portal = await self._astarted()
         try:
             return await portal.acall(self.router.generate, req)
         except asyncio.CancelledError:
@@ -159,45 +157,16 @@ class Glimp:
         """Events (tokens, steps, done) as they happen. Breaking out of the loop cancels the request."""
         req = self._request(prompt, options)
         events: queue.Queue[Any] = queue.Queue()
-        portal = self._started()
-
-        async def _pump() -> None:
-            try:
-                async for event in self.router.stream(req):
-                    events.put(event)
-            except BaseException as exc:  # delivered to the consumer thread
-                events.put(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-            finally:
-                events.put(_DONE)
-
-        future = portal.submit(_pump)
-
-        # A pump cancelled before it ran (the client closed meanwhile) never reaches its `finally`:
-        # end the stream from the future too, or this consumer would wait on `events` forever.
-        def _end(_: Any) -> None:
-            events.put(asyncio.CancelledError())
-            events.put(_DONE)
-
-        future.add_done_callback(_end)
+        future = self._pump(self._started(), req, events.put)
         try:
-            while True:
-                item = events.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, asyncio.CancelledError):
-                    raise RequestCancelledError("the routed request was cancelled")
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            while (event := _unwrap(events.get())) is not None:
+                yield event
         finally:
-            if not future.done():
-                future.cancel()
+            future.cancel()
 
     async def astream(self, prompt: str | RouteRequest | None = None, **options: Any) -> AsyncIterator[RouterEvent]:
         req = self._request(prompt, options)
-        portal = await asyncio.to_thread(self._started) if self._portal is None else self._portal
+        portal = await self._astarted()
         caller = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -205,37 +174,38 @@ class Glimp:
             if not caller.is_closed():
                 caller.call_soon_threadsafe(events.put_nowait, item)
 
-        async def _pump() -> None:
+        future = self._pump(portal, req, deliver)
+        try:
+            while (event := _unwrap(await events.get())) is not None:
+                yield event
+        finally:
+            future.cancel()
+
+    def _pump(self, portal: EnginePortal, req: RouteRequest, deliver: Callable[[Any], None]) -> Future[None]:
+        """Run ``req``'s stream on the engines' loop, handing each event to ``deliver``, then what it raised
+        (if anything), then ``_DONE``. Cancelling the returned future cancels the request."""
+
+        async def pump() -> None:
             try:
                 async for event in self.router.stream(req):
                     deliver(event)
-            except BaseException as exc:
+            except BaseException as exc:  # delivered to the consumer
                 deliver(exc)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
             finally:
                 deliver(_DONE)
 
-        future = portal.submit(_pump)
+        future = portal.submit(pump)
 
-        def _end(_: Any) -> None:  # see stream()
+        # A pump cancelled before it ran (the client closed meanwhile) never reaches its `finally`:
+        # end the stream from the future too, or the consumer would wait for events forever.
+        def end(_: Any) -> None:
             deliver(asyncio.CancelledError())
             deliver(_DONE)
 
-        future.add_done_callback(_end)
-        try:
-            while True:
-                item = await events.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, asyncio.CancelledError):  # the engines' side, not our caller, cancelled
-                    raise RequestCancelledError("the routed request was cancelled")
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            if not future.done():
-                future.cancel()
+        future.add_done_callback(end)
+        return future
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids with the small model's tokenizer (LangChain's ``get_token_ids``)."""
@@ -243,3 +213,14 @@ class Glimp:
 
     def render_chat(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None) -> str:
         return self._started().call(partial(self.manager.small.render_chat, messages, tools=tools))
+
+
+def _unwrap(item: Any) -> RouterEvent | None:
+    """A streamed item as its event; None at the end; what the engines' side raised, raised here."""
+    if item is _DONE:
+        return None
+    if isinstance(item, asyncio.CancelledError):  # the engines' side, not our caller, cancelled
+        raise RequestCancelledError("the routed request was cancelled")
+    if isinstance(item, BaseException):
+        raise item
+    return item

@@ -109,10 +109,9 @@ def entropy_from_topk(logprobs: Sequence[float], vocab_size: int) -> TopKEntropy
     tail_slots = vocab_size - k
     if r <= 1e-12 or tail_slots == 0:
         return TopKEntropy(h_captured, h_captured, h_captured, k, captured)
-    p_min = float(p[finite].min()) if finite.any() else r
-    lower = h_captured + r * math.log(1.0 / p_min) if p_min > 0 else h_captured
-    upper = h_captured + r * math.log(tail_slots / r)
-    upper = max(upper, lower)
+    p_min = float(p[finite].min()) if finite.any() else r  # > 0 either way
+    lower = h_captured + r * math.log(1.0 / p_min)
+    upper = max(h_captured + r * math.log(tail_slots / r), lower)
     return TopKEntropy((lower + upper) / 2.0, lower, upper, k, captured)
 
 

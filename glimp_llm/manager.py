@@ -11,21 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import asdict
 from typing import Any
 
 from glimp_llm._portal import EnginePortal
-from glimp_llm.config import EngineConfig, GlimpConfig
+from glimp_llm.config import GlimpConfig
 from glimp_llm.engines.base import Engine
 from glimp_llm.errors import ConfigurationError
 from glimp_llm.router import Router
 
 log = logging.getLogger("glimp_llm.manager")
-
-
-def build_engine(cfg: EngineConfig, role: str) -> Engine:
-    """The engine ``cfg`` describes (its kind's class, from :data:`~glimp_llm.config.ENGINE_KINDS`), as ``role``."""
-    engine: Engine = cfg.engine_class().from_config(cfg, name=role)
-    return engine
 
 
 class BackendManager:
@@ -57,8 +52,12 @@ class BackendManager:
             settings = (config or GlimpConfig()).router
         else:
             self.config = built = config or GlimpConfig()
-            self.small = build_engine(built.small, "small")
-            self.large = self.small if built.large == built.small else build_engine(built.large, "large")
+            # each engine configuration names its class (config.ENGINE_KINDS), built by EngineBase.from_config
+            self.small = built.small.engine_class().from_config(built.small, name="small")
+            if built.large == built.small:
+                self.large = self.small
+            else:
+                self.large = built.large.engine_class().from_config(built.large, name="large")
             settings = built.router
         self.router = router or Router(self.small, self.large, settings)
         self._started = False
@@ -68,45 +67,41 @@ class BackendManager:
     def shared_engine(self) -> bool:
         return self.small is self.large
 
+    @property
+    def _engines(self) -> list[Engine]:
+        """The distinct engines (one when small and large share it)."""
+        return [self.small] if self.shared_engine else [self.small, self.large]
+
     async def start(self) -> None:
         if self._started:
             return
-        engines = [self.small] if self.shared_engine else [self.small, self.large]
-        errors: list[BaseException] = []
-        if any(getattr(e, "start_in_order", False) for e in engines):
-            # e.g. two TensorRT-LLM engines on one GPU: each takes a fraction of the memory free when it
-            # loads, so the small one must be fully loaded before the large one starts.
-            for engine in engines:
-                try:
+        try:
+            if any(getattr(e, "start_in_order", False) for e in self._engines):
+                # e.g. two TensorRT-LLM engines on one GPU: each takes a fraction of the memory free when it
+                # loads, so the small one must be fully loaded before the large one starts.
+                for engine in self._engines:
                     await engine.start()
-                except Exception as exc:
-                    errors.append(exc)
-                    break
-        else:
-            results = await asyncio.gather(*(e.start() for e in engines), return_exceptions=True)
-            errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            await asyncio.gather(*(e.close() for e in engines), return_exceptions=True)
-            raise errors[0]
-        if not self.shared_engine:
-            s, lg = self.small.info, self.large.info
-            if s.tokenizer_fingerprint != lg.tokenizer_fingerprint:
+            else:
+                results = await asyncio.gather(*(e.start() for e in self._engines), return_exceptions=True)
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
+            small, large = self.small.info, self.large.info
+            if small.tokenizer_fingerprint != large.tokenizer_fingerprint:
                 log.warning(
                     "small (%s) and large (%s) tokenizers differ: contexts travel as text and each step is "
                     "re-tokenised for the other model (slower; exact prefixes are not guaranteed)",
-                    s.model,
-                    lg.model,
+                    small.model,
+                    large.model,
                 )
-        try:
             self.router.check_engines()
         except Exception:
-            await asyncio.gather(*(e.close() for e in engines), return_exceptions=True)
+            await self.close()
             raise
         self._started = True
 
     async def close(self) -> None:
-        engines = [self.small] if self.shared_engine else [self.small, self.large]
-        await asyncio.gather(*(e.close() for e in engines), return_exceptions=True)
+        await asyncio.gather(*(e.close() for e in self._engines), return_exceptions=True)
         self._started = False
 
     async def health(self) -> dict[str, Any]:
@@ -114,8 +109,8 @@ class BackendManager:
         large = small if self.shared_engine else await self.large.health()
         return {
             "ok": small.ok and large.ok,
-            "small": {"ok": small.ok, "detail": small.detail, "in_flight": small.in_flight, "queued": small.queued},
-            "large": {"ok": large.ok, "detail": large.detail, "in_flight": large.in_flight, "queued": large.queued},
+            "small": asdict(small),
+            "large": asdict(large),
             "requests_running": self.router.admission.running,
             "requests_waiting": self.router.admission.waiting,
         }
@@ -129,21 +124,16 @@ class BackendManager:
 
     # Synchronous use: the engines live on the event loop behind a blocking portal.
     def __enter__(self) -> BackendManager:
-        self._portal = EnginePortal(name="glimp-manager")
-        try:
-            self._portal.call(self.start)
-        except BaseException:
-            self._portal.close()
-            raise
+        self._portal = EnginePortal(name="glimp-manager", startup=self.start)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._portal is not None:
+        portal, self._portal = self._portal, None
+        if portal is not None:
             try:
-                self._portal.call(self.close)
+                portal.call(self.close)
             finally:
-                self._portal.close()
-                self._portal = None
+                portal.close()
 
     @property
     def portal(self) -> EnginePortal | None:

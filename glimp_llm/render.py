@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import statistics
 from collections.abc import Sequence
 
 from rich.console import Console, Group
@@ -16,10 +16,7 @@ MODEL_STYLE = {"small": "green", "large": "magenta"}
 
 def routed_text(result: RoutedResult) -> Text:
     """The answer with each step coloured by the model that wrote it."""
-    text = Text()
-    for step in result.steps:
-        text.append(step.text, style=MODEL_STYLE[step.model])
-    return text
+    return Text.assemble(*((step.text, MODEL_STYLE[step.model]) for step in result.steps))
 
 
 #: The trace's narrow columns: (header, justify, width). They never wrap or shrink; the step text gets the rest.
@@ -145,8 +142,6 @@ def entropy_histogram(values: Sequence[float], *, threshold: float | None = None
             + Text(_bar(c / peak if peak else 0, 40).ljust(40), style=style)
             + Text(f" {c}{mark}")
         )
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / n)
-    rows.append(Text(f"n={n} mean={mean:.3f} std={std:.3f} (nats)", style="dim"))
+    mean, std = statistics.fmean(values), statistics.pstdev(values)
+    rows.append(Text(f"n={len(values)} mean={mean:.3f} std={std:.3f} (nats)", style="dim"))
     return Group(*rows)
