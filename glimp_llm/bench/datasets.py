@@ -8,8 +8,10 @@ while reasoning-gym installs from PyPI and generates GSM8K-style problems reprod
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import islice
 from pathlib import Path
 
 from glimp_llm.bench.answers import gold_number
@@ -44,11 +46,7 @@ def load_gsm8k_jsonl(path: str | Path, *, offset: int = 0, limit: int | None = N
     file (and line) and the fix, before any model is loaded."""
     p = Path(path)
     problems: list[Problem] = []
-    for index, line in enumerate(read_lines(p, "--data")):
-        if index < offset or not line.strip():
-            continue
-        if limit is not None and len(problems) >= limit:
-            break
+    for index, line in numbered_lines(p, offset=offset, limit=limit):
         try:
             row = json.loads(line)
             if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row["question"].strip():
@@ -60,6 +58,12 @@ def load_gsm8k_jsonl(path: str | Path, *, offset: int = 0, limit: int | None = N
                 f"{type(exc).__name__}: {exc}); fix the line or pass another --data file"
             ) from exc
     return problems
+
+
+def numbered_lines(path: Path, *, offset: int, limit: int | None) -> Iterator[tuple[int, str]]:
+    """(index, line) of the non-blank lines of a ``--data`` file from line ``offset`` on, ``limit`` at most."""
+    lines = enumerate(read_lines(path, "--data"))
+    return islice(((index, line) for index, line in lines if index >= offset and line.strip()), limit)
 
 
 def read_lines(path: Path, flag: str) -> list[str]:

@@ -81,11 +81,9 @@ def check_writable(path: str | Path, flag: str, *, directory: bool = False) -> N
 
 
 def check_models(config: Any) -> None:
-    """Both models of a ``GlimpConfig`` are there to load, without loading or hashing them.
-
-    llama.cpp: the package imports, and a route serves or can fetch the model (:func:`check_llama_model`).
-    Other engines are checked by their own start (a server's
-    health probe, an engine folder), which also comes before the first generation."""
+    """Both models of a ``GlimpConfig`` are there to load, without loading or hashing them (llama.cpp:
+    :func:`check_llama_model`; other engines are checked by their own start, a server's health probe or
+    an engine folder, which also comes before the first generation)."""
     for role in ("small", "large"):
         cfg = getattr(config, role)
         if cfg.kind == "llama_cpp":

@@ -441,11 +441,8 @@ async def _choose_modes(
         glimpses = await collect_glimpses(
             small, large, [p.prompt for p in held_out], router_config, max_tokens=args.budget
         )
-        samples = {
-            "exact": [s.exact for s in glimpses],
-            "top-20 renormalised": [s.topk_renormalized for s in glimpses],
-            **({keys["look-ahead"]: [s.look_ahead for s in glimpses]} if k > 1 else {}),
-        }
+        kinds: list[TauKind] = ["exact", "paper", "look-ahead"] if k > 1 else ["exact", "paper"]
+        samples = {keys[kind]: [s.value(kind) for s in glimpses] for kind in kinds}
         calibration = {
             "description": (
                 f"{len(glimpses)} glimpses of the small model at the step starts of small-only and large-only "

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from glimp_llm.bench import preflight as checks
-from glimp_llm.bench.datasets import MATH_INSTRUCTION, gsm_symbolic, read_lines
+from glimp_llm.bench.datasets import MATH_INSTRUCTION, gsm_symbolic, numbered_lines
 from glimp_llm.cli.common import add_config_options, config_from_args
 from glimp_llm.errors import ConfigurationError
 
@@ -47,11 +47,7 @@ def read_prompts(path: str, *, offset: int, limit: int) -> list[str]:
     their ``prompt`` (or ``question``) as is. A row that is neither raises the typed error naming it."""
     p = Path(path)
     prompts: list[str] = []
-    for index, line in enumerate(read_lines(p, "--data")):
-        if index < offset or not line.strip():
-            continue
-        if len(prompts) >= limit:
-            break
+    for index, line in numbered_lines(p, offset=offset, limit=limit):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
