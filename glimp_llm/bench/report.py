@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 COLUMNS: list[tuple[str, str, str]] = [
-    # (header, summary key, format)
+    # (header, summary key, format: a format spec, or "acc" for accuracy ± its error, "d" for a count)
     ("n", "n", "d"),
     ("accuracy", "accuracy", "acc"),
     ("median s", "latency_median_s", ".2f"),
@@ -26,12 +26,12 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("steps", "steps_mean", ".2f"),
     ("large-step share", "large_step_share", ".3f"),
     ("large-token share", "large_token_share", ".3f"),
-    ("glimpse % wall", "glimpse_share", "pct"),
-    ("generation % wall", "engine_share", "pct"),
-    ("verify % wall", "verify_share", "pct"),
-    ("verified steps rejected", "rejected_step_share", "pct"),
-    ("other % wall", "other_share", "pct"),
-    ("router overhead", "router_overhead", "pct2"),
+    ("glimpse % wall", "glimpse_share", ".1%"),
+    ("generation % wall", "engine_share", ".1%"),
+    ("verify % wall", "verify_share", ".1%"),
+    ("verified steps rejected", "rejected_step_share", ".1%"),
+    ("other % wall", "other_share", ".1%"),
+    ("router overhead", "router_overhead", ".2%"),
     ("hit budget", "hit_budget", "d"),
 ]
 
@@ -43,10 +43,6 @@ def _fmt(value: Any, spec: str, row: Mapping[str, Any]) -> str:
         se = row.get("accuracy_se")
         pm = f" ± {se:.3f}" if isinstance(se, float) and math.isfinite(se) else ""
         return f"{value:.3f}{pm} ({row.get('correct', 0)}/{row.get('n', 0)})"
-    if spec == "pct":
-        return f"{100 * value:.1f}%"
-    if spec == "pct2":
-        return f"{100 * value:.2f}%"
     if spec == "d":
         return str(int(value))
     return format(value, spec)
@@ -101,7 +97,7 @@ def _finite(value: Any) -> Any:
 
 
 def render_markdown(document: Mapping[str, Any]) -> str:
-    """The generated part of RESULTS.md: setup, the main table, the sweep table, calibration, micro."""
+    """The generated part of RESULTS.md: setup, the main table, the sweep table, calibration."""
     meta = document["meta"]
     taus = {m["name"]: m.get("threshold") for m in meta["modes"]}
     out = [

@@ -250,18 +250,7 @@ def prepare(args: argparse.Namespace, warn: Callable[[str], None]) -> Prepared:
     plots = preflight.plots_dir(args.plots, disabled=args.no_plots, default=DEFAULT_PLOTS, warn=warn)
     if plots is not None:
         preflight.check_writable(plots, "--plots", directory=True)
-    return Prepared(
-        config=config,
-        selection=selection,
-        problems=problems,
-        held_out=held_out,
-        plots=plots,
-        meta_path=meta_path,
-        done=done,
-        saved=saved,
-        explicit_taus=explicit,
-        sweep=sweep,
-    )
+    return Prepared(config, selection, problems, held_out, plots, meta_path, done, saved, explicit, sweep)
 
 
 def main(args: argparse.Namespace) -> int:
