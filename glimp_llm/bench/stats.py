@@ -110,6 +110,7 @@ def decode_speeds(records: Sequence[Record]) -> dict[str, float]:
 
 
 def _tokens_per_s(records: Sequence[Record], role: str) -> float:
+    """The ``role`` model's tokens per second of its own generation time in its single-model mode."""
     runs = [r for r in records if r.mode == role]
     seconds = sum(getattr(r, f"{role}_s") for r in runs)
     return sum(getattr(r, f"{role}_tokens") for r in runs) / seconds if seconds else float("nan")

@@ -17,8 +17,7 @@ COMMANDS = ("run", "chat", "models", "doctor", "serve", "bench", "calibrate")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="glimp",
-        description="Step-wise small/large model routing by glimpse entropy (GlimpRouter).",
+        prog="glimp", description="Step-wise small/large model routing by glimpse entropy (GlimpRouter)."
     )
     parser.add_argument("--version", action="version", version=f"glimp-llm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -513,8 +513,7 @@ def _write_meta(
     merged = {m["name"]: m for m in (saved or {}).get("modes", [])}
     merged.update({m.name: m.to_dict() for m in modes})
     path.write_text(
-        json.dumps({"modes": list(merged.values()), "calibration": calibration, "started": started}),
-        encoding="utf-8",
+        json.dumps({"modes": list(merged.values()), "calibration": calibration, "started": started}), encoding="utf-8"
     )
 
 

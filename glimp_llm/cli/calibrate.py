@@ -124,10 +124,7 @@ async def _calibrate(args: argparse.Namespace, config: Any, prompts: list[str]) 
     values = [s.value(entropy) for s in samples]
     console.print(f"[bold]{entropy} glimpse entropies of the small model[/bold] ({len(values)} step starts)")
     console.print(entropy_histogram(values, threshold=result.threshold))
-    console.print(
-        "quantiles: " + ", ".join(f"{k} {v:.3f}" for k, v in result.quantiles.items()),
-        highlight=False,
-    )
+    console.print("quantiles: " + ", ".join(f"{k} {v:.3f}" for k, v in result.quantiles.items()), highlight=False)
     updated = config.with_router(threshold=result.threshold, paper_faithful=entropy == "paper")
     write_config(Path(args.out), updated.model_dump(mode="json"))
     console.print(
