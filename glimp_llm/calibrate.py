@@ -1,18 +1,10 @@
 """Set tau from data: glimpse the small model along sample solutions, pick the entropy quantile.
 
-Why calibrate at all: tau is in nats of *one* model's next-token distribution, measured *one* way.
-A 0.5B model is less certain than a 7B one; full-vocabulary entropy, a bounded top-k estimate and the
-paper's renormalised top-20 entropy are three different numbers for the same distribution (the last is
-capped at log 20). So a tau from a paper or another pair means nothing here; what transfers is the
-*share of steps* the user is willing to send to the large model. (docs/calibration.md has the details.)
-
-How: for each calibration prompt, a sample solution is written step by step by the small and/or the
-large model (the router with routing small-only / large-only: no glimpses, so the sample does not depend
-on the tau being chosen). At every step start
-the small model is glimpsed on the context so far, with its top-k logprobs, which yields both the exact
-entropy and the paper's renormalised top-k entropy of the same distribution. The tau for a target share
-S is the (1 - S) quantile of those entropies, placed midway between neighbouring samples so that the
-router's comparison (``>`` for ours, ``>=`` for the paper's) sends the same share of the samples.
+Why calibrate at all: tau is in nats of *one* model's next-token distribution, measured *one* way (exact,
+a bounded top-k estimate and the paper's renormalised top-20 entropy are three different numbers for the
+same distribution), so a tau from a paper or another pair means nothing here; what transfers is the *share
+of steps* sent to the large model. The samples are written by one model with no glimpses (routing
+small-only / large-only), so they do not depend on the tau being chosen. docs/calibration.md has the details.
 """
 
 from __future__ import annotations

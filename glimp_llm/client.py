@@ -49,8 +49,7 @@ class Glimp:
         elif overrides:
             config = GlimpConfig.validated({**config.model_dump(), **overrides})
         self.manager = BackendManager(config, small=small, large=large, router=router)
-        # what the engines were built from; None when they were adopted (small=/large=/router=): their
-        # settings are router.config and each engine's info, which no GlimpConfig describes
+        # what the engines were built from; None when they were adopted (see BackendManager)
         self.config: GlimpConfig | None = self.manager.config
         self._portal: EnginePortal | None = None
         self._lock = threading.Lock()
@@ -124,11 +123,8 @@ class Glimp:
     def generate(self, prompt: str | RouteRequest | None = None, **options: Any) -> RoutedResult:
         """Route one request and wait for it. ``options``: messages, raw, tools, max_tokens, stop,
         threshold, temperature, top_p, seed, timeout_s."""
-        req = self._request(prompt, options)
-        try:
-            return self._started().call(self.router.generate, req)
-        except asyncio.CancelledError:
-            raise RequestCancelledError("the routed request was cancelled") from None
+        req = self._request(prompt, options)  # a bad request fails before any engine starts
+        return self._started().call(self.router.generate, req)
 
     async def agenerate(self, prompt: str | RouteRequest | None = None, **options: Any) -> RoutedResult:
         req = self._request(prompt, options)
@@ -144,11 +140,7 @@ class Glimp:
     def batch(self, prompts: Sequence[str | RouteRequest], **options: Any) -> list[RoutedResult]:
         """Route many requests *concurrently* (engines that batch in flight run them together)."""
         reqs = [self._request(p, options) for p in prompts]
-
-        async def _all() -> list[RoutedResult]:
-            return list(await asyncio.gather(*(self.router.generate(r) for r in reqs)))
-
-        return self._started().call(_all)
+        return self._started().call(self.abatch, reqs)  # on the engines' loop, where acall awaits directly
 
     async def abatch(self, prompts: Sequence[str | RouteRequest], **options: Any) -> list[RoutedResult]:
         return list(await asyncio.gather(*(self.agenerate(p, **options) for p in prompts)))

@@ -4,22 +4,7 @@ Callers catch what they can act on (the httpx model): a bad request or configura
 caller, an unavailable engine by installing or starting something, an overloaded engine by retrying
 later, an engine failure by looking at the engine. Every message names the problem *and* the fix.
 
-    GlimpError
-    ├── ConfigurationError          invalid configuration value or file (also a ValueError)
-    │   ├── ModelNotFoundError      unknown model name, missing model package or file
-    │   │   ├── ModelPatternError   a hub pattern or quant picks no GGUF model, or several
-    │   │   └── ModelIntegrityError a model file's sha256 differs from its pin
-    │   └── EngineDirError          a TensorRT-LLM engine directory (or pair) that cannot be used
-    ├── InvalidRequestError         bad input to a call: empty prompt, max_tokens <= 0 ... (also a ValueError)
-    │   └── ContextTooLongError     the context does not fit the model's window
-    ├── EngineUnavailableError      an engine cannot be used: dependency missing, not started, closed, server down
-    │   └── NoReplicaError          every replica of a server model is out after failures (transient)
-    ├── EngineFailureError          an engine call failed while running
-    │   ├── EngineTimeoutError      an engine call exceeded its timeout
-    │   └── MalformedResponseError  a server answered something that is not what the protocol promises
-    ├── OverloadedError             a bounded queue is full; retry later (HTTP 429)
-    ├── RequestTimeoutError         a routed request exceeded its deadline
-    └── RequestCancelledError       a request was cancelled (sync callers; async callers see CancelledError)
+The tree, what each error carries and how ``glimp serve`` maps it to HTTP: docs/errors.md.
 """
 
 from __future__ import annotations
