@@ -107,14 +107,13 @@ def _normalize(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _normalize_call(call: Any) -> Any:
+    """A copy of a tool call (or of its nested ``function``) with JSON ``arguments`` parsed into a mapping."""
     if not isinstance(call, dict):
         return call
     call = dict(call)
-    nested = isinstance(call.get("function"), dict)
-    fn = dict(call["function"]) if nested else call
-    if isinstance(fn.get("arguments"), str):
+    if isinstance(call.get("function"), dict):
+        call["function"] = _normalize_call(call["function"])
+    elif isinstance(call.get("arguments"), str):
         with contextlib.suppress(json.JSONDecodeError):
-            fn["arguments"] = json.loads(fn["arguments"])
-    if nested:
-        call["function"] = fn
+            call["arguments"] = json.loads(call["arguments"])
     return call

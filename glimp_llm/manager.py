@@ -1,10 +1,8 @@
 """BackendManager: builds both engines from one validated config and owns their lifecycle.
 
-It is the client side of two engines (as vLLM's core client is of its engine core): it constructs them
-from :class:`~glimp_llm.config.GlimpConfig` (one shared object when small and large name the same
-model), starts them together, checks that they can exchange token ids, reports health, and closes
-everything on exit — as an async context manager, or a sync one that runs the engines on an event loop of
-their own behind an anyio blocking portal (:class:`~glimp_llm._portal.EnginePortal`).
+The client side of two engines (as vLLM's core client is of its engine core): one shared engine when small
+and large name the same model; started together (in order when an engine asks), checked, closed together; an
+async context manager, or a sync one whose engines run behind an :class:`~glimp_llm._portal.EnginePortal`.
 """
 
 from __future__ import annotations
