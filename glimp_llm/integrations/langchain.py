@@ -255,9 +255,13 @@ class GlimpLLM(_LangChainFields, BaseLLM):
 
 
 # ================================================================================ ChatGlimp
+#: OpenAI roles that chat templates know by another name (a SystemMessage may be marked as OpenAI's developer)
+_ROLE = {"function": "tool", "developer": "system"}
+
+
 def to_template_messages(messages: Sequence[BaseMessage]) -> list[Message]:
     """LangChain messages as the OpenAI-shaped dicts the chat template renders (tool calls included):
-    LangChain's own conversion, with content flattened to text and function results as tool results."""
+    LangChain's own conversion, with content flattened to text and roles the templates know."""
     try:
         converted = convert_to_openai_messages(messages)
     except ValueError as exc:
@@ -265,10 +269,7 @@ def to_template_messages(messages: Sequence[BaseMessage]) -> list[Message]:
             f"cannot render these messages with the chat template ({exc}); "
             "use System/Human/AI/Tool messages (or ChatMessage with a role)"
         ) from exc
-    return [
-        {**m, "role": "tool" if m["role"] == "function" else m["role"], "content": content_text(m["content"])}
-        for m in converted
-    ]
+    return [{**m, "role": _ROLE.get(m["role"], m["role"]), "content": content_text(m["content"])} for m in converted]
 
 
 class ChatGlimp(_LangChainFields, BaseChatModel):
