@@ -268,6 +268,25 @@ def test_engine_dir_that_is_not_an_engine(tmp_path: Path) -> None:
     assert issubclass(EngineDirError, ConfigurationError)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{broken", "not readable JSON"),
+        ("[1, 2]", "not a tokenizer"),
+        ('{"model": {"vocab": {"a": "x"}}}', "malformed vocabulary"),
+        ('{"model": {"vocab": {}}, "added_tokens": [{"content": "a", "id": null}]}', "malformed vocabulary"),
+        ('{"model": {"vocab": {}}}', "no vocabulary"),
+    ],
+)
+def test_tokenizer_json_that_is_not_a_tokenizer(tmp_path: Path, text: str, message: str) -> None:
+    from glimp_llm.engines.tensorrt_llm_validate import tokenizer_facts
+    from glimp_llm.errors import EngineDirError
+
+    (tmp_path / "tokenizer.json").write_text(text)
+    with pytest.raises(EngineDirError, match=message):
+        tokenizer_facts(tmp_path)
+
+
 def test_pair_with_different_tokenizers_where_token_ids_are_required(tmp_path: Path) -> None:
     from glimp_llm.engines.tensorrt_llm_validate import TokenizerFacts, check_pair, validate_engine_dir
 
@@ -347,6 +366,12 @@ CONFIG_ROWS = [
     ("not a mapping", "list.yaml", "- a\n- b\n", "must hold a mapping at the top level"),
     ("wrong type", "types.yaml", "router:\n  threshold: high\n", r"router.threshold: Input should be a valid number"),
     ("out of range", "range.yaml", "router:\n  max_tokens: 0\n", r"router.max_tokens: .*greater than or equal to 1"),
+    (
+        "temperature above the request bound",  # the same bound as a request's (chat.options.MAX_TEMPERATURE)
+        "hot.yaml",
+        "router:\n  sampling:\n    temperature: 3\n",
+        r"router.sampling.temperature: .*less than or equal to 2",
+    ),
     ("threshold NaN", "nan.yaml", "router:\n  threshold: .nan\n", "router.threshold: threshold must be a finite"),
     ("unknown field", "typo.yaml", "router:\n  treshold: 1.0\n", r"router.treshold: unknown field; check the spelling"),
     ("unknown engine kind", "kind.yaml", "small:\n  kind: onnx\n  model: x\n", "unknown engine kind; use one of"),

@@ -300,16 +300,21 @@ def tokenizer_facts(path: str | Path) -> TokenizerFacts | None:
         data = json.loads(tj.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EngineDirError(f"{tj} is not readable JSON ({exc}); copy the tokenizer files again") from None
-    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise EngineDirError(f"{tj} is JSON but not a tokenizer (an object expected); copy the tokenizer files again")
+    model = data.get("model")
     raw_vocab = model.get("vocab") if isinstance(model, dict) else None
     vocab: dict[str, int] = {}
-    if isinstance(raw_vocab, dict):
-        vocab.update({str(k): int(v) for k, v in raw_vocab.items()})
-    elif isinstance(raw_vocab, list):  # Unigram: [[piece, score], ...] in id order
-        vocab.update({str(item[0]): i for i, item in enumerate(raw_vocab)})
-    for tok in data.get("added_tokens") or []:
-        if isinstance(tok, dict) and "content" in tok and "id" in tok:
-            vocab[str(tok["content"])] = int(tok["id"])
+    try:
+        if isinstance(raw_vocab, dict):
+            vocab.update({str(k): int(v) for k, v in raw_vocab.items()})
+        elif isinstance(raw_vocab, list):  # Unigram: [[piece, score], ...] in id order
+            vocab.update({str(item[0]): i for i, item in enumerate(raw_vocab)})
+        for tok in data.get("added_tokens") or []:
+            if isinstance(tok, dict) and "content" in tok and "id" in tok:
+                vocab[str(tok["content"])] = int(tok["id"])
+    except (TypeError, ValueError, IndexError, KeyError) as exc:
+        raise EngineDirError(f"{tj} has a malformed vocabulary ({exc}); copy the tokenizer files again") from None
     if not vocab:
         raise EngineDirError(f"{tj} holds no vocabulary; copy the tokenizer files again")
     return TokenizerFacts(source=p, real_vocab_size=max(vocab.values()) + 1, fingerprint=vocab_fingerprint(vocab))
