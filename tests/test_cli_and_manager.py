@@ -90,6 +90,14 @@ def test_bad_input_exits_2_with_the_fix(scripted_config_file: Path, capsys: pyte
     assert "unknown model 'no-such-model'" in err and "qwen2.5-coder-0.5b-instruct" in err
 
 
+def test_serve_flags_out_of_range_exit_2_naming_the_flag(
+    scripted_config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert glimp_main(["serve", "--config", str(scripted_config_file), "--port", "99999"]) == 2
+    err = capsys.readouterr().err
+    assert "ConfigurationError" in err and "--port" in err and "65535" in err and "Traceback" not in err
+
+
 def test_invalid_config_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("router:\n  threshold: lots\n  unknown_field: 1\n")

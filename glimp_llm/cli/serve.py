@@ -6,7 +6,10 @@ import argparse
 import os
 import sys
 
+from pydantic import ValidationError
+
 from glimp_llm.cli.common import add_config_options, config_from_args
+from glimp_llm.errors import ConfigurationError
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,16 +40,20 @@ def main(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"glimp serve needs the server extra: pip install 'glimp-llm[server]' ({exc})", file=sys.stderr)
         return 2
-    settings = ServerSettings(
-        host=args.host,
-        port=args.port,
-        api_key=args.api_key or os.environ.get("GLIMP_SERVE_API_KEY") or None,
-        model_name=args.model_name,
-        max_body_bytes=args.max_body_bytes,
-        max_prompt_chars=args.max_prompt_chars,
-        log_prompts=args.log_prompts,
-        include_trace=not args.no_trace,
-    )
+    try:
+        settings = ServerSettings(
+            host=args.host,
+            port=args.port,
+            api_key=args.api_key or os.environ.get("GLIMP_SERVE_API_KEY") or None,
+            model_name=args.model_name,
+            max_body_bytes=args.max_body_bytes,
+            max_prompt_chars=args.max_prompt_chars,
+            log_prompts=args.log_prompts,
+            include_trace=not args.no_trace,
+        )
+    except ValidationError as exc:  # a flag out of its range: name the flag, not pydantic's field
+        problems = "; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        raise ConfigurationError(f"glimp serve: {problems}") from None
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         print(
             f"glimp serve: warning: listening on {settings.host} without an API key; anyone who can reach it can "
