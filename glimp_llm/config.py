@@ -224,7 +224,7 @@ class RouterConfig(_Strict):
     )
     random_seed: int = Field(0, description="routing=random: seed of the per-request draw (request text + seed)")
     first_step_large: bool = Field(
-        False,
+        True,
         description=(
             "the first step of every routed turn is written by the large model, unglimpsed: it decides "
             "between calling a tool and answering, and sets up the solution"
@@ -243,12 +243,14 @@ class RouterConfig(_Strict):
         description="text that opens a tool call in the templates glimp-llm knows",
     )
     forced_entropy: float = Field(
-        0.0,
+        0.05,
         ge=0.0,
         description=(
             "glimpse past forced tokens: while the small model's next token has entropy below this "
             "(nats), it is decoded and kept, and the route is decided on the first uncertain token; "
-            "whichever model writes the step continues after the kept prefix. 0 = off (the paper)"
+            "whichever model writes the step continues after the kept prefix. 0 = off (the paper). "
+            "Left unset, it is 0 when glimpse_tokens > 1 (the look-ahead is the other way past a certain "
+            "first token; setting both is an error)"
         ),
     )
     forced_max_tokens: int = Field(8, ge=1, le=64, description="forced_entropy: at most this many kept tokens")
@@ -272,7 +274,7 @@ class RouterConfig(_Strict):
         ),
     )
     verify_logprob: float = Field(
-        -4.0, le=0.0, description="verify: the least log-probability (nats) a small-model token may have"
+        -7.0, le=0.0, description="verify: the least log-probability (nats) a small-model token may have"
     )
     verify_margin: float | None = Field(
         None,
@@ -302,6 +304,20 @@ class RouterConfig(_Strict):
             "end of the step"
         ),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _look_ahead_replaces_the_forced_glimpse(cls, data: Any) -> Any:
+        # Both extend the glimpse past its first token; the look-ahead, asked for explicitly, wins over the
+        # forced glimpse's default (an explicit forced_entropy beside it fails in _one_glimpse_extension).
+        if isinstance(data, dict) and "forced_entropy" not in data:
+            try:
+                look_ahead = int(data.get("glimpse_tokens", 1)) > 1
+            except (TypeError, ValueError):
+                return data  # the field validator names the bad value
+            if look_ahead:
+                return {**data, "forced_entropy": 0.0}
+        return data
 
     @model_validator(mode="after")
     def _one_glimpse_extension(self) -> RouterConfig:
@@ -369,9 +385,10 @@ class GlimpConfig(_Strict):
             raise ConfigurationError(format_validation_error(exc, source)) from None
 
     def with_router(self, **changes: Any) -> GlimpConfig:
-        """A copy with router fields changed (validated)."""
+        """A copy with router fields changed (validated). The router's defaults stay unset, so a default
+        that depends on another field (forced_entropy on glimpse_tokens) follows the change."""
         data = self.model_dump()
-        data["router"].update(changes)
+        data["router"] = {**self.router.model_dump(exclude_unset=True), **changes}
         return GlimpConfig.validated(data)
 
 

@@ -38,7 +38,13 @@ except ImportError:  # hypothesis is a dev extra; without it those tests are ski
 #: The paper's step loop with none of the guards the router ships on (issue 14): tests of the entropy loop
 #: itself (which model a given entropy picks, glimpse reuse, budgets) pass it; the guards have their own
 #: tests in test_router_guards.py.
-UNGUARDED = {"first_step_large": False, "tool_call_large": False, "final_step_check": False, "verify": False}
+UNGUARDED = {
+    "first_step_large": False,
+    "tool_call_large": False,
+    "forced_entropy": 0.0,
+    "final_step_check": False,
+    "verify": False,
+}
 
 
 def require(module: str, why: str) -> None:

@@ -208,6 +208,8 @@ def test_configurations_are_valid_router_settings() -> None:
     assert cfgs.parse_define('tau2={"threshold": 2}') == ("tau2", {"threshold": 2})
     name, o = cfgs.parse_define('fs=first-step+{"threshold": 2}')
     assert name == "fs" and o["first_step_large"] is True and o["threshold"] == 2
+    name, o = cfgs.parse_define('vg=verify+guards+{"forced_entropy": 0.05}')  # a base name holding "+"
+    assert o["verify"] is True and o["first_step_large"] is True and o["forced_entropy"] == 0.05
     with pytest.raises(ValueError, match="unknown configuration"):
         cfgs.resolve(["nope"])
 

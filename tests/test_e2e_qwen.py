@@ -23,7 +23,7 @@ QUESTION = (
 
 
 #: The paper's loop alone (no guards) for the tests that pin which model the entropy picks.
-UNGUARDED_ENV = {f"GLIMP_ROUTER__{k.upper()}": "false" for k in UNGUARDED}
+UNGUARDED_ENV = {f"GLIMP_ROUTER__{k.upper()}": json.dumps(v) for k, v in UNGUARDED.items()}
 
 
 def glimp_run_json(*extra: str, env: dict[str, str] | None = None) -> dict:
@@ -57,7 +57,7 @@ def test_the_shipped_defaults_verify_every_small_step(qwen_pair_paths: tuple[str
     small = [s for s in steps if s["model"] == "small"]
     assert small and all(s["verified"] for s in small)
     assert result["usage"]["verified_steps"] >= len(small)
-    assert not any(s["routed_by"] == "first_step" for s in steps)  # the first-step guard is off by default
+    assert steps[0]["model"] == "large" and steps[0]["routed_by"] == "first_step"  # the first-step guard is on
     assert steps[-1]["model"] == "large" or steps[-1]["verified"]  # the answer: the large model's, or read by it
     assert result["text"] == "".join(s["text"] for s in steps)
     assert "72" in result["text"]

@@ -15,7 +15,7 @@ from conftest import UNGUARDED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from glimp_llm.config import RouterConfig
+from glimp_llm.config import GlimpConfig, RouterConfig
 from glimp_llm.engines.scripted import ScriptedEngine
 from glimp_llm.errors import ConfigurationError
 from glimp_llm.router import Router
@@ -118,6 +118,9 @@ async def test_forced_tokens_up_to_the_cap_leave_the_step_to_the_small_model() -
 def test_forced_tokens_and_look_ahead_are_exclusive() -> None:
     with pytest.raises(ValueError, match="choose one"):
         RouterConfig(forced_entropy=0.1, glimpse_tokens=4)
+    # asking for the look-ahead turns the forced glimpse's default off (it is on by default)
+    assert RouterConfig(glimpse_tokens=4).forced_entropy == 0.0 < RouterConfig().forced_entropy
+    assert GlimpConfig().with_router(glimpse_tokens=4).router.forced_entropy == 0.0
 
 
 async def test_final_step_check_rewrites_the_small_models_last_step() -> None:
@@ -422,21 +425,21 @@ async def test_one_model_routing_ignores_the_guards_it_ships_with(routing: str, 
     assert result.usage.small_tokens_rejected == 0 and result.usage.glimpses == 0
 
 
-async def test_the_shipped_defaults_guard_tool_calls_and_verify_where_the_pair_can() -> None:
+async def test_the_shipped_defaults_are_all_four_guards_and_verification_where_the_pair_can() -> None:
     defaults = RouterConfig()
-    assert defaults.tool_call_large and defaults.final_step_check and not defaults.first_step_large
-    assert defaults.verify == "auto" and defaults.verify_logprob == -4.0 and defaults.verify_resume == "large"
-    assert defaults.forced_entropy == 0 and defaults.routing == "entropy"
+    assert defaults.first_step_large and defaults.tool_call_large and defaults.final_step_check
+    assert defaults.forced_entropy == 0.05 and defaults.forced_max_tokens == 8 and defaults.routing == "entropy"
+    assert defaults.verify == "auto" and defaults.verify_logprob == -7.0 and defaults.verify_resume == "large"
 
 
-async def test_the_defaults_without_tools_route_as_the_benchmarks_verify_4_mode() -> None:
-    """RESULTS.md measures the shipped defaults on GSM8K through the verify-4 mode: without tools the
-    tool-call guard is inert and, with verification on, the final step is verified, not rewritten."""
+async def test_the_defaults_route_as_the_benchmarks_verify_guards_mode() -> None:
+    """RESULTS.md measures the shipped defaults on GSM8K through the verify+guards mode (the same settings;
+    verify=auto verifies on a pair that can score): the two give the same trace."""
     from glimp_llm.bench.modes import GUARDS_OFF, registry
 
     small = "First we add 2 plus 3.\n\nThen we minus by 5.\n\nThe answer is \\boxed{10}."
     large = "First we add 2 plus 3.\n\nThen we multiply by 5.\n\nThe answer is \\boxed{25}."
-    mode = {**GUARDS_OFF, **registry()["verify-4"].overrides}
+    mode = {**GUARDS_OFF, **registry()["verify+guards"].overrides}
     results = []
     for router_config in (RouterConfig(threshold=1.0), RouterConfig(threshold=1.0, **mode)):
         s = ScriptedEngine(small, entropies=[0.1, 2.0, 0.1], name="small", inner_entropy=0.2)

@@ -26,16 +26,24 @@ GUARDS_OFF: dict[str, Any] = {
     "verify_logprob": -7.0,  # the "verify" configuration as first measured (the default was -7 then)
 }
 # "glimpse past forced tokens": tokens below this entropy (nats) are kept and the route is decided after
-# them. 0.1 nats is a near-certain token (p > ~0.98); sweep it with --define if the guard is kept.
-FORCED: dict[str, Any] = {"forced_entropy": 0.1, "forced_max_tokens": 8}
+# them; the GSM8K benchmark's setting (glimp_llm.bench.modes), so "guards" means the same in both.
+FORCED: dict[str, Any] = {"forced_entropy": 0.05, "forced_max_tokens": 8}
 GUARDS_ON: dict[str, Any] = {"first_step_large": True, "tool_call_large": True, **FORCED, "final_step_check": True}
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "small-only": {"routing": "small-only"},
     "large-only": {"routing": "large-only"},
     "ours": {},
-    # the defaults until 2026-12-02 evening: three guards, no verification (kept to compare with)
+    # earlier defaults, kept to compare with: until 2026-12-02 evening three guards and no verification;
+    # until 2026-12-03 the tool-call guard, the final-step check and verification at -4 nats
     "old-defaults": {**GUARDS_OFF, "first_step_large": True, "tool_call_large": True, "final_step_check": True},
+    "verify-4-defaults": {
+        **GUARDS_OFF,
+        "tool_call_large": True,
+        "final_step_check": True,
+        "verify": True,
+        "verify_logprob": -4.0,
+    },
     "entropy": dict(GUARDS_OFF),
     "first-step": {**GUARDS_OFF, "first_step_large": True},
     "tool-call": {**GUARDS_OFF, "tool_call_large": True},
@@ -56,9 +64,11 @@ def parse_define(text: str) -> tuple[str, dict[str, Any]]:
     if not sep or not name or "," in name:
         raise ValueError(f"--define wants NAME=JSON or NAME=BASE+JSON, got {text!r}")
     base: dict[str, Any] = {}
-    head, plus, tail = spec.partition("+")
-    if plus and head.strip() in CONFIGS:
-        base, spec = dict(CONFIGS[head.strip()]), tail
+    # the longest known name wins: "verify+guards+{...}" is based on verify+guards, not on verify
+    for known in sorted(CONFIGS, key=len, reverse=True):
+        if spec.strip().startswith(known + "+"):
+            base, spec = dict(CONFIGS[known]), spec.strip()[len(known) + 1 :]
+            break
     try:
         extra = json.loads(spec)
     except json.JSONDecodeError as exc:

@@ -426,7 +426,7 @@ async def _choose_modes(
     if prep.held_out:
         held_out = prep.held_out
         console.print(f"calibrating on {len(held_out)} held-out problems (small and large sample solutions)...")
-        router_config = prep.config.router.model_copy(update={"glimpse_tokens": k})
+        router_config = prep.config.router.model_copy(update={"glimpse_tokens": k, "forced_entropy": 0.0})
         glimpses = await collect_glimpses(
             small, large, [p.prompt for p in held_out], router_config, max_tokens=args.budget
         )
