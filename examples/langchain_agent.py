@@ -2,7 +2,7 @@
 
     .venv/bin/python examples/langchain_agent.py
     .venv/bin/python examples/langchain_agent.py --small qwen2.5-coder-0.5b-instruct --large qwen2.5-coder-0.5b-instruct
-    .venv/bin/python examples/langchain_agent.py --router first_step_large=true   # any RouterConfig field
+    .venv/bin/python examples/langchain_agent.py --router verify=false        # any RouterConfig field
     .venv/bin/python examples/langchain_agent.py --force   # a middleware forces the tool call, then the answer
 
 By default the agent is exactly what a user writes: ``create_agent(ChatGlimp(...), tools=[calculator],
@@ -92,7 +92,7 @@ def compute_first(request: ModelRequest, handler: Callable[[ModelRequest], Model
 
 
 def _setting(text: str) -> tuple[str, Any]:
-    """``first_step_large=true`` -> ``("first_step_large", True)``: the value as JSON when it is JSON."""
+    """``verify=false`` -> ``("verify", False)``: the value as JSON when it is JSON."""
     name, _, raw = text.partition("=")
     try:
         return name.strip(), json.loads(raw)
@@ -113,7 +113,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="a RouterConfig setting, e.g. first_step_large=true or threshold=0.5 (repeatable)",
+        help="a RouterConfig setting, e.g. verify=false or threshold=0.5 (repeatable)",
     )
     args = parser.parse_args()
 

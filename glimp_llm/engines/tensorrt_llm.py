@@ -1,7 +1,7 @@
 """TensorRT-LLM in-process engine: exact glimpse entropy from full generation logits, in-flight batching.
 
 One :class:`TensorRTLLMEngine` drives one TensorRT-LLM ``LLM`` object through its request-level API,
-which is the same on both backends (``../shared/reference/tensorrt_llm.md`` §2.1):
+which is the same on both backends (the LLM API of tensorrt-llm 1.x, ``tensorrt_llm.llmapi``):
 
 * a prebuilt **engine directory** runs on the TensorRT backend, ``tensorrt_llm._tensorrt_engine.LLM``
   (tensorrt-llm 1.1 – 1.2.x; the backend was removed after 1.3.0rc20), with the tokenizer from the HF
