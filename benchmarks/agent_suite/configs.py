@@ -15,6 +15,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from glimp_llm.bench.modes import GUARDS as BENCH_GUARDS
+
 GUARDS_OFF: dict[str, Any] = {
     "routing": "entropy",
     "glimpse_tokens": 1,  # the paper's one-token glimpse (and forced_entropy refuses a look-ahead beside it)
@@ -25,10 +27,9 @@ GUARDS_OFF: dict[str, Any] = {
     "verify": False,
     "verify_logprob": -7.0,  # the "verify" configuration as first measured (the default was -7 then)
 }
-# "glimpse past forced tokens": tokens below this entropy (nats) are kept and the route is decided after
-# them; the GSM8K benchmark's setting (glimp_llm.bench.modes), so "guards" means the same in both.
-FORCED: dict[str, Any] = {"forced_entropy": 0.05, "forced_max_tokens": 8}
-GUARDS_ON: dict[str, Any] = {"first_step_large": True, "tool_call_large": True, **FORCED, "final_step_check": True}
+# The GSM8K benchmark's guard settings, so "guards" and "forced" mean the same in both suites.
+GUARDS_ON: dict[str, Any] = dict(BENCH_GUARDS)
+FORCED: dict[str, Any] = {k: BENCH_GUARDS[k] for k in ("forced_entropy", "forced_max_tokens")}
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "small-only": {"routing": "small-only"},
@@ -64,10 +65,11 @@ def parse_define(text: str) -> tuple[str, dict[str, Any]]:
     if not sep or not name or "," in name:
         raise ValueError(f"--define wants NAME=JSON or NAME=BASE+JSON, got {text!r}")
     base: dict[str, Any] = {}
+    spec = spec.strip()
     # the longest known name wins: "verify+guards+{...}" is based on verify+guards, not on verify
     for known in sorted(CONFIGS, key=len, reverse=True):
-        if spec.strip().startswith(known + "+"):
-            base, spec = dict(CONFIGS[known]), spec.strip()[len(known) + 1 :]
+        if spec.startswith(known + "+"):
+            base, spec = dict(CONFIGS[known]), spec[len(known) + 1 :]
             break
     try:
         extra = json.loads(spec)
