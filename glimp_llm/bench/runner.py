@@ -58,10 +58,8 @@ class Mode:
             "paper_faithful": self.paper_faithful,
             "glimpse_tokens": self.glimpse_tokens,
         }
-        if self.kind == "small":
-            update["routing"] = "small-only"
-        elif self.kind == "large":
-            update["routing"] = "large-only"
+        if self.kind != "routed":
+            update["routing"] = f"{self.kind}-only"
         update.update(self.overrides)
         return update
 
@@ -71,8 +69,7 @@ class Mode:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Mode:
         """A mode from a meta file (fields an older file lacks take their defaults)."""
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass
@@ -120,8 +117,7 @@ class Record:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Record:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def record_of(
@@ -154,13 +150,12 @@ def record_of(
         entropy_kind=kinds.pop() if len(kinds) == 1 else None,
         text=result.text,
         random_large_share=random_large_share,
-        # getattr: the guard and verification fields of the trace are newer than some engines' results
-        verify_s=getattr(t, "verify_seconds", 0.0),
-        verified_steps=getattr(u, "verified_steps", 0),
-        rejected_steps=getattr(u, "rejected_steps", 0),
-        small_tokens_rejected=getattr(u, "small_tokens_rejected", 0),
-        forced_tokens=getattr(u, "forced_tokens", 0),
-        routed_by=[str(getattr(s, "routed_by", "entropy")) for s in result.steps],
+        verify_s=t.verify_seconds,
+        verified_steps=u.verified_steps,
+        rejected_steps=u.rejected_steps,
+        small_tokens_rejected=u.small_tokens_rejected,
+        forced_tokens=u.forced_tokens,
+        routed_by=[s.routed_by for s in result.steps],
     )
 
 
@@ -222,12 +217,7 @@ class BenchPlan:
     sweep_problems: int = 0
 
     def runs(self, problems: Sequence[Problem]) -> list[tuple[Problem, Mode]]:
-        out: list[tuple[Problem, Mode]] = []
-        for i, problem in enumerate(problems):
-            for mode in self.modes:
-                if not mode.sweep or i < self.sweep_problems:
-                    out.append((problem, mode))
-        return out
+        return [(p, m) for i, p in enumerate(problems) for m in self.modes if not m.sweep or i < self.sweep_problems]
 
 
 async def run_plan(

@@ -104,7 +104,8 @@ def parse_tool_calls(text: str, known_tools: Collection[str] | None = None) -> T
     invalid: list[InvalidToolCall] = []
     if TOOL_CALL_OPEN in text:
         for body in _BLOCK.findall(text):
-            _read_call_body(_unfence(body), calls, invalid)
+            fenced = _FENCE.search(body)
+            _read_call_body(fenced.group(1) if fenced else body, calls, invalid)
         return ToolCallParse(_content(_BLOCK.sub("", text)), calls, invalid)
 
     def fence(match: re.Match[str]) -> str:
@@ -125,11 +126,6 @@ def parse_tool_calls(text: str, known_tools: Collection[str] | None = None) -> T
 
 def _content(text: str) -> str:
     return text if text.strip() else ""
-
-
-def _unfence(body: str) -> str:
-    m = _FENCE.search(body)
-    return m.group(1) if m else body
 
 
 def _as_calls(text: str, known_tools: Collection[str] | None) -> list[ParsedToolCall] | None:

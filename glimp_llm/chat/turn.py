@@ -17,6 +17,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Ma
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from glimp_llm.chat.options import RequestOptions
 from glimp_llm.chat.stream import HoldBack
 from glimp_llm.chat.tools import (
     STREAM_PAUSE_MARKERS,
@@ -40,7 +41,7 @@ FINISH_REASON: dict[RoutedFinishReason, FinishReason] = {
     "length": "length",
     "cancelled": "stop",
 }
-OPTION_NAMES = ("temperature", "max_tokens", "top_p", "seed", "threshold", "timeout_s")
+OPTION_NAMES = tuple(name for name in RequestOptions.model_fields if name != "stop")  # stop: see request_options
 
 
 def request_options(

@@ -215,13 +215,12 @@ def prepare(args: argparse.Namespace, warn: Callable[[str], None]) -> Prepared:
     collect = not {_sample_keys(args.lookahead_tokens)[k] for k in kinds} <= reusable
 
     # Problems: the evaluated range and, when a calibration will run, the held-out ones right after it.
-    source = args.data or f"reasoning-gym gsm_symbolic (seed {args.seed})"
     problems = load_problems(args.data, offset=args.offset, limit=args.limit, seed=args.seed)
     total = count_rows(args.data) if args.data else None
     preflight.check_problem_count(
         len(problems),
         args.limit,
-        source=f"--data {args.data}" if args.data else source,
+        source=f"--data {args.data}" if args.data else f"reasoning-gym gsm_symbolic (seed {args.seed})",
         what=f"--offset {args.offset} --limit {args.limit} asks for (it has {total} in all)",
         fix=f"lower --limit to {len(problems)} or --offset" if problems else "lower --offset",
     )
@@ -262,7 +261,10 @@ def main(args: argparse.Namespace) -> int:
         return asyncio.run(run(args, prepared, console))
     except KeyboardInterrupt:
         if args.records:
-            n = len(_finished(args.records))
+            try:
+                n = len(read_records(args.records)) if Path(args.records).is_file() else 0
+            except GlimpError:
+                n = 0
             _say(
                 console,
                 f"interrupted: {n} finished runs are in {args.records}; rerun the same command to resume from them",
@@ -277,13 +279,6 @@ def _warn(console: Any, text: str) -> None:
     from rich.markup import escape
 
     console.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
-
-
-def _finished(path: str) -> list[Record]:
-    try:
-        return read_records(path) if Path(path).is_file() else []
-    except GlimpError:
-        return []
 
 
 def build_config(args: argparse.Namespace) -> GlimpConfig:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import itertools
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -37,6 +38,7 @@ from glimp_llm.entropy import entropy_from_logits, top_k_logprobs
 from glimp_llm.errors import InvalidRequestError
 
 StateT = TypeVar("StateT")
+T = TypeVar("T")
 
 
 @dataclass
@@ -178,7 +180,7 @@ class InProcessEngine(EngineBase, abc.ABC, Generic[StateT]):
             return slot.state.rng
         return np.random.default_rng((sampling.seed, len(context)))
 
-    async def _run(self, context: Sequence[int], work: Any) -> Any:
+    async def _run(self, context: Sequence[int], work: Callable[[Slot[SlotState[StateT]], CancelFlag], T]) -> T:
         pool = self._require_pool()
         with self._counted():
             return await pool.run(context, work)
@@ -206,7 +208,7 @@ class InProcessEngine(EngineBase, abc.ABC, Generic[StateT]):
                 cached_tokens=reused,
             )
 
-        result: Glimpse = await self._run(context, work)
+        result = await self._run(context, work)
         self._stats.glimpses += 1
         return result
 
@@ -219,37 +221,24 @@ class InProcessEngine(EngineBase, abc.ABC, Generic[StateT]):
         def work(slot: Slot[SlotState[StateT]], cancel: CancelFlag) -> TokenScores:
             t0 = time.perf_counter()
             logits, reused = self._sync_context(slot, context)
-            logprobs = [token_logprob(logits[:vocab], continuation[0])]
-            best_ids = [int(np.argmax(logits[:vocab]))]
-            best = [token_logprob(logits[:vocab], best_ids[0])]
-            full = [*context, *continuation]
-            slot.cached = list(full)
-            last: np.ndarray | None = None
+            slot.cached = full = [*context, *continuation]
+            rows = itertools.chain([logits], self._evaluate_each(slot.state.backend, full, len(context)))
+            scored: list[tuple[float, float, int]] = []  # (logprob, best logprob, best id) per scored token
             try:
-                for i, row in enumerate(self._evaluate_each(slot.state.backend, full, len(context))):
-                    nxt = len(context) + i + 1
-                    if nxt < len(full):
-                        logprobs.append(token_logprob(row[:vocab], full[nxt]))
-                        best_ids.append(int(np.argmax(row[:vocab])))
-                        best.append(token_logprob(row[:vocab], best_ids[-1]))
-                    else:
-                        last = row
+                for token, row in zip(continuation, rows, strict=False):  # each row: the logits before its token
+                    best_id = int(np.argmax(row[:vocab]))
+                    scored.append((token_logprob(row[:vocab], token), token_logprob(row[:vocab], best_id), best_id))
+                last = next(rows, None)  # the logits after the continuation
             except BaseException:
                 slot.cached = []  # the backend's cache state is unknown now: rebuild it next time
                 raise
             if last is not None:
                 self._keep_logits(slot, last)  # the large model's next step starts here without an evaluation
             self._stats.tokens_evaluated += len(continuation)
-            return TokenScores(
-                tuple(logprobs),
-                tuple(best),
-                tuple(best_ids),
-                seconds=time.perf_counter() - t0,
-                cached_tokens=reused,
-            )
+            logprobs, best, best_ids = zip(*scored, strict=True)
+            return TokenScores(logprobs, best, best_ids, seconds=time.perf_counter() - t0, cached_tokens=reused)
 
-        result: TokenScores = await self._run(context, work)
-        return result
+        return await self._run(context, work)
 
     async def generate(
         self,
@@ -263,11 +252,10 @@ class InProcessEngine(EngineBase, abc.ABC, Generic[StateT]):
         max_tokens = self._step_budget(context, max_tokens)
         info = self.info
         loop = asyncio.get_running_loop()
-        pool = self._require_pool()
 
         def emit(delta: Delta) -> None:
-            if on_token is not None:
-                pool.call_soon_threadsafe(loop, on_token, delta)
+            if on_token is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(on_token, delta)
 
         def work(slot: Slot[SlotState[StateT]], cancel: CancelFlag) -> Completion:
             t0 = time.perf_counter()
@@ -279,7 +267,7 @@ class InProcessEngine(EngineBase, abc.ABC, Generic[StateT]):
             matched: str | None = None
             rng = self._rng(slot, sampling, context)
             while True:
-                if cancel.is_set:
+                if cancel.is_set():
                     finish = "cancelled"
                     break
                 token, _ = choose_token(logits, info.vocab_size, sampling, rng)
@@ -312,6 +300,6 @@ class InProcessEngine(EngineBase, abc.ABC, Generic[StateT]):
                 seconds=time.perf_counter() - t0,
             )
 
-        result: Completion = await self._run(context, work)
+        result = await self._run(context, work)
         self._stats.generate_calls += 1
         return result

@@ -26,10 +26,10 @@ from glimp_llm.engines.base import EngineInfo
 from glimp_llm.engines.in_process import InProcessEngine
 from glimp_llm.errors import EngineUnavailableError, ModelNotFoundError
 
-_TOKEN_ATTR_UNUSED = 1 << 1
+_TOKEN_ATTR_UNUSED = 1 << 1  # llama_token_attr: LLAMA_TOKEN_ATTR_UNUSED (padding rows such as [PAD151665])
 # Loading (and freeing) two models at once from two threads kills the process inside llama.cpp's backend
 # initialisation (observed with 0.3.36: the process exits silently). Loads are rare: serialise them.
-_LOAD_LOCK = threading.Lock()  # llama_token_attr: LLAMA_TOKEN_ATTR_UNUSED (padding rows such as [PAD151665])
+_LOAD_LOCK = threading.Lock()
 
 
 def import_llama_cpp() -> Any:
@@ -70,8 +70,6 @@ class LlamaCppEngine(InProcessEngine[Any]):
         self._llama_cpp: Any = None
         self._pieces: dict[int, bytes] = {}
         self._vocab: Any = None
-        self._add_bos = False
-        self._bos_text = ""
 
     def _load(self) -> tuple[list[Any], EngineInfo]:
         from glimp_llm import models
@@ -115,9 +113,8 @@ class LlamaCppEngine(InProcessEngine[Any]):
             real_vocab -= 1  # trailing padding rows are not tokens: keep them out of the entropy
         eog = frozenset(i for i in range(real_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, i))
         meta = first.metadata
-        self._add_bos = bool(model.add_bos_token())
         bos_id, eos_id = model.token_bos(), model.token_eos()
-        self._bos_text = self._piece(bos_id).decode("utf-8", "replace") if bos_id >= 0 else ""
+        bos_text = self._piece(bos_id).decode("utf-8", "replace") if bos_id >= 0 else ""
         eos_text = self._piece(eos_id).decode("utf-8", "replace") if eos_id >= 0 else ""
         fingerprint = hashlib.sha256()
         for i in range(n_vocab):
@@ -133,9 +130,9 @@ class LlamaCppEngine(InProcessEngine[Any]):
             entropy_kind="exact",
             batches_in_flight=False,
             chat_template=self._chat_template_override or meta.get("tokenizer.chat_template"),
-            bos_token=self._bos_text,
+            bos_token=bos_text,
             eos_token=eos_text,
-            add_bos=self._add_bos,
+            add_bos=bool(model.add_bos_token()),
             can_score=True,
         )
         self.path = path

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from glimp_llm.errors import EngineUnavailableError, OverloadedError
 
@@ -43,18 +43,8 @@ class Slot(Generic[StateT]):
     cached: list[int] = field(default_factory=list)
 
 
-class CancelFlag:
-    """Set from the loop when the caller is cancelled; polled by the worker thread between tokens."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    @property
-    def is_set(self) -> bool:
-        return self._event.is_set()
+CancelFlag = threading.Event
+"""Set from the loop when the caller is cancelled; polled by the worker thread between tokens."""
 
 
 class SlotPool(Generic[StateT]):
@@ -126,10 +116,6 @@ class SlotPool(Generic[StateT]):
         finally:
             self.in_flight -= 1
             self._release(slot)
-
-    def call_soon_threadsafe(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(fn, *args)
 
     def reject_waiters(self) -> None:
         """Refuse new work and fail queued waiters. Call it on the loop thread: the waiters are asyncio

@@ -52,13 +52,10 @@ class LoadPlan:
     built with ``gather_context_logits``."""
 
     def llm_kwargs(self, runtime: Runtime, kv_cache_config: Any, engine: TensorRTLLMEngine) -> dict[str, Any]:
-        tokenizer = engine._tokenizer_arg
         kwargs: dict[str, Any] = {
             "model": str(self.model_dir),
             # the runtime takes a tokenizer object as well as a directory: a given object is passed as it is
-            "tokenizer": tokenizer
-            if tokenizer is not None and not isinstance(tokenizer, str | Path)
-            else str(self.tokenizer_dir),
+            "tokenizer": str(self.tokenizer_dir) if engine._given_tokenizer is None else engine._given_tokenizer,
             "gather_generation_logits": True,
             # prompts up to max_seq_len - 1 instead of max_num_tokens ("Long contexts" in engines/tensorrt_llm.py)
             "enable_chunked_prefill": True,
@@ -153,11 +150,10 @@ def plan_load(engine: TensorRTLLMEngine) -> LoadPlan:
         raise ConfigurationError(
             f"cannot tell the context window of {model_dir} (no max_seq_len); set max_seq_len in the engine config"
         )
-    tokenizer_dir = _tokenizer_dir(engine, model_dir, fmt)
     return LoadPlan(
         backend=backend,
         model_dir=model_dir,
-        tokenizer_dir=tokenizer_dir,
+        tokenizer_dir=_tokenizer_dir(engine, model_dir, fmt),
         context_window=int(window),
         model_vocab_size=vocab,
         tensor_parallel_size=tp,
@@ -169,15 +165,13 @@ def plan_load(engine: TensorRTLLMEngine) -> LoadPlan:
 
 
 def _tokenizer_dir(engine: TensorRTLLMEngine, model_dir: Path, fmt: str) -> Path:
-    arg = engine._tokenizer_arg
-    if isinstance(arg, str | Path):
-        path = Path(arg).expanduser()
+    if engine._tokenizer_path is not None:
+        path = Path(engine._tokenizer_path).expanduser()
         if not path.is_dir():
             raise ModelNotFoundError(f"tokenizer directory {path} does not exist; set `tokenizer` to the HF dir")
         return path
-    if fmt == "engine" and not has_tokenizer_files(model_dir):
-        if arg is not None:
-            return model_dir  # a tokenizer object was given; the runtime still needs a directory
+    # a given tokenizer object needs no files, but the runtime still takes a directory
+    if fmt == "engine" and engine._given_tokenizer is None and not has_tokenizer_files(model_dir):
         raise ConfigurationError(
             f"engine directory {model_dir} holds no tokenizer files (trtllm-build does not copy them); set "
             "`tokenizer:` to the HF model directory the engine was built from"

@@ -113,12 +113,17 @@ def read_config_json(path: Path) -> dict[str, Any]:
         raise ModelNotFoundError(
             f"{path} has no config.json: it is neither a TensorRT-LLM engine directory nor an HF checkpoint"
         )
+    return _json_object(cfg_path, "a model config", "rebuild the engine or re-download")
+
+
+def _json_object(path: Path, what: str, fix: str) -> dict[str, Any]:
+    """The JSON object in ``path``; :class:`EngineDirError` saying ``fix`` when it is unreadable or not an object."""
     try:
-        data = json.loads(cfg_path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EngineDirError(f"{cfg_path} is not readable JSON ({exc}); rebuild the engine or re-download") from None
+        raise EngineDirError(f"{path} is not readable JSON ({exc}); {fix}") from None
     if not isinstance(data, dict):
-        raise EngineDirError(f"{cfg_path} must hold a JSON object, got {type(data).__name__}")
+        raise EngineDirError(f"{path} is JSON but not {what} (an object expected, got {type(data).__name__}); {fix}")
     return data
 
 
@@ -127,12 +132,9 @@ def _is_old_engine_format(cfg: Mapping[str, Any]) -> bool:
 
 
 def detect_model_format(path: str | Path) -> ModelFormat:
-    """Tell an engine directory, an HF checkpoint and a converted TRT-LLM checkpoint apart by ``config.json``.
-
-    Engine: ``build_config`` + ``pretrained_config`` (or the pre-0.8 ``builder_config`` layout, detected
-    here so that validation can reject it with the reason). HF: ``architectures``/``model_type``.
-    Converted checkpoint (output of ``convert_checkpoint.py``): ``architecture`` + ``mapping``.
-    """
+    """Tell an engine directory, an HF checkpoint and a converted TRT-LLM checkpoint (``convert_checkpoint.py``)
+    apart by ``config.json``; the pre-0.8 engine layout counts as an engine, so that validation rejects it with
+    the reason."""
     p = Path(path).expanduser()
     cfg = read_config_json(p)
     if ("build_config" in cfg and "pretrained_config" in cfg) or _is_old_engine_format(cfg):
@@ -198,12 +200,10 @@ def validate_engine_dir(path: str | Path) -> EngineDirReport:
     report.max_batch_size = int_or_none(build.get("max_batch_size"))
     report.max_num_tokens = int_or_none(build.get("max_num_tokens"))
     report.gather_context_logits = build.get("gather_context_logits") is True
-    raw_mapping = pre.get("mapping")
-    mapping = raw_mapping if isinstance(raw_mapping, dict) else {}
+    mapping = raw if isinstance(raw := pre.get("mapping"), dict) else {}
     report.tp_size = int_or_none(mapping.get("tp_size")) or 1
     report.pp_size = int_or_none(mapping.get("pp_size")) or 1
-    raw_plugin = build.get("plugin_config")
-    plugin = raw_plugin if isinstance(raw_plugin, dict) else {}
+    plugin = raw if isinstance(raw := build.get("plugin_config"), dict) else {}
     report.tokens_per_block = int_or_none(_plugin_flag(plugin, "tokens_per_block")) or int_or_none(
         build.get("tokens_per_block")
     )
@@ -296,12 +296,7 @@ def tokenizer_facts(path: str | Path) -> TokenizerFacts | None:
     tj = p / "tokenizer.json"
     if not tj.is_file():
         return None
-    try:
-        data = json.loads(tj.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EngineDirError(f"{tj} is not readable JSON ({exc}); copy the tokenizer files again") from None
-    if not isinstance(data, dict):
-        raise EngineDirError(f"{tj} is JSON but not a tokenizer (an object expected); copy the tokenizer files again")
+    data = _json_object(tj, "a tokenizer", "copy the tokenizer files again")
     model = data.get("model")
     raw_vocab = model.get("vocab") if isinstance(model, dict) else None
     vocab: dict[str, int] = {}

@@ -23,7 +23,7 @@ class LlamaServer(Dialect):
 
     async def describe(self, replica: Replica) -> EngineInfo:
         e = self.engine
-        props = await self.http.get_json(replica, "/props")
+        props = await self.http.request_json(replica, "/props")
         cards = await model_cards(self.http, replica)
         meta: dict[str, Any] = next((m["meta"] for m in reversed(cards) if isinstance(m.get("meta"), dict)), {})
         vocab = e.vocab_size_setting or meta.get("n_vocab")
@@ -43,11 +43,11 @@ class LlamaServer(Dialect):
 
     async def tokenize(self, replica: Replica, text: str, *, add_special: bool = False) -> list[int]:
         body = {"content": text, "add_special": add_special, "parse_special": True}
-        data = await self.http.post_json(replica, "/tokenize", body)
+        data = await self.http.request_json(replica, "/tokenize", body)
         return int_list(data.get("tokens"), self.engine.name, "/tokenize tokens")
 
     async def detokenize_on(self, replica: Replica, ids: list[int]) -> Any:
-        return (await self.http.post_json(replica, "/detokenize", {"tokens": ids})).get("content")
+        return (await self.http.request_json(replica, "/detokenize", {"tokens": ids})).get("content")
 
     def sampling_fields(self, sampling: SamplingParams) -> dict[str, Any]:
         return {

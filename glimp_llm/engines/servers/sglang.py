@@ -24,4 +24,4 @@ class SGLang(Dialect):
 
     async def detokenize_on(self, replica: Replica, ids: list[int]) -> Any:
         body = {"model": self.engine.model, "tokens": ids, "skip_special_tokens": False}
-        return (await self.http.post_json(replica, "/detokenize", body)).get("text")
+        return (await self.http.request_json(replica, "/detokenize", body)).get("text")

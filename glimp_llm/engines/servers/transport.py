@@ -44,11 +44,6 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, NoReplicaError)  # every replica out: the soonest comes back
 
 
-def _connection_error(exc: BaseException) -> bool:
-    """The retry predicate of health probes: a pooled keep-alive connection the server just closed."""
-    return isinstance(exc, httpx.TransportError)
-
-
 class ServerTransport:
     """The replicas of one model and the client that talks to them, for :class:`OpenAICompatEngine`."""
 
@@ -123,11 +118,11 @@ class ServerTransport:
     async def probe(self, replica: Replica) -> bool:
         """GET /health on one replica; takes it out or lets it back in. A second try (the policy's, with one
         retry on connection errors): the first may have met a keep-alive connection the server just closed."""
-        client = self._require_client()
+        policy = self._policy(retries=1, retry_on=lambda exc: isinstance(exc, httpx.TransportError))
         try:
-            async for attempt in self._policy(retries=1, retry_on=_connection_error):
-                with attempt:
-                    resp = await client.get(f"{replica.url}/health", timeout=min(self.timeout_s, 5.0))
+            resp: httpx.Response = await policy(
+                self._require_client().get, f"{replica.url}/health", timeout=min(self.timeout_s, 5.0)
+            )
             ok, reason = resp.status_code == 200, f"/health answered HTTP {resp.status_code}"
         except httpx.HTTPError as exc:
             ok, reason = False, f"/health failed: {type(exc).__name__}"
@@ -190,16 +185,11 @@ class ServerTransport:
         return result
 
     # ------------------------------------------------------------------------------ requests
-    async def post_json(self, replica: Replica, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._request_json(replica, "POST", path, body)
-
-    async def get_json(self, replica: Replica, path: str) -> dict[str, Any]:
-        return await self._request_json(replica, "GET", path, None)
-
-    async def _request_json(self, replica: Replica, method: str, path: str, body: Any) -> dict[str, Any]:
+    async def request_json(self, replica: Replica, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """POST ``body`` (GET without one); the answer's JSON object."""
         client = self._require_client()
         try:
-            resp = await client.request(method, replica.url + path, json=body)
+            resp = await client.request("GET" if body is None else "POST", replica.url + path, json=body)
         except httpx.HTTPError as exc:
             raise self._http_error(exc, replica) from exc
         if resp.status_code != 200:

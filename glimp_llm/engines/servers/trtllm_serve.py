@@ -26,7 +26,8 @@ class TrtllmServe(Dialect):
         return {"include_stop_str_in_output": True, "skip_special_tokens": False, "detokenize": False}
 
     async def tokenize(self, replica: Replica, text: str) -> list[int]:
-        data = await self.http.post_json(replica, "/_internal/tokenize", {"model": self.engine.model, "prompt": text})
+        body = {"model": self.engine.model, "prompt": text}
+        data = await self.http.request_json(replica, "/_internal/tokenize", body)
         return int_list(data.get("tokens"), self.engine.name, "tokenize tokens")
 
     async def detokenize(self, ids: list[int]) -> str:

@@ -49,7 +49,7 @@ class VLLM(Dialect):
         }
         if tools:
             body["tools"] = tools
-        data = await self.http.call(lambda r: self.http.post_json(r, "/tokenize", body))
+        data = await self.http.call(lambda r: self.http.request_json(r, "/tokenize", body))
         return await self.engine.detokenize(int_list(data.get("tokens"), self.engine.name, "/tokenize tokens"))
 
     async def score(self, replica: Replica, full: list[int], start: int) -> TokenScores:
@@ -67,7 +67,7 @@ class VLLM(Dialect):
             "temperature": 0.0,
             "return_token_ids": True,
         }
-        data = await self.http.post_json(replica, "/v1/completions", body)
+        data = await self.http.request_json(replica, "/v1/completions", body)
         try:
             rows = data["choices"][0]["prompt_logprobs"][start : len(full)]  # a short list fails the zip
             values = tuple(_logprob(row[str(token)]) for row, token in zip(rows, full[start:], strict=True))
