@@ -15,7 +15,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from glimp_llm.chat.content import content_text
+from glimp_llm.chat.content import content_text, template_role
 from glimp_llm.errors import ConfigurationError, InvalidRequestError
 
 #: Used when a model ships no template at all (ChatML, the most widespread convention).
@@ -100,6 +100,7 @@ def _normalize(message: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(message, dict) or "role" not in message:
         raise InvalidRequestError(f"a chat message must be a dict with a 'role'; got {message!r:.80}")
     out = dict(message)
+    out["role"] = template_role(out["role"])
     out["content"] = content_text(out.get("content"))
     if out.get("tool_calls"):
         out["tool_calls"] = [_normalize_call(call) for call in out["tool_calls"]]

@@ -21,7 +21,7 @@ from glimp_llm.config import GlimpConfig
 from glimp_llm.engines.base import Engine, EngineInfo
 from glimp_llm.errors import EngineUnavailableError, RequestCancelledError
 from glimp_llm.manager import BackendManager
-from glimp_llm.router import Router, RouteRequest
+from glimp_llm.router import Router, RouteRequest, as_request
 from glimp_llm.trace import RoutedResult, RouterEvent
 
 _DONE = object()
@@ -114,20 +114,14 @@ class Glimp:
         return self._started().call(self.manager.health)
 
     # ----------------------------------------------------------------------------- calls
-    @staticmethod
-    def _request(prompt: str | RouteRequest | None, options: dict[str, Any]) -> RouteRequest:
-        if isinstance(prompt, RouteRequest):
-            return prompt
-        return RouteRequest(prompt=prompt, **options)
-
     def generate(self, prompt: str | RouteRequest | None = None, **options: Any) -> RoutedResult:
         """Route one request and wait for it. ``options``: messages, raw, tools, max_tokens, stop,
         threshold, temperature, top_p, seed, timeout_s."""
-        req = self._request(prompt, options)  # a bad request fails before any engine starts
+        req = as_request(prompt, options)  # a bad request fails before any engine starts
         return self._started().call(self.router.generate, req)
 
     async def agenerate(self, prompt: str | RouteRequest | None = None, **options: Any) -> RoutedResult:
-        req = self._request(prompt, options)
+        req = as_request(prompt, options)
         portal = await self._astarted()
         try:
             return await portal.acall(self.router.generate, req)
@@ -139,7 +133,7 @@ class Glimp:
 
     def batch(self, prompts: Sequence[str | RouteRequest], **options: Any) -> list[RoutedResult]:
         """Route many requests *concurrently* (engines that batch in flight run them together)."""
-        reqs = [self._request(p, options) for p in prompts]
+        reqs = [as_request(p, options) for p in prompts]
         return self._started().call(self.abatch, reqs)  # on the engines' loop, where acall awaits directly
 
     async def abatch(self, prompts: Sequence[str | RouteRequest], **options: Any) -> list[RoutedResult]:
@@ -147,7 +141,7 @@ class Glimp:
 
     def stream(self, prompt: str | RouteRequest | None = None, **options: Any) -> Iterator[RouterEvent]:
         """Events (tokens, steps, done) as they happen. Breaking out of the loop cancels the request."""
-        req = self._request(prompt, options)
+        req = as_request(prompt, options)
         events: queue.Queue[Any] = queue.Queue()
         future = self._pump(self._started(), req, events.put)
         try:
@@ -157,7 +151,7 @@ class Glimp:
             future.cancel()
 
     async def astream(self, prompt: str | RouteRequest | None = None, **options: Any) -> AsyncIterator[RouterEvent]:
-        req = self._request(prompt, options)
+        req = as_request(prompt, options)
         portal = await self._astarted()
         caller = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()

@@ -23,6 +23,7 @@ The router knows nothing about engines beyond :class:`~glimp_llm.engines.base.En
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import random
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from glimp_llm.admission import Admission
-from glimp_llm.chat.options import MAX_STOP_SEQUENCES, check_options, stop_list
+from glimp_llm.chat.options import MAX_STOP_SEQUENCES, RequestOptions, check_options, stop_list
 from glimp_llm.chat.prompt import prompt_ids, thinking
 from glimp_llm.config import RouterConfig
 from glimp_llm.engines.base import Completion, Delta, Engine, Glimpse, Message, SamplingParams, TokenScores
@@ -64,7 +65,7 @@ from glimp_llm.trace import (
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[RouterEvent], None]
-__all__ = ["MAX_STOP_SEQUENCES", "RouteRequest", "Router", "look_ahead", "stop_list", "validate_request"]
+__all__ = ["MAX_STOP_SEQUENCES", "RouteRequest", "Router", "as_request", "look_ahead", "stop_list", "validate_request"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,14 @@ class _Run:
             self.sink(event)
 
 
+def as_request(request: RouteRequest | str | None, options: dict[str, Any]) -> RouteRequest:
+    """``request`` as a :class:`RouteRequest`, with the keyword ``options`` (its fields) applied over it: options
+    given beside a request object replace its fields rather than being dropped."""
+    if isinstance(request, RouteRequest):
+        return dataclasses.replace(request, **options) if options else request
+    return RouteRequest(prompt=request, **options)
+
+
 def validate_request(request: RouteRequest) -> None:
     """Fail fast, with the fix, on input that cannot be served."""
     if request.messages is None:
@@ -125,11 +134,13 @@ def validate_request(request: RouteRequest) -> None:
             raise InvalidRequestError("prompt is empty: pass the question or instruction to answer")
         if "\x00" in request.prompt:
             raise InvalidRequestError("prompt contains NUL characters (binary data?); pass text")
-        if not _is_utf8(request.prompt):
+        try:
+            request.prompt.encode("utf-8")
+        except UnicodeEncodeError:
             raise InvalidRequestError(
                 "prompt is not valid Unicode text (lone surrogates: bytes decoded with errors='surrogateescape'?); "
                 "decode it as UTF-8 first"
-            )
+            ) from None
     else:
         if isinstance(request.messages, str | bytes) or not request.messages:
             raise InvalidRequestError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
@@ -140,23 +151,7 @@ def validate_request(request: RouteRequest) -> None:
             if isinstance(content, str) and "\x00" in content:
                 raise InvalidRequestError("a message contains NUL characters (binary data?); pass text")
     # the bounds are one pydantic model shared with glimp serve's request bodies (glimp_llm.chat.options)
-    check_options(
-        max_tokens=request.max_tokens,
-        temperature=request.temperature,
-        top_p=request.top_p,
-        seed=request.seed,
-        stop=request.stop,
-        threshold=request.threshold,
-        timeout_s=request.timeout_s,
-    )
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    check_options(**{name: getattr(request, name) for name in RequestOptions.model_fields})
 
 
 class Router:
@@ -174,7 +169,7 @@ class Router:
         self, request: RouteRequest | str, *, on_event: EventSink | None = None, **options: Any
     ) -> RoutedResult:
         """Route one request to completion. ``options`` are :class:`RouteRequest` fields."""
-        req = request if isinstance(request, RouteRequest) else RouteRequest(prompt=request, **options)
+        req = as_request(request, options)
         validate_request(req)
         timeout = req.timeout_s or self.config.request_timeout_s
         try:
@@ -190,13 +185,13 @@ class Router:
     async def stream(self, request: RouteRequest | str, **options: Any) -> AsyncGenerator[RouterEvent, None]:
         """Events as they happen: tokens, finished steps, and a final :class:`DoneEvent`.
         Closing the iterator early cancels the request and frees its engines."""
-        queue: asyncio.Queue[RouterEvent | BaseException] = asyncio.Queue()
+        queue: asyncio.Queue[RouterEvent | BaseException | None] = asyncio.Queue()  # None: the end
         task = asyncio.create_task(self.generate(request, on_event=queue.put_nowait, **options))
-        task.add_done_callback(lambda t: queue.put_nowait(t.exception() or _END) if not t.cancelled() else None)
+        task.add_done_callback(lambda t: queue.put_nowait(t.exception()) if not t.cancelled() else None)
         try:
             while True:
                 item = await queue.get()
-                if item is _END:
+                if item is None:
                     return
                 if isinstance(item, BaseException):
                     raise item
@@ -261,9 +256,6 @@ class Router:
             )
         return None
 
-    def _thinking(self, engine: Engine) -> bool:
-        return thinking(engine, self.config)
-
     # ------------------------------------------------------------------------------- the loop
     async def _route(self, req: RouteRequest, sink: EventSink | None, waited: float) -> RoutedResult:
         cfg = self.config
@@ -283,19 +275,14 @@ class Router:
                 window=window,
             )
         budget = min(req.max_tokens or cfg.max_tokens, window - longest - 1)
-        base = cfg.sampling
-        sampling = SamplingParams(
-            temperature=base.temperature if req.temperature is None else req.temperature,
-            top_p=base.top_p if req.top_p is None else req.top_p,
-            top_k=base.top_k,
-            seed=base.seed if req.seed is None else req.seed,
-        )
+        overrides = {k: v for k in ("temperature", "top_p", "seed") if (v := getattr(req, k)) is not None}
+        context = list(small_ids)  # with a shared tokenizer one list: both models see the same ids
         run = _Run(
-            contexts={"small": list(small_ids), "large": list(large_ids) if not shared else []},
+            contexts={"small": context, "large": context if shared else list(large_ids)},
             shared_tokens=shared,
             budget=budget,
             stops=tuple(stop_list(req.stop)),
-            sampling=sampling,
+            sampling=SamplingParams(**(cfg.sampling.model_dump() | overrides)),
             threshold=cfg.threshold if req.threshold is None else float(req.threshold),
             sink=sink,
             has_tools=bool(req.tools),
@@ -308,8 +295,6 @@ class Router:
             if cfg.routing == "random"
             else random.Random(),
         )
-        if shared:
-            run.contexts["large"] = run.contexts["small"]  # one list: both models see the same ids
         run.usage.prompt_tokens = len(small_ids)
         run.timings.queue_seconds = waited
         finish = await self._loop(run)
@@ -385,7 +370,12 @@ class Router:
                 forced, decider = await self._past_forced(run, g, cap)
                 ahead = [*forced, decider] if decider is not None else forced
             else:
-                ahead = [g] if paper or cfg.glimpse_tokens == 1 else await self._look_ahead(run, g, cap)
+                ahead = [g]
+                if not paper and cfg.glimpse_tokens > 1:
+                    tokens = min(cfg.glimpse_tokens, cap)
+                    ahead = await look_ahead(
+                        self.small, run.contexts["small"], g, run.sampling, tokens=tokens, stops=self._step_stops(run)
+                    )
                 decider = None
         except EngineFailureError as exc:
             if not cfg.fallback_on_engine_failure:
@@ -414,10 +404,7 @@ class Router:
             and _opens_tool_call("".join(x.text for x in ahead), cfg.tool_call_markers)
         ):
             to_large, reason = True, "tool_call"
-        if paper:
-            prefix = None
-            run.usage.glimpse_tokens_discarded += len(ahead)
-        elif to_large:
+        if paper or to_large:  # the paper's glimpse is discarded in both branches (it has no forced tokens)
             prefix = _Prefix.of(forced) if forced else None
             run.usage.glimpse_tokens_discarded += len(ahead) - len(forced)
         else:
@@ -454,22 +441,12 @@ class Router:
             g = await self.small.glimpse([*run.contexts["small"], *(x.token_id for x in forced)], run.sampling)
         return forced, g
 
-    async def _look_ahead(self, run: _Run, first: Glimpse, cap: int) -> list[Glimpse]:
-        return await look_ahead(
-            self.small,
-            run.contexts["small"],
-            first,
-            run.sampling,
-            tokens=min(self.config.glimpse_tokens, cap),
-            stops=self._step_stops(run),
-        )
-
     def _step_stops(self, run: _Run) -> list[str]:
         """What ends the next step: the delimiter while thinking (or when the router writes the answer),
         the end-of-thinking marker for thinking models, and the caller's stop strings."""
         cfg = self.config
         stops = [cfg.step_delimiter] if run.phase == "thinking" or cfg.answer_model == "router" else []
-        if run.phase == "thinking" and self._thinking(self.small):
+        if run.phase == "thinking" and thinking(self.small, self.config):
             stops.append(cfg.end_of_thinking)
         return stops + list(run.stops)
 
@@ -484,9 +461,9 @@ class Router:
         if step.ended_by == "cancelled" or not run.hold_small:
             return step
         guard_tools = cfg.tool_call_large and run.has_tools
-        marker = _tool_call_position(step.text, cfg.tool_call_markers) if guard_tools else None
-        if marker is not None:
-            kept = await _ids_within(self.small, step.token_ids, marker)
+        markers = [i for m in cfg.tool_call_markers if (i := step.text.find(m)) >= 0] if guard_tools else []
+        if markers:
+            kept = await _ids_within(self.small, step.token_ids, min(markers))
             return await self._rewrite(run, step, kept, cap, "tool_call")
         if run.verify:
             return await self._verify(run, step, cap)
@@ -498,7 +475,7 @@ class Router:
     def _ends_answer(self, run: _Run, step: Step) -> bool:
         """Whether ``step`` would end the answer: end of sequence, or a final-answer marker. Thinking
         models in their reasoning phase are left out: their answer has ``answer_model``."""
-        if run.phase == "thinking" and self._thinking(self.small):
+        if run.phase == "thinking" and thinking(self.small, self.config):
             return False
         return step.ended_by == "eos" or any(m in step.text for m in self.config.final_answer_markers)
 
@@ -810,9 +787,9 @@ class Router:
         run.text += step.text
         run.emit(StepEvent(step=step))
         if run.stops:
-            cut = _first_stop_index(run.text, run.stops, max(0, start - max(map(len, run.stops))))
-            if cut is not None:
-                run.text = run.text[:cut]
+            hit = first_stop(run.text, run.stops, max(0, start - max(map(len, run.stops))))
+            if hit is not None:
+                run.text = run.text[: hit[0]]
                 return "stop"
         if step.ended_by == "cancelled":
             return "cancelled"
@@ -850,11 +827,6 @@ def _opens_tool_call(text: str, markers: Sequence[str]) -> bool:
     """Whether the glimpsed start of a step is (the start of) a tool-call marker."""
     head = text.lstrip()
     return bool(head) and any(head.startswith(m) or m.startswith(head) for m in markers)
-
-
-def _tool_call_position(text: str, markers: Sequence[str]) -> int | None:
-    hits = [i for m in markers if (i := text.find(m)) >= 0]
-    return min(hits) if hits else None
 
 
 async def _ids_through_stop(engine: Engine, ids: list[int], stops: Sequence[str]) -> list[int]:
@@ -904,15 +876,3 @@ async def look_ahead(
 def _first_stop(text: str, stops: Sequence[str]) -> str | None:
     hit = first_stop(text, stops)
     return hit[1] if hit else None
-
-
-def _first_stop_index(text: str, stops: Sequence[str], start: int) -> int | None:
-    hit = first_stop(text, stops, start)
-    return hit[0] if hit else None
-
-
-class _End:
-    pass
-
-
-_END: Any = _End()

@@ -121,6 +121,31 @@ async def test_concurrent_calls_are_batched_and_consistent(engine: OpenAICompatE
     assert len({r.text for r in results}) == 1 and all(len(r.token_ids) == 16 for r in results)
 
 
+async def test_max_concurrency_bounds_glimpses_too(servers: tuple[LlamaServer, LlamaServer]) -> None:
+    """``max_concurrency`` is the requests in flight to the model, glimpses included: with a bound of one, a
+    glimpse asked for while a step streams waits for the step (the server itself has a free slot)."""
+    e = OpenAICompatEngine([servers[0].url + "/v1"], "smollm2", top_logprobs=20, timeout_s=30, max_concurrency=1)
+    await e.start()
+    try:
+        ids = await prompt_ids(e)
+        streaming = asyncio.Event()
+        finished: list[str] = []
+
+        async def step() -> None:
+            await e.generate(ids, max_tokens=40, on_token=lambda _: streaming.set())
+            finished.append("step")
+
+        async def glimpse() -> None:
+            await streaming.wait()
+            await e.glimpse(ids, SamplingParams())
+            finished.append("glimpse")
+
+        await asyncio.wait_for(asyncio.gather(step(), glimpse()), 60)
+        assert finished == ["step", "glimpse"]
+    finally:
+        await e.close()
+
+
 async def test_cancellation_closes_the_stream_and_frees_the_server_slot(
     engine: OpenAICompatEngine, servers: tuple[LlamaServer, LlamaServer]
 ) -> None:

@@ -318,3 +318,13 @@ async def test_seeded_sampling_is_reproducible() -> None:
     c = await router.generate("hello", temperature=1.0, seed=8)
     assert a.text == b.text
     assert a.text != c.text or [s.glimpse_text for s in a.steps] != [s.glimpse_text for s in c.steps]
+
+
+async def test_options_beside_a_request_object_apply_to_it() -> None:
+    """``generate(RouteRequest(...), max_tokens=...)``: the keyword options replace the request's fields, as they
+    do beside a prompt string, instead of being dropped."""
+    router, _, _ = await make_router(0.1)
+    result = await router.generate(RouteRequest(prompt="hello", max_tokens=200), max_tokens=3)
+    assert result.usage.completion_tokens == 3 and result.finish_reason == "length"
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_token'"):
+        await router.generate(RouteRequest(prompt="hello"), max_token=3)

@@ -763,6 +763,31 @@ async def test_defect5_extra_eos_ids_come_from_generation_config(trt: ModuleType
     assert with_tokenizer_dir.info.eos_token_ids == {eos, 3}
 
 
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [("{not json", "is not readable JSON"), ("[1, 2]", "must hold a JSON object, got list")],
+)
+async def test_a_malformed_generation_config_is_named_before_the_load(
+    trt: ModuleType, tmp_path: Path, content: str, problem: str
+) -> None:
+    """The EOS ids are read before the minutes-long LLM(...) load: a broken generation_config.json is a typed
+    error naming the file, and no runtime instance is left holding the GPU."""
+    engine = make_engine_dir(tmp_path / "e", STEPS)
+    (engine / "generation_config.json").write_text(content)
+    with pytest.raises(ConfigurationError, match=problem) as caught:
+        await started(engine)
+    assert "generation_config.json" in str(caught.value)
+    assert trt.INSTANCES == []
+
+
+async def test_boolean_eos_ids_in_generation_config_are_not_token_ids(trt: ModuleType, tmp_path: Path) -> None:
+    engine = make_engine_dir(tmp_path / "e", STEPS)
+    eos = json.loads((engine / "generation_config.json").read_text())["eos_token_id"][0]
+    (engine / "generation_config.json").write_text(json.dumps({"eos_token_id": [eos, True]}))
+    eng = await started(engine)
+    assert eng.info.eos_token_ids == {eos}
+
+
 # ------------------------------------------------------------------------------------------------ score
 
 

@@ -161,3 +161,24 @@ def test_streaming_text_releases_a_false_alarm_and_pauses_at_tool_calls() -> Non
     assert j.push(' {"name": ') == "" and j.finish("") == ""
     listed = StreamingText(pause_on_leading_json=True)  # a bare JSON list of calls is held back too
     assert listed.push('[{"name": "add"') == "" and listed.finish("") == ""
+
+
+async def test_openai_role_aliases_render_as_the_template_knows_them() -> None:
+    """Newer OpenAI clients send the system prompt as ``developer``; LangChain, LlamaIndex and ``glimp serve`` all
+    render through the chat layer, which names it ``system`` (and ``function`` ``tool``), and a configured system
+    prompt does not add a second one."""
+    from glimp_llm.chat.prompt import render_prompt
+    from glimp_llm.config import RouterConfig
+    from glimp_llm.engines.scripted import ScriptedEngine
+    from glimp_llm.router import RouteRequest
+
+    engine = ScriptedEngine("Hi.")
+    await engine.start()
+    messages = [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+    text = await render_prompt(RouteRequest(messages=messages), engine, RouterConfig(system_prompt="Default."))
+    assert text.startswith("<|system|>\nBe brief.<|end|>")
+    assert "developer" not in text and "Default." not in text
+    assert messages[0]["role"] == "developer"  # the caller's messages are not changed
+    direct = await engine.render_chat([{"role": "developer", "content": "Be brief."}], add_generation_prompt=False)
+    assert direct.startswith("<|system|>\n")
+    await engine.close()

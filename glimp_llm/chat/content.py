@@ -14,6 +14,13 @@ from typing import Any
 from glimp_llm.errors import InvalidRequestError
 
 SKIPPED_PART_TYPES = frozenset({"tool_use", "tool_call", "reasoning", "thinking", "function_call"})
+#: OpenAI roles that chat templates know by another name (newer OpenAI clients send system prompts as developer)
+ROLE_ALIASES = {"developer": "system", "function": "tool"}
+
+
+def template_role(role: Any) -> Any:
+    """The role a chat template knows for an OpenAI ``role``."""
+    return ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
 
 
 def content_text(content: Any) -> str:

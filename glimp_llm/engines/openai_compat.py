@@ -208,11 +208,12 @@ class OpenAICompatEngine(EngineBase):
         path, body = self.server.glimpse_request(prompt, max(self.k, top_logprobs), sampling)
 
         async def attempt(replica: Replica) -> Glimpse:
-            return self.server.parse_glimpse(await self.http.post_json(replica, path, body), replica)
+            return self.server.parse_glimpse(await self.http.request_json(replica, path, body), replica)
 
         t0 = time.perf_counter()
-        with self._counted():
-            g = await self.http.call(attempt, key=prefix_key(ids))
+        async with self._semaphore:
+            with self._counted():
+                g = await self.http.call(attempt, key=prefix_key(ids))
         self._stats.glimpses += 1
         self._count(ids, g.cached_tokens)
         return dataclasses.replace(g, seconds=time.perf_counter() - t0)

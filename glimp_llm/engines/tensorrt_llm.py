@@ -60,8 +60,7 @@ Why it is written this way (upstream sources read: ``tensorrt_llm/executor/resul
   "The asyncio event loop was not present during initialization" otherwise), and our request limiter
   binds to that loop. Sync callers use :class:`~glimp_llm.manager.BackendManager`'s portal.
 * **Concurrency** is the runtime's in-flight batching: concurrent routed requests become concurrent
-  ``generate_async`` calls on one ``LLM``, bounded by ``max_concurrency`` (beyond it callers wait FIFO).
-* **Cancellation** of a caller aborts its request (``RequestOutput.abort()``), which frees the slot.
+  ``generate_async`` calls on one ``LLM``; a cancelled caller's request is aborted, which frees its slot.
 * **Two engines in one process**: ``free_gpu_memory_fraction`` is a fraction of the memory that is free
   *when that engine allocates its KV cache*, so start the small engine first with a small fraction (the
   manager starts ``small`` and only then ``large``: ``start_in_order``).
@@ -71,10 +70,6 @@ Why it is written this way (upstream sources read: ``tensorrt_llm/executor/resul
 * ``start()`` constructs the ``LLM`` on the loop's own thread (blocking it for the load): the runtime
   sets up its executor, CUDA and MPI state on the constructing thread, and constructing it on a worker
   thread has not been verified on a GPU.
-
-``TENSORRT_LLM_NAMES`` lists every ``tensorrt_llm`` name this module touches; all of them are in the
-appendix of the reference except ``LLM.shutdown`` (read in ``tensorrt_llm/llmapi/llm.py``) and
-``request_perf_metrics.kv_cache_metrics`` (``tensorrt_llm/executor/result.py`` and the nanobind bindings).
 """
 
 from __future__ import annotations
@@ -124,7 +119,8 @@ from glimp_llm.errors import (
 
 log = logging.getLogger("glimp_llm.engines.tensorrt_llm")
 
-#: Every tensorrt_llm name used by this module (and where), for auditing against a new release.
+#: Every tensorrt_llm name used by this module (and where), for auditing against a new release. All are in the
+#: reference's appendix except ``LLM.shutdown`` (llmapi/llm.py) and ``kv_cache_metrics`` (executor/result.py).
 TENSORRT_LLM_NAMES: dict[str, str] = {
     "tensorrt_llm.LLM": "PyTorch backend, HF checkpoints (1.1+)",
     "tensorrt_llm._tensorrt_engine.LLM": "TensorRT backend, engine directories (1.1 - 1.2.x, 1.3.0rc<=20)",
@@ -200,8 +196,7 @@ def import_runtime(backend: Backend) -> Runtime:
     except (ImportError, OSError) as exc:
         raise EngineUnavailableError(f"TensorRT-LLM cannot be imported ({exc}); {INSTALL_HINT}") from exc
     version = _installed_version()
-    problem = version_problem(version)
-    if problem is not None:
+    if (problem := version_problem(version)) is not None:
         raise EngineUnavailableError(problem)
     if backend == "pytorch":
         try:
@@ -245,9 +240,15 @@ def _eos_ids(tokenizer: Any, dirs: Sequence[Path]) -> frozenset[int]:
     for d in dirs:
         gc = d / "generation_config.json"
         if gc.is_file():
-            with contextlib.suppress(OSError, json.JSONDecodeError):
-                value = json.loads(gc.read_text(encoding="utf-8")).get("eos_token_id")
-                ids.update(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int))
+            try:
+                data = json.loads(gc.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ConfigurationError(f"{gc} is not readable JSON ({exc}); copy the model's file again") from None
+            if not isinstance(data, dict):
+                raise ConfigurationError(f"{gc} must hold a JSON object, got {type(data).__name__}; copy it again")
+            value = data.get("eos_token_id")
+            # bool is an int subclass: true/false are not token ids
+            ids.update(v for v in (value if isinstance(value, list) else [value]) if type(v) is int)
             break
     return frozenset(ids)
 
@@ -438,7 +439,8 @@ class TensorRTLLMEngine(EngineBase):
         self.tensor_parallel_size = tensor_parallel_size
         self.cache_salt = cache_salt
         self.max_concurrency = max_concurrency
-        self._tokenizer_arg = tokenizer
+        self._tokenizer_path = tokenizer if isinstance(tokenizer, str | Path) else None
+        self._given_tokenizer = None if isinstance(tokenizer, str | Path) else tokenizer
         self._tokenizer: Any = None
         self._llm: Any = None
         self._runtime: Runtime | None = None
@@ -460,15 +462,14 @@ class TensorRTLLMEngine(EngineBase):
     async def _start(self) -> EngineInfo:
         plan = self.plan()
         runtime = import_runtime(plan.backend)
-        tokenizer = self._tokenizer_arg
-        if tokenizer is None or isinstance(tokenizer, str | Path):
-            tokenizer = load_hf_tokenizer(plan.tokenizer_dir)
+        tokenizer = load_hf_tokenizer(plan.tokenizer_dir) if self._given_tokenizer is None else self._given_tokenizer
         real_vocab = len(tokenizer)
         if plan.model_vocab_size is not None and real_vocab > plan.model_vocab_size:
             raise ConfigurationError(
                 f"the tokenizer in {plan.tokenizer_dir} has {real_vocab} entries but {plan.model_dir} has a "
                 f"{plan.model_vocab_size}-wide vocabulary: the tokenizer belongs to another model"
             )
+        info = self._make_info(plan, tokenizer, real_vocab)  # every tokenizer check before the minutes-long load
         kv = runtime.KvCacheConfig(enable_block_reuse=True, free_gpu_memory_fraction=self.free_gpu_memory_fraction)
         kwargs = plan.llm_kwargs(runtime, kv, self)
         log.info(
@@ -504,7 +505,7 @@ class TensorRTLLMEngine(EngineBase):
         self._limiter = anyio.CapacityLimiter(self.max_concurrency)  # FIFO; counts who holds and who waits
         self._text_stream = _text_streams(tokenizer, plan.tokenizer_dir)
         self._tokenizer, self._llm, self._runtime, self._plan = tokenizer, llm, runtime, plan
-        return self._make_info(plan, tokenizer, real_vocab)
+        return info
 
     def _make_info(self, plan: LoadPlan, tokenizer: Any, real_vocab: int) -> EngineInfo:
         get_vocab = getattr(tokenizer, "get_vocab", None)
@@ -750,8 +751,7 @@ class TensorRTLLMEngine(EngineBase):
         stops = [s for s in stop if s]
         fields: dict[str, Any] = {"max_tokens": max_tokens, "stop_token_ids": sorted(info.eos_token_ids)}
         if stops:
-            fields["stop"] = stops
-            fields["include_stop_str_in_output"] = True
+            fields.update(stop=stops, include_stop_str_in_output=True)
         params = self._params(sampling, **fields)
         assert self._text_stream is not None
         collector = _Collector(

@@ -56,7 +56,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from pydantic import Field, model_validator
 
 from glimp_llm._version import __version__
-from glimp_llm.chat.content import content_text
+from glimp_llm.chat.content import content_text, template_role
 from glimp_llm.chat.tools import InvalidToolCall, ParsedToolCall, tool_choice_prefill, tool_names
 from glimp_llm.chat.turn import ChatAnswer, ChatTurn, StreamPiece, prepare, request_options, text_turn, usage
 from glimp_llm.engines.base import Message
@@ -105,15 +105,13 @@ class _LangChainFields(GlimpFields):
             ls_model_name=str(kwargs.get("model") or self.model_label),
             ls_model_type=self._ls_model_type,
         )
-        temperature = kwargs.get("temperature", self.temperature)
-        if temperature is not None:
-            params["ls_temperature"] = temperature
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if max_tokens is not None:
-            params["ls_max_tokens"] = max_tokens
-        stops = stop if stop is not None else self.stop
-        if stops:
-            params["ls_stop"] = list(stops)
+        options = request_options(self, kwargs, stop)  # what the call is routed with
+        if "temperature" in options:
+            params["ls_temperature"] = options["temperature"]
+        if "max_tokens" in options:
+            params["ls_max_tokens"] = options["max_tokens"]
+        if "stop" in options:
+            params["ls_stop"] = list(options["stop"])
         return params
 
     def get_token_ids(self, text: str) -> list[int]:
@@ -255,10 +253,6 @@ class GlimpLLM(_LangChainFields, BaseLLM):
 
 
 # ================================================================================ ChatGlimp
-#: OpenAI roles that chat templates know by another name (a SystemMessage may be marked as OpenAI's developer)
-_ROLE = {"function": "tool", "developer": "system"}
-
-
 def to_template_messages(messages: Sequence[BaseMessage]) -> list[Message]:
     """LangChain messages as the OpenAI-shaped dicts the chat template renders (tool calls included):
     LangChain's own conversion, with content flattened to text and roles the templates know."""
@@ -269,7 +263,7 @@ def to_template_messages(messages: Sequence[BaseMessage]) -> list[Message]:
             f"cannot render these messages with the chat template ({exc}); "
             "use System/Human/AI/Tool messages (or ChatMessage with a role)"
         ) from exc
-    return [{**m, "role": _ROLE.get(m["role"], m["role"]), "content": content_text(m["content"])} for m in converted]
+    return [{**m, "role": template_role(m["role"]), "content": content_text(m["content"])} for m in converted]
 
 
 class ChatGlimp(_LangChainFields, BaseChatModel):

@@ -49,7 +49,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "glimp_llm.integrations.llama_index needs llama-index-core: pip install 'glimp-llm[llamaindex]'"
     ) from exc
 
-from glimp_llm.chat.content import content_text
+from glimp_llm.chat.content import content_text, template_role
 from glimp_llm.chat.turn import ChatAnswer, ChatTurn, StreamPiece, prepare, request_options, text_turn, usage
 from glimp_llm.engines.base import Message
 from glimp_llm.integrations._common import GlimpFields, routing_trace
@@ -58,13 +58,8 @@ from glimp_llm.trace import RoutedResult, TokenEvent
 
 __all__ = ["GlimpLlamaIndexLLM"]
 
-#: LlamaIndex roles that chat templates know by another name; the others are OpenAI's own
-_ROLE = {
-    MessageRole.DEVELOPER: "system",
-    MessageRole.CHATBOT: "assistant",
-    MessageRole.MODEL: "assistant",
-    MessageRole.FUNCTION: "tool",
-}
+#: LlamaIndex's own roles for the assistant; the others are OpenAI's (glimp_llm.chat.content.template_role)
+_ROLE = {MessageRole.CHATBOT: "assistant", MessageRole.MODEL: "assistant"}
 
 
 def _message_text(message: ChatMessage) -> str:
@@ -96,7 +91,7 @@ def to_template_messages(messages: Sequence[ChatMessage]) -> list[Message]:
     """LlamaIndex messages as the OpenAI-shaped dicts the chat template renders (tool calls included)."""
     out: list[Message] = []
     for m in messages:
-        role = _ROLE.get(m.role, m.role.value)
+        role = template_role(_ROLE.get(m.role, m.role.value))
         msg: Message = {"role": role, "content": _message_text(m)}
         if role == "assistant" and (calls := _assistant_tool_calls(m)):
             msg["tool_calls"] = calls

@@ -50,10 +50,7 @@ class Dialect:
 
     def __init__(self, engine: OpenAICompatEngine) -> None:
         self.engine = engine
-
-    @property
-    def http(self) -> ServerTransport:
-        return self.engine.http
+        self.http: ServerTransport = engine.http
 
     # ------------------------------------------------------------------------------ start-up facts
     async def describe(self, replica: Replica) -> EngineInfo:
@@ -117,7 +114,7 @@ class Dialect:
     # ------------------------------------------------------------------------------ text
     async def tokenize(self, replica: Replica, text: str) -> list[int]:
         body = {"model": self.engine.model, "prompt": text, "add_special_tokens": False}
-        data = await self.http.post_json(replica, "/tokenize", body)
+        data = await self.http.request_json(replica, "/tokenize", body)
         return int_list(data.get("tokens"), self.engine.name, "tokenize tokens")
 
     async def detokenize(self, ids: list[int]) -> str:
@@ -127,7 +124,7 @@ class Dialect:
         return await self.http.call(attempt)
 
     async def detokenize_on(self, replica: Replica, ids: list[int]) -> Any:
-        data = await self.http.post_json(replica, "/detokenize", {"model": self.engine.model, "tokens": ids})
+        data = await self.http.request_json(replica, "/detokenize", {"model": self.engine.model, "tokens": ids})
         return data.get("prompt")
 
     async def render_chat_on_server(
@@ -329,7 +326,7 @@ class Dialect:
 async def model_cards(http: ServerTransport, replica: Replica) -> list[dict[str, Any]]:
     """The model cards of ``GET /v1/models`` (``{"data": [...]}``); anything else is a typed error, since every
     fact the engine starts from (dialect, vocabulary, window) is read from them."""
-    data = (await http.get_json(replica, "/v1/models")).get("data", [])
+    data = (await http.request_json(replica, "/v1/models")).get("data", [])
     if not isinstance(data, list):
         raise MalformedResponseError(
             f"engine {http.engine!r}: {replica.url}/v1/models answered 'data' as {type(data).__name__}, "
@@ -347,7 +344,9 @@ def cached_tokens(data: dict[str, Any]) -> int:
 
 def int_list(value: Any, engine: str, what: str) -> list[int]:
     if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise MalformedResponseError(f"engine {engine!r}: {what} is not a list of token ids: {value!r:.80}")
+        raise MalformedResponseError(
+            f"engine {engine!r}: {what} is not a list of token ids: {value!r:.80}", engine=engine
+        )
     return value
 
 
