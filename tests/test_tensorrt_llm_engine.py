@@ -765,7 +765,7 @@ async def test_defect5_extra_eos_ids_come_from_generation_config(trt: ModuleType
 
 @pytest.mark.parametrize(
     ("content", "problem"),
-    [("{not json", "is not readable JSON"), ("[1, 2]", "must hold a JSON object, got list")],
+    [("{not json", "is not readable JSON"), ("[1, 2]", "not a generation config .an object expected, got list")],
 )
 async def test_a_malformed_generation_config_is_named_before_the_load(
     trt: ModuleType, tmp_path: Path, content: str, problem: str

@@ -77,7 +77,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 import re
 import time
@@ -105,7 +104,7 @@ from glimp_llm.engines.base import (
 )
 from glimp_llm.engines.decoding import StopMatcher, token_logprob
 from glimp_llm.engines.tensorrt_llm_plan import Backend, LoadPlan, plan_load
-from glimp_llm.engines.tensorrt_llm_validate import int_or_none, vocab_fingerprint
+from glimp_llm.engines.tensorrt_llm_validate import int_or_none, json_object, vocab_fingerprint
 from glimp_llm.entropy import entropy_from_logits, top_k_logprobs
 from glimp_llm.errors import (
     ConfigurationError,
@@ -240,13 +239,7 @@ def _eos_ids(tokenizer: Any, dirs: Sequence[Path]) -> frozenset[int]:
     for d in dirs:
         gc = d / "generation_config.json"
         if gc.is_file():
-            try:
-                data = json.loads(gc.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ConfigurationError(f"{gc} is not readable JSON ({exc}); copy the model's file again") from None
-            if not isinstance(data, dict):
-                raise ConfigurationError(f"{gc} must hold a JSON object, got {type(data).__name__}; copy it again")
-            value = data.get("eos_token_id")
+            value = json_object(gc, "a generation config", "copy the model's file again").get("eos_token_id")
             # bool is an int subclass: true/false are not token ids
             ids.update(v for v in (value if isinstance(value, list) else [value]) if type(v) is int)
             break

@@ -113,10 +113,10 @@ def read_config_json(path: Path) -> dict[str, Any]:
         raise ModelNotFoundError(
             f"{path} has no config.json: it is neither a TensorRT-LLM engine directory nor an HF checkpoint"
         )
-    return _json_object(cfg_path, "a model config", "rebuild the engine or re-download")
+    return json_object(cfg_path, "a model config", "rebuild the engine or re-download")
 
 
-def _json_object(path: Path, what: str, fix: str) -> dict[str, Any]:
+def json_object(path: Path, what: str, fix: str) -> dict[str, Any]:
     """The JSON object in ``path``; :class:`EngineDirError` saying ``fix`` when it is unreadable or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -296,7 +296,7 @@ def tokenizer_facts(path: str | Path) -> TokenizerFacts | None:
     tj = p / "tokenizer.json"
     if not tj.is_file():
         return None
-    data = _json_object(tj, "a tokenizer", "copy the tokenizer files again")
+    data = json_object(tj, "a tokenizer", "copy the tokenizer files again")
     model = data.get("model")
     raw_vocab = model.get("vocab") if isinstance(model, dict) else None
     vocab: dict[str, int] = {}
