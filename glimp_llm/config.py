@@ -305,27 +305,19 @@ class RouterConfig(_Strict):
         ),
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _look_ahead_replaces_the_forced_glimpse(cls, data: Any) -> Any:
-        # Both extend the glimpse past its first token; the look-ahead, asked for explicitly, wins over the
-        # forced glimpse's default (an explicit forced_entropy beside it fails in _one_glimpse_extension).
-        if isinstance(data, dict) and "forced_entropy" not in data:
-            try:
-                look_ahead = int(data.get("glimpse_tokens", 1)) > 1
-            except (TypeError, ValueError):
-                return data  # the field validator names the bad value
-            if look_ahead:
-                return {**data, "forced_entropy": 0.0}
-        return data
-
     @model_validator(mode="after")
     def _one_glimpse_extension(self) -> RouterConfig:
+        # Both extend the glimpse past its first token. The look-ahead, asked for, turns the forced glimpse's
+        # default off; an explicit forced_entropy beside it is an error. The default stays *unset* (written
+        # past the frozen model's setattr, which would mark it set), so that with_router, which keeps only
+        # what was set, brings the forced glimpse back when the look-ahead is later turned off.
         if self.forced_entropy > 0 and self.glimpse_tokens > 1:
-            raise ValueError(
-                "forced_entropy (glimpse past forced tokens) and glimpse_tokens > 1 (look-ahead) both extend the "
-                "glimpse: choose one (set glimpse_tokens=1 or forced_entropy=0)"
-            )
+            if "forced_entropy" in self.model_fields_set:
+                raise ValueError(
+                    "forced_entropy (glimpse past forced tokens) and glimpse_tokens > 1 (look-ahead) both extend "
+                    "the glimpse: choose one (set glimpse_tokens=1 or forced_entropy=0)"
+                )
+            self.__dict__["forced_entropy"] = 0.0
         return self
 
     @field_validator("threshold", mode="before")

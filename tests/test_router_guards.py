@@ -120,7 +120,11 @@ def test_forced_tokens_and_look_ahead_are_exclusive() -> None:
         RouterConfig(forced_entropy=0.1, glimpse_tokens=4)
     # asking for the look-ahead turns the forced glimpse's default off (it is on by default)
     assert RouterConfig(glimpse_tokens=4).forced_entropy == 0.0 < RouterConfig().forced_entropy
-    assert GlimpConfig().with_router(glimpse_tokens=4).router.forced_entropy == 0.0
+    looking_ahead = GlimpConfig().with_router(glimpse_tokens=4)
+    assert looking_ahead.router.forced_entropy == 0.0
+    # turned off again, the look-ahead gives the forced glimpse its default back; an explicit 0 stays 0
+    assert looking_ahead.with_router(glimpse_tokens=1).router.forced_entropy == RouterConfig().forced_entropy > 0
+    assert GlimpConfig().with_router(forced_entropy=0.0).with_router(glimpse_tokens=1).router.forced_entropy == 0.0
 
 
 async def test_final_step_check_rewrites_the_small_models_last_step() -> None:
