@@ -292,8 +292,10 @@ def test_glimp_serve_fronts_two_llama_servers(servers: tuple[LlamaServer, LlamaS
     )
     manager = BackendManager(config)
     app = create_app(settings=ServerSettings(), manager=manager)
-    with serve_app(app, start_timeout_s=30) as url:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0)
+    with (
+        serve_app(app, start_timeout_s=30) as url,
+        openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0) as client,
+    ):
         resp = client.chat.completions.create(model="glimp", messages=PROMPT)
         steps = resp.model_extra["glimp"]["steps"]
         assert resp.choices[0].message.content == "".join(s["text"] for s in steps)
