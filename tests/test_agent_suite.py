@@ -41,10 +41,10 @@ from benchmarks.agent_suite.harness import (  # noqa: E402
 )
 from benchmarks.agent_suite.scripted import (  # noqa: E402
     ScriptedSource,
-    TurnScriptedEngine,
     blind_turns,
     call_text,
     oracle_turns,
+    turn_scripted_engine,
 )
 from benchmarks.agent_suite.tasks import BY_ID, TASKS, Task, select  # noqa: E402
 from benchmarks.agent_suite.tools import TOOLS, call, multiply  # noqa: E402
@@ -260,8 +260,8 @@ def test_cli_plot(tmp_path: Path) -> None:
 def _plain_agent_run(router_config: RouterConfig) -> tuple[list[Any], str | None]:
     """``create_agent(ChatGlimp(...), tools=[multiply])`` with the issue's prompt, nothing else; the small
     model repeats its call every turn, the large one calls once and then answers."""
-    small = TurnScriptedEngine(blind_turns(ISSUE), name="small", entropies=0.3)  # <tool_call> glimpsed at 0.3 nats
-    large = TurnScriptedEngine(oracle_turns(ISSUE), name="large")
+    small = turn_scripted_engine(blind_turns(ISSUE), name="small", entropies=0.3)  # <tool_call> glimpsed at 0.3 nats
+    large = turn_scripted_engine(oracle_turns(ISSUE), name="large")
     chat = ChatGlimp(router=Router(small, large, router_config))
     agent = create_agent(chat, tools=[multiply], system_prompt=ISSUE.system)
     messages: list[Any] = []

@@ -328,3 +328,16 @@ async def test_options_beside_a_request_object_apply_to_it() -> None:
     assert result.usage.completion_tokens == 3 and result.finish_reason == "length"
     with pytest.raises(TypeError, match="unexpected keyword argument 'max_token'"):
         await router.generate(RouteRequest(prompt="hello"), max_token=3)
+
+
+async def test_a_scripted_engine_answers_by_turn_after_tool_results() -> None:
+    """``next_turns``: the response after the first, second, ... tool result (the last repeats), as an agent's
+    model answers differently once it has seen a result."""
+    engine = ScriptedEngine("Call the tool.", next_turns=["Got one.", "Got two."])
+    await engine.start()
+    history = [{"role": "user", "content": "go"}]
+    for expected in ("Call the tool.", "Got one.", "Got two.", "Got two."):
+        ids = await engine.tokenize(await engine.render_chat(history))
+        assert (await engine.generate(ids, max_tokens=20)).text == expected
+        history += [{"role": "assistant", "content": expected}, {"role": "tool", "content": "42"}]
+    await engine.close()

@@ -263,31 +263,11 @@ def _turn_scripted_manager() -> BackendManager:
     """Engines that write ``CALL`` until the conversation holds a tool result, then ``FINAL``: the two
     turns of a tool-calling agent. A forced call's prefill is the start of ``CALL``, so the script
     continues it token for token."""
-    import math
-
-    import numpy as np
-
     from glimp_llm.config import RouterConfig
-    from glimp_llm.engines.scripted import ScriptedEngine, _peak_probability
+    from glimp_llm.engines.scripted import ScriptedEngine
     from glimp_llm.router import Router
 
-    class TurnScripted(ScriptedEngine):
-        def __init__(self, name: str) -> None:
-            super().__init__(CALL, name=name, entropies=0.05)
-            self._turns = [self.tokenizer.encode(CALL), self.tokenizer.encode(FINAL)]
-            self._tool = self.tokenizer.ids["<|tool|>"]
-
-        def _logits_for(self, context: Any) -> Any:
-            script = self._turns[min(1, sum(1 for t in context if t == self._tool))]
-            _, offset = self.position(context)
-            target = script[offset] if offset < len(script) else self.tokenizer.eos_id
-            vocab = len(self.tokenizer)
-            q = _peak_probability(0.05 if offset == 0 else self._inner_entropy, vocab)
-            logits = np.full(vocab, math.log((1 - q) / (vocab - 1)), dtype=np.float32)
-            logits[target] = math.log(q)
-            return logits
-
-    small, large = TurnScripted("small"), TurnScripted("large")
+    small, large = (ScriptedEngine(CALL, next_turns=[FINAL], name=name) for name in ("small", "large"))
     return BackendManager(router=Router(small, large, RouterConfig(threshold=1.0, max_tokens=200, **UNGUARDED)))
 
 

@@ -1,9 +1,8 @@
 """Scripted models for the agent suite: the harness's own tests and ``--dry-run``, in seconds, offline.
 
-The library's :class:`~glimp_llm.engines.scripted.ScriptedEngine` writes one script per assistant turn
-and starts it again in every turn (its position is read from the tokens after the last assistant
-opening). An agent needs a model whose turn *after a tool result* differs from its first, so
-:class:`TurnScriptedEngine` picks the script by the number of tool results in the context.
+An agent needs a model whose turn *after a tool result* differs from its first: the library's
+:class:`~glimp_llm.engines.scripted.ScriptedEngine` takes one script per turn (``next_turns``) and picks
+it by the number of tool results in the context; :func:`turn_scripted_engine` gives it a task's turns.
 
 Two models built from a task's reference plan reproduce issue 14 on scripted engines:
 
@@ -20,52 +19,23 @@ loop; a guard that lets the large model decide the turn (``first_step_large``) p
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from langchain_core.language_models import BaseChatModel
 
 from benchmarks.agent_suite.tasks import Task
 from benchmarks.agent_suite.tools import fmt
 from glimp_llm.config import RouterConfig
-from glimp_llm.engines.scripted import DELIMITER, ScriptedEngine, _peak_probability
+from glimp_llm.engines.scripted import ScriptedEngine
 
 
-class TurnScriptedEngine(ScriptedEngine):
+def turn_scripted_engine(turns: Sequence[str], *, entropies: float = 0.05, **kwargs: Any) -> ScriptedEngine:
     """A scripted engine with one script per agent turn: turn k (k tool results in the context so far)
-    writes ``turns[min(k, len(turns) - 1)]``. Within a turn it behaves exactly like ScriptedEngine."""
-
-    def __init__(self, turns: Sequence[str], *, entropies: float = 0.05, **kwargs: Any) -> None:
-        if not turns:
-            raise ValueError("a turn-scripted engine needs at least one turn")
-        super().__init__(turns[0], entropies=entropies, **kwargs)
-        self._turns = [[self.tokenizer.encode(s) for s in t.split(DELIMITER)] for t in turns]
-        self._turn_entropy = float(entropies)
-        self._tool_id = self.tokenizer.ids["<|tool|>"]
-
-    def _logits_for(self, context: Sequence[int]) -> np.ndarray:
-        turn = min(sum(1 for t in context if t == self._tool_id), len(self._turns) - 1)
-        steps = self._turns[turn]
-        step, offset = self.position(context)
-        vocab = len(self.tokenizer)
-        if step >= len(steps):
-            target, entropy = self.tokenizer.eos_id, self._inner_entropy
-        else:
-            tokens = steps[step]
-            if offset < len(tokens):
-                target = tokens[offset]
-            elif step == len(steps) - 1:
-                target = self.tokenizer.eos_id
-            else:
-                target = self._delim_id
-            entropy = self._turn_entropy if offset == 0 else self._inner_entropy
-        q = _peak_probability(entropy, vocab)
-        rest = (1 - q) / (vocab - 1)
-        logits = np.full(vocab, math.log(rest) if rest > 0 else -np.inf, dtype=np.float32)
-        logits[target] = math.log(q)
-        return logits
+    writes ``turns[min(k, len(turns) - 1)]``."""
+    if not turns:
+        raise ValueError("a turn-scripted engine needs at least one turn")
+    return ScriptedEngine(turns[0], next_turns=turns[1:], entropies=entropies, **kwargs)
 
 
 def call_text(name: str, args: dict[str, Any]) -> str:
@@ -116,8 +86,8 @@ class ScriptedSource:
         from glimp_llm.router import Router
 
         self.close()  # the previous task's engines
-        small = TurnScriptedEngine(self.small_turns(task), name="small", token_seconds=self.seconds[0])
-        large = TurnScriptedEngine(self.large_turns(task), name="large", token_seconds=self.seconds[1])
+        small = turn_scripted_engine(self.small_turns(task), name="small", token_seconds=self.seconds[0])
+        large = turn_scripted_engine(self.large_turns(task), name="large", token_seconds=self.seconds[1])
         chat = ChatGlimp(router=Router(small, large, self.configs[config]))
         self._open.append(chat)
         return chat

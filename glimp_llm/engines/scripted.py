@@ -8,7 +8,9 @@ tokenizer, so a scripted small and large model can exchange token ids like a rea
 
 Where it is in its script is read from the context: the tokens after the last ``<|assistant|>``
 token; the number of "\\n\\n" written so far is the step, the tokens since the last one the offset.
-So a step written by the *other* model moves it on to the next step, as with real models.
+So a step written by the *other* model moves it on to the next step, as with real models. An agent's
+model answers differently once it has seen a tool result: ``next_turns`` are the responses of the turns
+after the first, second, ... tool result in the context (the last one repeats).
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ class ScriptedEngine(InProcessEngine[None]):
         self,
         response: str | Sequence[str],
         *,
+        next_turns: Sequence[str] = (),
         entropies: Sequence[float] | float = 0.05,
         name: str = "scripted",
         inner_entropy: float = 1e-4,
@@ -141,15 +144,20 @@ class ScriptedEngine(InProcessEngine[None]):
         if not steps:
             raise InvalidRequestError("a scripted engine needs at least one step of text")
         self.tokenizer = shared_tokenizer()
-        self._steps = [self.tokenizer.encode(s) for s in steps]
+        # one script a turn: its steps as token ids
+        self._turns = [
+            [self.tokenizer.encode(s) for s in t] for t in [steps, *(t.split(DELIMITER) for t in next_turns)]
+        ]
         given = [float(entropies)] if isinstance(entropies, int | float) else list(entropies) or [0.05]
-        self._entropies = given + [given[-1]] * (len(self._steps) - len(given))  # the last one repeats
+        longest = max(map(len, self._turns))
+        self._entropies = given + [given[-1]] * (longest - len(given))  # the last one repeats
         self._inner_entropy = inner_entropy
         self._window = context_window
         self._token_seconds = token_seconds
         self._faults = faults or FaultPlan()
         self._chat_template = chat_template or SCRIPTED_TEMPLATE
         self._assistant_id = self.tokenizer.ids["<|assistant|>"]
+        self._tool_id = self.tokenizer.ids["<|tool|>"]
         self._delim_id = self.tokenizer.ids[DELIMITER]
 
     @classmethod
@@ -212,15 +220,16 @@ class ScriptedEngine(InProcessEngine[None]):
         return step, offset
 
     def _logits_for(self, context: Sequence[int]) -> np.ndarray:
+        steps = self._turns[min(sum(1 for t in context if t == self._tool_id), len(self._turns) - 1)]
         step, offset = self.position(context)
         vocab = len(self.tokenizer)
-        if step >= len(self._steps):
+        if step >= len(steps):
             target, entropy = self.tokenizer.eos_id, self._inner_entropy
         else:
-            tokens = self._steps[step]
+            tokens = steps[step]
             if offset < len(tokens):
                 target = tokens[offset]
-            elif step == len(self._steps) - 1:
+            elif step == len(steps) - 1:
                 target = self.tokenizer.eos_id
             else:
                 target = self._delim_id
