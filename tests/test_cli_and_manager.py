@@ -98,6 +98,34 @@ def test_serve_flags_out_of_range_exit_2_naming_the_flag(
     assert "ConfigurationError" in err and "--port" in err and "65535" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", ["run", "chat", "serve", "calibrate", "bench"])
+def test_every_model_loading_command_fetches_its_models_with_progress_first(
+    command: str, scripted_config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first start downloads or assembles the models with a progress bar (fetch_config_models) before the
+    engines load them behind a spinner: in each command that loads models, not only ``glimp run``."""
+    import glimp_llm.cli.bench
+    import glimp_llm.cli.models
+    from glimp_llm.errors import ModelNotFoundError
+
+    fetched: list[GlimpConfig] = []
+
+    def fetch(config: GlimpConfig, console: object) -> None:
+        fetched.append(config)
+        raise ModelNotFoundError("stopped at the fetch")
+
+    monkeypatch.setattr(glimp_llm.cli.models, "fetch_config_models", fetch)
+    monkeypatch.setattr(glimp_llm.cli.bench, "fetch_config_models", fetch)
+    extra = {
+        "run": ["hi"],
+        "calibrate": ["--target-large-share", "0.5", "--out", str(tmp_path / "c.yaml")],
+        "bench": ["--taus", "1", "--limit", "1", "--json", str(tmp_path / "b.json")]
+        + ["--results-md", str(tmp_path / "b.md"), "--no-plots", "--modes", "ours"],
+    }.get(command, [])
+    assert glimp_main([command, *extra, "--config", str(scripted_config_file)]) == 2
+    assert len(fetched) == 1 and fetched[0].small.kind == "scripted"
+
+
 def test_invalid_config_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("router:\n  threshold: lots\n  unknown_field: 1\n")

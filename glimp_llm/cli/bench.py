@@ -34,6 +34,7 @@ from glimp_llm.bench.report import render_markdown, update_results_file, write_j
 from glimp_llm.bench.runner import BenchPlan, Mode, ModeRunner, Record, load_average, now_iso, read_records, run_plan
 from glimp_llm.bench.stats import decode_speeds, percentile, summarize
 from glimp_llm.cli.common import add_config_options, config_from_args
+from glimp_llm.cli.models import fetch_config_models
 from glimp_llm.config import GlimpConfig
 from glimp_llm.errors import ConfigurationError, EngineUnavailableError, GlimpError
 from glimp_llm.manager import BackendManager
@@ -257,6 +258,7 @@ def main(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     prepared = prepare(args, lambda text: _warn(console, text))
+    fetch_config_models(prepared.config, console)  # a first run downloads with a progress bar
     try:
         return asyncio.run(run(args, prepared, console))
     except KeyboardInterrupt:

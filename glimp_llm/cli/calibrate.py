@@ -100,7 +100,12 @@ def preflight(args: argparse.Namespace) -> tuple[Any, list[str]]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from glimp_llm.cli.models import fetch_config_models
+
     config, prompts = preflight(args)
+    fetch_config_models(config, Console(stderr=True))  # a first run downloads with a progress bar
     return asyncio.run(_calibrate(args, config, prompts))
 
 

@@ -17,6 +17,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from glimp_llm.cli.models import fetch_config_models
     from glimp_llm.client import Glimp
     from glimp_llm.render import MODEL_STYLE, summary_line
     from glimp_llm.router import RouteRequest
@@ -24,8 +25,10 @@ def main(args: argparse.Namespace) -> int:
 
     console = Console()
     messages: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
+    config = config_from_args(args)
+    fetch_config_models(config, console)  # first run: download or assemble with a progress bar, then load
     with console.status("loading models...", spinner="dots"):
-        glimp = Glimp(config_from_args(args)).start()
+        glimp = Glimp(config).start()
     console.print(
         "[green]small[/green] / [magenta]large[/magenta] model steps are coloured. Empty line or Ctrl-D to quit."
     )

@@ -60,5 +60,11 @@ def main(args: argparse.Namespace) -> int:
             "use the models (set --api-key or GLIMP_SERVE_API_KEY)",
             file=sys.stderr,
         )
-    run(config_from_args(args), settings)
+    from rich.console import Console
+
+    from glimp_llm.cli.models import fetch_config_models
+
+    config = config_from_args(args)
+    fetch_config_models(config, Console(stderr=True))  # a first start downloads with a progress bar
+    run(config, settings)
     return 0
