@@ -43,7 +43,6 @@ class BackendManager:
             small, large = router.small, router.large
         if (small is None) != (large is None):
             raise ConfigurationError("pass both small= and large= engines, or neither")
-        self.adopted = small is not None
         self.config: GlimpConfig | None = None
         if small is not None and large is not None:
             self.small, self.large = small, large
