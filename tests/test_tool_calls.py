@@ -182,3 +182,13 @@ async def test_openai_role_aliases_render_as_the_template_knows_them() -> None:
     direct = await engine.render_chat([{"role": "developer", "content": "Be brief."}], add_generation_prompt=False)
     assert direct.startswith("<|system|>\n")
     await engine.close()
+
+
+def test_call_arguments_have_one_wire_encoding_that_keeps_non_ascii() -> None:
+    """LangChain, LlamaIndex and glimp serve all send a call's arguments as ``arguments_json``: the model's
+    history then shows the text it wrote, not ``\\u`` escapes (LlamaIndex escaped them before)."""
+    (call,) = parse_tool_calls(
+        '<tool_call>\n{"name": "add", "arguments": {"city": "Zürich"}}\n</tool_call>', ["add"]
+    ).calls
+    assert call.arguments_json == '{"city": "Zürich"}'
+    assert json.loads(call.arguments_json) == call.arguments

@@ -62,6 +62,11 @@ class ParsedToolCall:
     arguments: dict[str, Any]
     id: str = field(default_factory=new_tool_call_id)
 
+    @property
+    def arguments_json(self) -> str:
+        """The arguments as OpenAI's wire text, one encoding for every front end (non-ASCII kept as is)."""
+        return json.dumps(self.arguments, ensure_ascii=False)
+
 
 @dataclass(frozen=True)
 class InvalidToolCall:

@@ -347,7 +347,7 @@ class ChatGlimp(_LangChainFields, BaseChatModel):
         if answer is None:
             return chunks
         calls: list[tuple[ParsedToolCall | InvalidToolCall, str | None]]
-        calls = [(c, json.dumps(c.arguments, ensure_ascii=False)) for c in answer.tool_calls]
+        calls = [(c, c.arguments_json) for c in answer.tool_calls]
         calls += [(c, _unrepairable(c.arguments)) for c in answer.invalid_tool_calls]
         call_chunks = [tool_call_chunk(name=c.name, args=a, id=c.id, index=i) for i, (c, a) in enumerate(calls)]
         last = AIMessageChunk(content="", tool_call_chunks=call_chunks, chunk_position="last", **self._fields(answer))

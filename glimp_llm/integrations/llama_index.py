@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -160,7 +159,7 @@ class GlimpLlamaIndexLLM(GlimpFields, FunctionCallingLLM):
         blocks += [ToolCallBlock(tool_call_id=c.id, tool_name=c.name, tool_kwargs=c.arguments) for c in calls]
         kwargs: dict[str, Any] = {}
         if calls:
-            kwargs["tool_calls"] = [_call(c.id, c.name, json.dumps(c.arguments)) for c in calls]
+            kwargs["tool_calls"] = [_call(c.id, c.name, c.arguments_json) for c in calls]
         if answer.invalid_tool_calls:
             kwargs["invalid_tool_calls"] = [
                 {"id": c.id, "name": c.name, "arguments": c.arguments, "error": c.error}

@@ -20,7 +20,6 @@ OpenAI sends what its model wrote: clients report it as invalid (LangChain: ``in
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -143,7 +142,7 @@ def error_body(message: str, kind: str, code: str | None = None) -> dict[str, An
 
 def _wire_calls(answer: ChatAnswer) -> list[tuple[str, str, str]]:
     """``(id, name, arguments)`` of every call, the unreadable ones with their raw text."""
-    calls = [(c.id, c.name, json.dumps(c.arguments, ensure_ascii=False)) for c in answer.tool_calls]
+    calls = [(c.id, c.name, c.arguments_json) for c in answer.tool_calls]
     return calls + [(c.id, c.name or "", c.arguments) for c in answer.invalid_tool_calls]
 
 
