@@ -17,7 +17,7 @@ from glimp_llm.cli import main as glimp_main
 from glimp_llm.config import RouterConfig
 from glimp_llm.engines.scripted import ScriptedEngine
 from glimp_llm.errors import ConfigurationError
-from glimp_llm.router import Router
+from glimp_llm.router import Router, RouteRequest
 
 SCRIPTED = {
     "small": {
@@ -195,6 +195,11 @@ def test_manager_sync_context_and_glimp_facade() -> None:
         streamed = [e for e in glimp.stream("hi")]
         assert streamed[-1].type == "done"
         assert glimp.tokenize("hello world")
+        # keyword options beside a request object apply to it, in every call of the facade
+        request = RouteRequest(prompt="hi", max_tokens=200)
+        assert glimp.generate(request, max_tokens=2).usage.completion_tokens == 2
+        assert [r.usage.completion_tokens for r in glimp.batch([request, request], max_tokens=2)] == [2, 2]
+        assert [e for e in glimp.stream(request, max_tokens=2)][-1].result.usage.completion_tokens == 2
 
 
 def test_adopted_engines_have_no_config_describing_other_engines() -> None:

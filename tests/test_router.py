@@ -341,3 +341,16 @@ async def test_a_scripted_engine_answers_by_turn_after_tool_results() -> None:
         assert (await engine.generate(ids, max_tokens=20)).text == expected
         history += [{"role": "assistant", "content": expected}, {"role": "tool", "content": "42"}]
     await engine.close()
+
+
+def test_the_request_and_sampling_field_sets_the_router_copies_match() -> None:
+    """The router passes a request's option fields to the shared bounds check by name, and merges the
+    configured sampling into the engines' SamplingParams by name: a field added on one side only would fail
+    every request, so it fails here first."""
+    import dataclasses
+
+    from glimp_llm.chat.options import RequestOptions
+    from glimp_llm.config import SamplingConfig
+
+    assert set(RequestOptions.model_fields) <= {f.name for f in dataclasses.fields(RouteRequest)}
+    assert set(SamplingConfig.model_fields) == {f.name for f in dataclasses.fields(SamplingParams)}

@@ -181,6 +181,8 @@ async def test_openai_role_aliases_render_as_the_template_knows_them() -> None:
     assert messages[0]["role"] == "developer"  # the caller's messages are not changed
     direct = await engine.render_chat([{"role": "developer", "content": "Be brief."}], add_generation_prompt=False)
     assert direct.startswith("<|system|>\n")
+    with pytest.raises(InvalidRequestError, match="must be a dict with a 'role'"):  # still the typed error
+        await render_prompt(RouteRequest(messages=[{"content": "no role"}]), engine, RouterConfig())
     await engine.close()
 
 

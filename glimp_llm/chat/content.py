@@ -23,6 +23,14 @@ def template_role(role: Any) -> Any:
     return ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
 
 
+def template_message(message: Any) -> Any:
+    """``message`` with its role as templates know it (a copy when it changes). Anything malformed is left as
+    it is, for the template's own check to name."""
+    if isinstance(message, dict) and message.get("role") in ROLE_ALIASES:
+        return {**message, "role": ROLE_ALIASES[message["role"]]}
+    return message
+
+
 def content_text(content: Any) -> str:
     """``content`` (a string, ``None`` or a list of content parts) as the text the template renders."""
     if content is None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from glimp_llm.chat.content import template_role
+from glimp_llm.chat.content import template_message
 from glimp_llm.chat.tools import fallback_messages
 from glimp_llm.chat_template import ChatTemplate
 from glimp_llm.config import RouterConfig
@@ -41,7 +41,7 @@ async def render_prompt(request: RouteRequest, engine: Engine, config: RouterCon
         assert request.prompt is not None
         return request.prompt
     messages: list[Message] = (
-        [{**m, "role": template_role(m["role"])} for m in request.messages]
+        [template_message(m) for m in request.messages]
         if request.messages is not None
         else [{"role": "user", "content": request.prompt}]
     )

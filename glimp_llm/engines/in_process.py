@@ -235,8 +235,13 @@ class InProcessEngine(EngineBase, abc.ABC, Generic[StateT]):
             if last is not None:
                 self._keep_logits(slot, last)  # the large model's next step starts here without an evaluation
             self._stats.tokens_evaluated += len(continuation)
-            logprobs, best, best_ids = zip(*scored, strict=True)
-            return TokenScores(logprobs, best, best_ids, seconds=time.perf_counter() - t0, cached_tokens=reused)
+            return TokenScores(
+                tuple(s[0] for s in scored),
+                tuple(s[1] for s in scored),
+                tuple(s[2] for s in scored),
+                seconds=time.perf_counter() - t0,
+                cached_tokens=reused,
+            )
 
         return await self._run(context, work)
 
