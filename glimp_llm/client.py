@@ -65,7 +65,9 @@ class Glimp:
             if self._closed:
                 raise EngineUnavailableError("this Glimp client was closed; create a new one")
             if self._portal is None:
-                self._portal = EnginePortal(name="glimp-engines", startup=self.manager.start)
+                self._portal = EnginePortal(
+                    name="glimp-engines", startup=self.manager.start, shutdown=self.manager.close
+                )
         return self
 
     def _started(self) -> EnginePortal:
@@ -79,10 +81,7 @@ class Glimp:
             self._closed = True
             portal, self._portal = self._portal, None
         if portal is not None:
-            try:
-                portal.call(self.manager.close)
-            finally:
-                portal.close()
+            portal.close()  # closes the engines on their loop first
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)

@@ -121,16 +121,13 @@ class BackendManager:
 
     # Synchronous use: the engines live on the event loop behind a blocking portal.
     def __enter__(self) -> BackendManager:
-        self._portal = EnginePortal(name="glimp-manager", startup=self.start)
+        self._portal = EnginePortal(name="glimp-manager", startup=self.start, shutdown=self.close)
         return self
 
     def __exit__(self, *exc: object) -> None:
         portal, self._portal = self._portal, None
         if portal is not None:
-            try:
-                portal.call(self.close)
-            finally:
-                portal.close()
+            portal.close()  # closes the engines on their loop first
 
     @property
     def portal(self) -> EnginePortal | None:

@@ -221,3 +221,40 @@ def test_run_on_smollm2_end_to_end(smollm2_path: str, capsys: pytest.CaptureFixt
     assert glimp_main(argv) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["steps"] and data["usage"]["completion_tokens"] <= 40
+
+
+_UNCLOSED = """
+import atexit
+import sys
+
+seen = {}
+# registered before glimp_llm is imported, so it runs after glimp_llm's exit hook (atexit runs in reverse order)
+atexit.register(lambda: print("engine closed:", seen["engine"]._closed, flush=True))
+from glimp_llm import Glimp, GlimpConfig
+from glimp_llm.integrations.langchain import ChatGlimp
+
+config = GlimpConfig.validated({
+    "small": {"kind": "scripted", "response": "Hi."},
+    "large": {"kind": "scripted", "response": "Hello.", "name": "big"},
+})
+chat = ChatGlimp(config=config)
+print(chat.invoke("hi").content)
+glimp = Glimp(config).start()
+seen["engine"] = glimp.manager.small
+print(glimp.generate("hi").text)
+if len(sys.argv) > 1:
+    raise RuntimeError(sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("failing", [False, True])
+def test_a_script_that_never_closes_its_clients_exits_and_closes_the_engines(failing: bool) -> None:
+    """A plain script (``ChatGlimp(...).invoke``, ``Glimp(...)``, no close, no ``with``) used to hang at exit:
+    the engines' portal thread is a daemon, frozen during finalisation, while the collector's close of the portal
+    waited for it. An exit hook closes open portals, engines first, on a normal exit and after an exception."""
+    argv = [sys.executable, "-c", _UNCLOSED, *(["boom"] if failing else [])]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == (1 if failing else 0), done.stderr[-2000:]
+    assert done.stdout.splitlines()[:2] == ["Hello.", "Hello."]
+    assert "engine closed: True" in done.stdout
+    assert ("RuntimeError: boom" in done.stderr) == failing
