@@ -259,3 +259,25 @@ def router_request(prompt: str):  # type: ignore[no-untyped-def]
     from glimp_llm.router import RouteRequest
 
     return RouteRequest(prompt=prompt)
+
+
+@pytest.mark.parametrize("user_policy", [None, "PASSIVE"])
+def test_openmp_spin_defaults_are_set_before_llama_cpp_loads_unless_the_user_set_them(user_policy: str | None) -> None:
+    """Two llama.cpp models in one process oversubscribe OpenMP; libgomp then throttles its spin and routed
+    decoding slows by half (benchmarks/RESULTS.md, "OpenMP spin"). The engine sets libgomp's policy before the
+    library loads (libgomp reads it once, then); a policy the user chose is kept."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    if user_policy:
+        env["OMP_WAIT_POLICY"] = user_policy
+    code = (
+        "import os, sys; from glimp_llm.engines.llama_cpp import import_llama_cpp; "
+        "assert 'llama_cpp' not in sys.modules; import_llama_cpp(); "
+        "print(os.environ['OMP_WAIT_POLICY'], os.environ['GOMP_SPINCOUNT'])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [user_policy or "ACTIVE", "300000"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,7 +33,20 @@ _TOKEN_ATTR_UNUSED = 1 << 1  # llama_token_attr: LLAMA_TOKEN_ATTR_UNUSED (paddin
 _LOAD_LOCK = threading.Lock()
 
 
+#: libgomp's spinning for llama.cpp's OpenMP threads, set before llama.cpp loads unless the user set them. The
+#: small and the large model each run an OpenMP team of n_threads (all cores by default) from their own thread:
+#: more OpenMP threads than cores, so libgomp "throttles" its spin-wait to 100 spins and the waiting threads
+#: sleep between tokens. Every routed configuration then decoded ~50 % slower than the large model alone in
+#: the same process (agent task conv-km-m, warm: large steps 3.6-4.1 s vs 2.5 s). ACTIVE raises the throttled
+#: spin to 1000; GOMP_SPINCOUNT keeps the unthrottled spin at libgomp's own default (~3 ms), not ACTIVE's
+#: minutes of burnt CPU. Measured in benchmarks/RESULTS.md ("OpenMP spin").
+OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "300000"}
+
+
 def import_llama_cpp() -> Any:
+    if "llama_cpp" not in sys.modules:  # libgomp reads its environment once, when llama.cpp's library loads
+        for key, value in OPENMP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
     try:
         import llama_cpp
     except ImportError as exc:
