@@ -218,6 +218,22 @@ def test_custom_get_token_ids_is_honoured(glimp: Glimp) -> None:
     assert chat.get_num_tokens_from_messages([HumanMessage("hello")]) == 3
 
 
+def test_a_system_message_marked_as_openais_developer_renders_as_system(glimp: Glimp) -> None:
+    """langchain-core converts such a SystemMessage to role 'developer'; the chat layer names it 'system' when
+    the template renders it (the prompt of a call, the token count), as for every front end."""
+    from langchain_core.messages import SystemMessage
+
+    developer = SystemMessage("Be brief.", additional_kwargs={"__openai_role__": "developer"})
+    messages = [developer, HumanMessage("hi")]
+    assert to_template_messages(messages)[0]["role"] == "developer"
+    rendered = glimp.render_chat(to_template_messages(messages))
+    assert rendered.startswith("<|system|>\nBe brief.") and "developer" not in rendered
+    system = [SystemMessage("Be brief."), HumanMessage("hi")]
+    assert ChatGlimp(glimp=glimp).get_num_tokens_from_messages(messages) == ChatGlimp(
+        glimp=glimp
+    ).get_num_tokens_from_messages(system)
+
+
 def test_closing_an_adapter_leaves_a_shared_client_to_its_owner(glimp: Glimp) -> None:
     GlimpLLM(glimp=glimp).close()
     ChatGlimp(glimp=glimp).close()

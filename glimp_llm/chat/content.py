@@ -27,7 +27,7 @@ def template_message(message: Any) -> Any:
     """``message`` with its role as templates know it (a copy when it changes). Anything malformed is left as
     it is, for the template's own check to name."""
     if isinstance(message, dict) and message.get("role") in ROLE_ALIASES:
-        return {**message, "role": ROLE_ALIASES[message["role"]]}
+        return {**message, "role": template_role(message["role"])}
     return message
 
 

@@ -118,8 +118,8 @@ from glimp_llm.errors import (
 
 log = logging.getLogger("glimp_llm.engines.tensorrt_llm")
 
-#: Every tensorrt_llm name used by this module (and where), for auditing against a new release. All are in the
-#: reference's appendix except ``LLM.shutdown`` (llmapi/llm.py) and ``kv_cache_metrics`` (executor/result.py).
+#: Every tensorrt_llm name used by this module (and where), for auditing against a new release; each was read in
+#: the upstream sources (``llmapi/llm.py``, ``executor/result.py``, the nanobind bindings).
 TENSORRT_LLM_NAMES: dict[str, str] = {
     "tensorrt_llm.LLM": "PyTorch backend, HF checkpoints (1.1+)",
     "tensorrt_llm._tensorrt_engine.LLM": "TensorRT backend, engine directories (1.1 - 1.2.x, 1.3.0rc<=20)",

@@ -56,7 +56,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from pydantic import Field, model_validator
 
 from glimp_llm._version import __version__
-from glimp_llm.chat.content import content_text, template_role
+from glimp_llm.chat.content import content_text
 from glimp_llm.chat.tools import InvalidToolCall, ParsedToolCall, tool_choice_prefill, tool_names
 from glimp_llm.chat.turn import ChatAnswer, ChatTurn, StreamPiece, prepare, request_options, text_turn, usage
 from glimp_llm.engines.base import Message
@@ -255,7 +255,7 @@ class GlimpLLM(_LangChainFields, BaseLLM):
 # ================================================================================ ChatGlimp
 def to_template_messages(messages: Sequence[BaseMessage]) -> list[Message]:
     """LangChain messages as the OpenAI-shaped dicts the chat template renders (tool calls included):
-    LangChain's own conversion, with content flattened to text and roles the templates know."""
+    LangChain's own conversion, with content flattened to text."""
     try:
         converted = convert_to_openai_messages(messages)
     except ValueError as exc:
@@ -263,7 +263,8 @@ def to_template_messages(messages: Sequence[BaseMessage]) -> list[Message]:
             f"cannot render these messages with the chat template ({exc}); "
             "use System/Human/AI/Tool messages (or ChatMessage with a role)"
         ) from exc
-    return [{**m, "role": template_role(m["role"]), "content": content_text(m["content"])} for m in converted]
+    # roles stay OpenAI's: the chat layer names them as templates do (developer -> system) for every front end
+    return [{**m, "content": content_text(m["content"])} for m in converted]
 
 
 class ChatGlimp(_LangChainFields, BaseChatModel):
