@@ -74,9 +74,7 @@ class ChatTemplate:
         tools: Sequence[dict[str, Any]] | None = None,
         add_generation_prompt: bool = True,
     ) -> str:
-        if not messages:
-            raise InvalidRequestError("no messages: pass at least one user message")
-        normalized = [_normalize(m) for m in messages]
+        normalized = template_messages(messages)
         try:
             return str(
                 self._template.render(
@@ -91,6 +89,16 @@ class ChatTemplate:
             raise
         except Exception as exc:
             raise InvalidRequestError(f"the model's chat template failed on these messages: {exc}") from exc
+
+
+def template_messages(messages: Sequence[Any]) -> list[dict[str, Any]]:
+    """``messages`` as Jinja chat templates expect them, for every engine that renders one itself (this
+    module's :class:`ChatTemplate`, and the HF tokenizer of the TensorRT-LLM driver): OpenAI messages carry
+    content parts and JSON-string tool-call arguments, which a template would print as a Python list or
+    encode twice (Qwen2.5 writes ``tool_call.arguments | tojson``)."""
+    if not messages:
+        raise InvalidRequestError("no messages: pass at least one user message")
+    return [_normalize(m) for m in messages]
 
 
 def _normalize(message: dict[str, Any]) -> dict[str, Any]:

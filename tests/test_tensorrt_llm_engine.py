@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import UNGUARDED
-from fakes.model_dirs import FAKES, OLD_FORMAT_CONFIG, REAL_VOCAB, make_engine_dir, make_hf_dir
+from fakes.model_dirs import (
+    FAKES,
+    OLD_FORMAT_CONFIG,
+    REAL_VOCAB,
+    make_engine_dir,
+    make_hf_dir,
+    write_tokenizer_files,
+)
 
 from glimp_llm.config import GlimpConfig, RouterConfig, TensorRTLLMEngineConfig
 from glimp_llm.engines.base import Delta, Engine, SamplingParams
@@ -184,6 +191,36 @@ async def test_hf_checkpoint_runs_on_the_pytorch_backend(trt: ModuleType, tmp_pa
     assert "build_config" not in llm.args and llm.args["max_seq_len"] == 1024
     g = await eng.glimpse(await prompt_ids(eng), SamplingParams())
     assert g.entropy == pytest.approx(0.3, abs=2e-3)
+
+
+#: Qwen2.5's own rendering of messages and tool calls (its template writes ``tool_call.arguments | tojson``)
+QWEN25_TOOL_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}"
+    "{% for tool_call in message.tool_calls or [] %}{% if tool_call.function is defined %}"
+    "{% set tool_call = tool_call.function %}{% endif %}"
+    '<tool_call>{"name": "{{ tool_call.name }}", "arguments": {{ tool_call.arguments | tojson }}}</tool_call>'
+    "{% endfor %}<|im_end|>\n{% endfor %}"
+)
+
+
+async def test_render_chat_takes_openai_messages_as_the_llama_cpp_engine_does(trt: ModuleType, tmp_path: Path) -> None:
+    """OpenAI messages (glimp serve's, LangChain's) carry content parts, JSON-string arguments and the
+    developer role: the HF template must see text, an arguments object and a role it knows, as llama.cpp's does."""
+    hf = make_hf_dir(tmp_path / "hf")
+    write_tokenizer_files(hf, QWEN25_TOOL_TEMPLATE)
+    eng = await started(hf)
+    call = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}}
+    messages: list[dict[str, Any]] = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Add 1 and 2."}]},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+    ]
+    text = await eng.render_chat(messages, add_generation_prompt=False)
+    assert "<|im_start|>system\nBe brief." in text and "<|im_start|>user\nAdd 1 and 2.<|im_end|>" in text
+    assert '{"name": "add", "arguments": {"a": 1, "b": 2}}' in text
+    assert call["function"]["arguments"] == '{"a": 1, "b": 2}'  # the caller's history is left as it was
+    with pytest.raises(InvalidRequestError, match="no messages"):
+        await eng.render_chat([])
 
 
 async def test_prefix_blocks_are_reused_across_steps(trt: ModuleType, tmp_path: Path) -> None:

@@ -89,6 +89,7 @@ from typing import Any, Literal
 import anyio
 import numpy as np
 
+from glimp_llm.chat_template import template_messages
 from glimp_llm.engines.base import (
     Completion,
     Delta,
@@ -588,8 +589,7 @@ class TensorRTLLMEngine(EngineBase):
         add_generation_prompt: bool = True,
     ) -> str:
         tok = self.tokenizer
-        if not messages:
-            raise InvalidRequestError("no messages: pass at least one user message")
+        conversation = template_messages(messages)
         if not getattr(tok, "chat_template", None):
             raise ConfigurationError(
                 f"the tokenizer of {self.model} has no chat template; use an instruct/chat model's tokenizer directory"
@@ -597,7 +597,7 @@ class TensorRTLLMEngine(EngineBase):
         try:
             return str(
                 tok.apply_chat_template(
-                    list(messages),
+                    conversation,
                     tools=list(tools) if tools else None,
                     add_generation_prompt=add_generation_prompt,
                     tokenize=False,
