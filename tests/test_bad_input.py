@@ -20,6 +20,7 @@ from conftest import UNGUARDED, require
 
 from glimp_llm import models
 from glimp_llm.config import GlimpConfig, RouterConfig
+from glimp_llm.engines.base import SamplingParams
 from glimp_llm.engines.scripted import ScriptedEngine
 from glimp_llm.errors import (
     ConfigurationError,
@@ -148,6 +149,35 @@ async def test_context_exactly_at_the_engine_window() -> None:
     with pytest.raises(InvalidRequestError, match="context is empty"):
         await engine.generate([], max_tokens=1)
     await engine.close()
+
+
+@pytest.mark.parametrize("backend", ["scripted", "llama.cpp"])
+async def test_engine_refuses_ids_that_are_no_tokens(backend: str, request: pytest.FixtureRequest) -> None:
+    """An in-process model indexes its logits with the ids: a negative id read the last row (a wrong
+    log-probability, silently), a too large one crashed untyped, and scoring after an empty context read
+    an arbitrary row. Every engine refuses them with the same typed error (TensorRT-LLM: its own test file)."""
+    if backend == "scripted":
+        engine: Any = ScriptedEngine(SMALL, name="small")
+    else:
+        from glimp_llm.engines.llama_cpp import LlamaCppEngine
+
+        engine = LlamaCppEngine(request.getfixturevalue("smollm2_path"), name="small", n_ctx=256)
+    await engine.start()
+    try:
+        vocab = engine.info.vocab_size
+        ids = await engine.tokenize("Hello there")
+        for bad in (-1, vocab):
+            with pytest.raises(InvalidRequestError, match=rf"token ids \[{bad}\] are not tokens of 'small'"):
+                await engine.score(ids, [bad])
+            with pytest.raises(InvalidRequestError, match="are not tokens"):
+                await engine.glimpse([*ids, bad], SamplingParams())
+            with pytest.raises(InvalidRequestError, match="are not tokens"):
+                await engine.generate([bad, *ids], max_tokens=1)
+        with pytest.raises(InvalidRequestError, match="score needs a non-empty context"):
+            await engine.score([], ids)
+        assert len((await engine.score(ids[:1], ids[1:])).logprobs) == len(ids) - 1  # still usable
+    finally:
+        await engine.close()
 
 
 def test_validate_request_is_importable_for_servers() -> None:

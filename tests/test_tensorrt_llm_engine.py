@@ -376,6 +376,8 @@ async def test_request_errors_are_typed(trt: ModuleType, tmp_path: Path) -> None
         await eng.glimpse(ctx * 10, SamplingParams())
     with pytest.raises(InvalidRequestError):
         await eng.generate([], max_tokens=4)
+    with pytest.raises(InvalidRequestError, match=r"token ids \[-1\] are not tokens"):
+        await eng.glimpse([*ctx, -1], SamplingParams())
     ex = trt.INSTANCES[0].executor
     ex.fail_next.append(RuntimeError("Encountered an error in forwardAsync"))
     with pytest.raises(EngineFailureError, match="forwardAsync"):

@@ -268,6 +268,9 @@ class EngineBase:
     backend_name: ClassVar[str] = "engine"
     #: How to make a context fit, for :class:`ContextTooLongError` messages (the setting differs per engine).
     window_fix: ClassVar[str] = "shorten the prompt or lower max_tokens"
+    #: Whether ``info.vocab_size`` bounds the token ids (the model's own tokenizer); a server engine's
+    #: configured size only bounds the entropy estimate, and the server checks the ids itself.
+    bounds_token_ids: ClassVar[bool] = True
 
     def __init__(self, *, name: str, stats: EngineStats | None = None) -> None:
         self.name = name
@@ -328,10 +331,19 @@ class EngineBase:
 
     # ------------------------------------------------------------------------------- checks
     def _check_context(self, context: Sequence[int]) -> list[int]:
-        """The context as ints, refused when empty or when it leaves no room for one more token."""
+        """The context as ints, refused when empty, when it holds an id that is no token (an in-process
+        model would read a wrong row of its logits, or crash), or when it leaves no room for one more token."""
         ids = [int(t) for t in context]
         if not ids:
             raise InvalidRequestError("the context is empty: pass at least one token (e.g. the chat template)")
+        vocab = self.info.vocab_size if self.bounds_token_ids else None
+        if min(ids) < 0 or (vocab is not None and max(ids) >= vocab):
+            bad = [t for t in ids if t < 0 or (vocab is not None and t >= vocab)]
+            raise InvalidRequestError(
+                f"token ids {bad[:5]} are not tokens of {self.name!r}"
+                + (f" (its vocabulary has {vocab})" if vocab is not None else "")
+                + "; pass ids from this model's tokenizer"
+            )
         window = self.info.context_window
         if len(ids) >= window:
             raise ContextTooLongError(
@@ -341,6 +353,13 @@ class EngineBase:
                 window=window,
             )
         return ids
+
+    def _check_score(self, context: Sequence[int], continuation: Sequence[int]) -> list[int]:
+        """``context + continuation`` as checked ids for :meth:`Engine.score`: each token is scored from the
+        distribution after the ones before it, so the first needs at least one token of context."""
+        if not context:
+            raise InvalidRequestError("score needs a non-empty context: the first token has no distribution to read")
+        return self._check_context([*context, *continuation])
 
     def _step_budget(self, context: Sequence[int], max_tokens: int) -> int:
         """``max_tokens`` checked and capped to the room the window leaves after ``context``."""

@@ -213,9 +213,9 @@ class InProcessEngine(EngineBase, abc.ABC, Generic[StateT]):
         return result
 
     async def score(self, context: Sequence[int], continuation: Sequence[int]) -> TokenScores:
+        self._check_score(context, continuation)
         if not continuation:
             return TokenScores(logprobs=())
-        self._check_context([*context, *continuation])
         vocab = self.info.vocab_size
 
         def work(slot: Slot[SlotState[StateT]], cancel: CancelFlag) -> TokenScores:

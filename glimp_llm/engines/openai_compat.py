@@ -56,6 +56,7 @@ class OpenAICompatEngine(EngineBase):
     """One model served by one or more OpenAI-compatible servers (replicas of the same model)."""
 
     backend_name = "openai-compat"
+    bounds_token_ids = False  # vocab_size is the entropy bound's setting; the server checks ids itself
 
     def __init__(
         self,
@@ -227,9 +228,9 @@ class OpenAICompatEngine(EngineBase):
                 "so it cannot score another model's tokens; put the large model on vLLM (or an in-process engine) "
                 "to verify steps"
             )
+        full = self._check_score(context, continuation)
         if not continuation:
             return TokenScores(logprobs=())
-        full = self._check_context([*context, *continuation])
         t0 = time.perf_counter()
         async with self._semaphore:
             with self._counted():

@@ -805,19 +805,13 @@ class TensorRTLLMEngine(EngineBase):
         if not info.can_score:
             assert self._plan is not None
             raise EngineUnavailableError(f"engine {self.name!r} cannot score: {self._no_score_reason(self._plan)}")
-        ctx = [int(t) for t in context]
-        cont = [int(t) for t in continuation]
-        if not ctx:
-            raise InvalidRequestError("score needs a non-empty context: the first token has no distribution to read")
-        bad = [t for t in cont if not 0 <= t < info.vocab_size]
-        if bad:
-            raise InvalidRequestError(f"tokens {bad[:5]} are outside the {info.vocab_size}-token vocabulary")
+        ids = self._check_score(context, continuation)
+        cont = ids[len(context) :]
         if not cont:
             return TokenScores(logprobs=())
         t0 = time.perf_counter()
-        ids = self._check_context(ctx + cont)
         params = self._params(SamplingParams(), max_tokens=1, return_context_logits=True)
-        need = len(ctx) - 1  # the position whose logits predict cont[0]
+        need = len(context) - 1  # the position whose logits predict cont[0]
         rows, first, reused = await self._context_rows(ids, params, cache_salt=None)
         if first > need:
             log.info("%s: block reuse covered scored tokens; scoring again without reuse", self.name)
