@@ -8,14 +8,13 @@ model was trained to see them (Qwen2.5 renders tools into its system turn and an
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from glimp_llm.chat.content import content_text, template_role
+from glimp_llm.chat.content import content_text, history_arguments, template_role
 from glimp_llm.errors import ConfigurationError, InvalidRequestError
 
 #: Used when a model ships no template at all (ChatML, the most widespread convention).
@@ -122,7 +121,6 @@ def _normalize_call(call: Any) -> Any:
     call = dict(call)
     if isinstance(call.get("function"), dict):
         call["function"] = _normalize_call(call["function"])
-    elif isinstance(call.get("arguments"), str):
-        with contextlib.suppress(json.JSONDecodeError):
-            call["arguments"] = json.loads(call["arguments"])
+    elif "arguments" in call:
+        call["arguments"] = history_arguments(call["arguments"])
     return call

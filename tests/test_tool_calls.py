@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from glimp_llm.chat.tools import (
     tool_choice_prefill,
     tool_names,
 )
+from glimp_llm.chat_template import ChatTemplate
 from glimp_llm.errors import InvalidRequestError
 
 ADD = {"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {"type": "object"}}}
@@ -139,6 +141,26 @@ def test_fallback_messages_render_calls_and_results_as_text() -> None:
     assert out[3] == {"role": "user", "content": "<tool_response>\n3\n</tool_response>"}
     assert tool_names([ADD, MUL]) == ["add", "mul"]
     assert json.loads(format_tool_call("add", {"a": 1}).splitlines()[1]) == {"name": "add", "arguments": {"a": 1}}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "rendered"),
+    [('{"a": 1}', {"a": 1}), ({"a": 1}, {"a": 1}), ("", {}), (None, {}), ("{'a': 1", "{'a': 1")],
+    ids=["json text", "object", "empty", "none", "not json"],
+)
+def test_history_calls_render_alike_with_and_without_template_tool_support(arguments: Any, rendered: Any) -> None:
+    """A call in the history reads the same whichever way the model sees it: through a template that knows
+    tools (Qwen2.5 writes ``arguments | tojson``) or as the fallback's text; unreadable arguments stay text."""
+    template = (
+        "{% for m in messages %}{% for c in m.tool_calls or [] %}{% set c = c.function %}"
+        '{"name": "{{ c.name }}", "arguments": {{ c.arguments | tojson }}}{% endfor %}{% endfor %}'
+    )
+    call = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": arguments}}
+    history = [{"role": "user", "content": "1+2?"}, {"role": "assistant", "content": "", "tool_calls": [call]}]
+    expected = {"name": "add", "arguments": rendered}
+    assert json.loads(ChatTemplate(template).render(history, add_generation_prompt=False)) == expected
+    assert json.loads(fallback_messages(history, None)[1]["content"].splitlines()[1]) == expected
+    assert call["function"]["arguments"] == arguments  # the caller's history is not changed
 
 
 def test_streaming_text_never_shows_a_stop_string_even_split_across_tokens() -> None:

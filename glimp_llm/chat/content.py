@@ -9,6 +9,7 @@ never saw is worse than an error. Text parts are joined with a newline, as vLLM 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from glimp_llm.errors import InvalidRequestError
@@ -29,6 +30,24 @@ def template_message(message: Any) -> Any:
     if isinstance(message, dict) and message.get("role") in ROLE_ALIASES:
         return {**message, "role": template_role(message["role"])}
     return message
+
+
+def json_arguments(arguments: Any) -> Any:
+    """Tool-call ``arguments`` as the object they encode (OpenAI sends a JSON string; ``""`` and ``None`` are
+    none; anything else is returned as it is). Raises ``ValueError`` for a string that is not JSON."""
+    if arguments is None:
+        return {}
+    if isinstance(arguments, str):
+        return json.loads(arguments) if arguments.strip() else {}
+    return arguments
+
+
+def history_arguments(arguments: Any) -> Any:
+    """A history call's arguments for a template: the object they encode, or the text when it is not JSON."""
+    try:
+        return json_arguments(arguments)
+    except ValueError:
+        return arguments
 
 
 def content_text(content: Any) -> str:

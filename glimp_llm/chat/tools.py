@@ -35,7 +35,7 @@ from typing import Any
 
 import json5
 
-from glimp_llm.chat.content import content_text
+from glimp_llm.chat.content import content_text, history_arguments, json_arguments
 from glimp_llm.engines.base import Message
 from glimp_llm.errors import InvalidRequestError
 
@@ -206,23 +206,20 @@ def _call_from_obj(obj: Any, raw: str | None = None) -> ParsedToolCall | Invalid
     name = obj.get("name")
     if not isinstance(name, str) or not name:
         return InvalidToolCall(None, raw, "the tool call has no 'name'")
-    args: Any = obj.get("arguments", obj.get("parameters", {}))
-    if isinstance(args, str):
-        try:
-            args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError as exc:
-            return InvalidToolCall(name, args, f"the arguments of {name!r} are not valid JSON: {exc}")
-    if args is None:
-        args = {}
+    given = obj.get("arguments", obj.get("parameters"))
+    try:
+        args = json_arguments(given)
+    except ValueError as exc:
+        return InvalidToolCall(name, given, f"the arguments of {name!r} are not valid JSON: {exc}")
     if not isinstance(args, dict):
         return InvalidToolCall(name, json.dumps(args), f"the arguments of {name!r} must be a JSON object")
     return ParsedToolCall(name, args)
 
 
 # --------------------------------------------------------------------------------- rendering
-def format_tool_call(name: str, arguments: Mapping[str, Any]) -> str:
+def format_tool_call(name: str, arguments: Any) -> str:
     """One call as the model writes it (the Qwen/Hermes convention)."""
-    payload = json.dumps({"name": name, "arguments": dict(arguments)}, ensure_ascii=False)
+    payload = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
     return f"{TOOL_CALL_OPEN}\n{payload}\n{TOOL_CALL_CLOSE}"
 
 
@@ -250,13 +247,7 @@ def fallback_messages(messages: Sequence[Message], tools: Sequence[Mapping[str, 
             parts = [content] if content else []
             for call in m["tool_calls"]:
                 fn = call.get("function", call)
-                args = fn.get("arguments") or {}
-                if isinstance(args, str):
-                    try:
-                        args = json.loads(args) if args.strip() else {}
-                    except json.JSONDecodeError:
-                        args = {"_raw": args}
-                parts.append(format_tool_call(str(fn.get("name", "")), args))
+                parts.append(format_tool_call(str(fn.get("name", "")), history_arguments(fn.get("arguments"))))
             out.append({"role": "assistant", "content": "\n".join(parts)})
         elif role == "tool":
             out.append({"role": "user", "content": f"<tool_response>\n{content}\n</tool_response>"})
