@@ -61,15 +61,15 @@ def read_prompts(path: str, *, offset: int, limit: int) -> list[str]:
     return prompts
 
 
-def preflight(args: argparse.Namespace) -> tuple[Any, list[str]]:
+def preflight(args: argparse.Namespace) -> tuple[Any, list[str], tuple[str, ...]]:
     """Everything the calibration needs, checked before its first generation: the share, the trajectories,
     the output file (format and writable), the prompts (readable, enough for --offset/--limit), the models.
-    Returns the config and the prompts."""
+    Returns the config, the prompts and the trajectories."""
     if not 0.0 <= args.target_large_share <= 1.0:
         raise ConfigurationError(f"--target-large-share must be within 0..1; got {args.target_large_share}")
     if args.limit < 1 or args.offset < 0:
         raise ConfigurationError(f"--limit must be >= 1 and --offset >= 0; got {args.limit} and {args.offset}")
-    trajectories = [t.strip() for t in args.trajectories.split(",") if t.strip()]
+    trajectories = tuple(t.strip() for t in args.trajectories.split(",") if t.strip())
     if not trajectories or any(t not in ("small", "large") for t in trajectories):
         raise ConfigurationError(f"--trajectories {args.trajectories!r}: use small, large or small,large")
     out = Path(args.out)
@@ -96,7 +96,7 @@ def preflight(args: argparse.Namespace) -> tuple[Any, list[str]]:
             "first token's exact entropy: drop --entropy exact (or set glimpse_tokens to 1)"
         )
     checks.check_models(config)
-    return config, prompts
+    return config, prompts, trajectories
 
 
 def main(args: argparse.Namespace) -> int:
@@ -104,12 +104,12 @@ def main(args: argparse.Namespace) -> int:
 
     from glimp_llm.cli.models import fetch_config_models
 
-    config, prompts = preflight(args)
+    config, prompts, trajectories = preflight(args)
     fetch_config_models(config, Console(stderr=True))  # a first run downloads with a progress bar
-    return asyncio.run(_calibrate(args, config, prompts))
+    return asyncio.run(_calibrate(args, config, prompts, trajectories))
 
 
-async def _calibrate(args: argparse.Namespace, config: Any, prompts: list[str]) -> int:
+async def _calibrate(args: argparse.Namespace, config: Any, prompts: list[str], trajectories: Any) -> int:
     from rich.console import Console
 
     from glimp_llm.calibrate import EntropyChoice, calibrate, collect_glimpses
@@ -119,7 +119,6 @@ async def _calibrate(args: argparse.Namespace, config: Any, prompts: list[str]) 
     console = Console(stderr=True)
     default: EntropyChoice = "look-ahead" if config.router.glimpse_tokens > 1 else "exact"
     entropy: EntropyChoice = args.entropy or ("paper" if config.router.paper_faithful else default)
-    trajectories: Any = tuple(t.strip() for t in args.trajectories.split(",") if t.strip())
     async with BackendManager(config) as manager:
         with console.status(f"glimpsing along sample solutions to {len(prompts)} prompts..."):
             samples = await collect_glimpses(
