@@ -67,11 +67,23 @@ def slow() -> Callable[..., Iterator[Served]]:
     return lambda **router: _serve(_config(token_seconds=0.02, **router))
 
 
+_OPENAI_CLIENTS: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_openai_clients() -> Iterator[None]:
+    """Close the clients a test made (their connection pools), rather than leave them to the GC."""
+    yield
+    while _OPENAI_CLIENTS:
+        _OPENAI_CLIENTS.pop().close()
+
+
 def _openai(served: Served, key: str = KEY) -> Any:
     require("openai", "the official client is the test of OpenAI compatibility")
     import openai
 
-    return openai.OpenAI(base_url=served.v1, api_key=key, max_retries=0, timeout=30)
+    _OPENAI_CLIENTS.append(openai.OpenAI(base_url=served.v1, api_key=key, max_retries=0, timeout=30))
+    return _OPENAI_CLIENTS[-1]
 
 
 def _http() -> Any:

@@ -305,8 +305,10 @@ def test_glimp_serve_fronts_vllm(vllm_server: VllmServer) -> None:
     config = GlimpConfig.validated({"small": engine, "large": engine, "router": {"threshold": 1.0, "max_tokens": 48}})
     manager = BackendManager(config)
     app = create_app(settings=ServerSettings(), manager=manager)
-    with serve_app(app, start_timeout_s=60) as url:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0)
+    with (
+        serve_app(app, start_timeout_s=60) as url,
+        openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0) as client,
+    ):
         resp = client.chat.completions.create(model="glimp", messages=PROMPT)
         steps = resp.model_extra["glimp"]["steps"]
         assert resp.choices[0].message.content == "".join(s["text"] for s in steps)
