@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from glimp_llm.admission import Admission
+from glimp_llm.chat.content import content_text
 from glimp_llm.chat.options import MAX_STOP_SEQUENCES, RequestOptions, check_options, stop_list
 from glimp_llm.chat.prompt import prompt_ids, thinking
 from glimp_llm.config import RouterConfig
@@ -132,26 +133,29 @@ def validate_request(request: RouteRequest) -> None:
             )
         if not request.prompt.strip():
             raise InvalidRequestError("prompt is empty: pass the question or instruction to answer")
-        if "\x00" in request.prompt:
-            raise InvalidRequestError("prompt contains NUL characters (binary data?); pass text")
-        try:
-            request.prompt.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidRequestError(
-                "prompt is not valid Unicode text (lone surrogates: bytes decoded with errors='surrogateescape'?); "
-                "decode it as UTF-8 first"
-            ) from None
+        _check_text(request.prompt, "prompt")
     else:
         if isinstance(request.messages, str | bytes) or not request.messages:
             raise InvalidRequestError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
         for m in request.messages:
             if not isinstance(m, dict) or "role" not in m:
                 raise InvalidRequestError(f"each message needs a 'role' and 'content'; got {m!r:.80}")
-            content = m.get("content")
-            if isinstance(content, str) and "\x00" in content:
-                raise InvalidRequestError("a message contains NUL characters (binary data?); pass text")
+            _check_text(content_text(m.get("content")), "a message")
     # the bounds are one pydantic model shared with glimp serve's request bodies (glimp_llm.chat.options)
     check_options(**{name: getattr(request, name) for name in RequestOptions.model_fields})
+
+
+def _check_text(text: str, what: str) -> None:
+    """Refuse text a tokenizer cannot take: NUL characters, or lone surrogates (which cannot be encoded)."""
+    if "\x00" in text:
+        raise InvalidRequestError(f"{what} contains NUL characters (binary data?); pass text")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequestError(
+            f"{what} is not valid Unicode text (lone surrogates: bytes decoded with errors='surrogateescape'?); "
+            "decode it as UTF-8 first"
+        ) from None
 
 
 class Router:

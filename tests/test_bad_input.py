@@ -59,6 +59,11 @@ REQUEST_ROWS: list[tuple[str, dict[str, Any], str]] = [
     ("empty messages", {"messages": []}, "non-empty list"),
     ("message without role", {"messages": [{"content": "hi"}]}, "needs a 'role'"),
     ("binary message", {"messages": [{"role": "user", "content": "a\x00b"}]}, "NUL characters"),
+    (
+        "undecodable message (lone surrogate)",
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi \ud800 there"}]}]},
+        "a message is not valid Unicode",
+    ),
     (  # found by tests/test_fuzz_server.py: it escaped as a TypeError (HTTP 500)
         "content part with non-string text",
         {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},

@@ -194,6 +194,7 @@ def test_bad_requests_get_messages_not_stack_traces(served: Served) -> None:
         (b'{"model": "glimp", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}', 400, "max_tokens"),
         (b'{"model": "glimp", "messages": [{"role": "user", "content": " "}], "glimp": {"threshold": -1}}', 400, ""),
         (b'{"model": "glimp", "messages": [{"role": "user", "content": "a\\u0000b"}]}', 400, "NUL"),
+        (b'{"model": "glimp", "messages": [{"role": "user", "content": "a\\ud800b"}]}', 400, "not valid Unicode"),
     ]
     with _http() as http:
         for raw, status, needle in cases:
