@@ -158,9 +158,10 @@ async def test_context_exactly_at_the_engine_window() -> None:
 
 @pytest.mark.parametrize("backend", ["scripted", "llama.cpp"])
 async def test_engine_refuses_ids_that_are_no_tokens(backend: str, request: pytest.FixtureRequest) -> None:
-    """An in-process model indexes its logits with the ids: a negative id read the last row (a wrong
-    log-probability, silently), a too large one crashed untyped, and scoring after an empty context read
-    an arbitrary row. Every engine refuses them with the same typed error (TensorRT-LLM: its own test file)."""
+    """An in-process model indexes its logits and pieces with the ids: a negative id read the last row (a
+    wrong log-probability, silently), a too large one crashed untyped (llama.cpp's detokenize aborted the
+    process), and scoring after an empty context read an arbitrary row. Every engine refuses them with the
+    same typed error (TensorRT-LLM and llama-server: their own test files)."""
     if backend == "scripted":
         engine: Any = ScriptedEngine(SMALL, name="small")
     else:
@@ -178,6 +179,8 @@ async def test_engine_refuses_ids_that_are_no_tokens(backend: str, request: pyte
                 await engine.glimpse([*ids, bad], SamplingParams())
             with pytest.raises(InvalidRequestError, match="are not tokens"):
                 await engine.generate([bad, *ids], max_tokens=1)
+            with pytest.raises(InvalidRequestError, match="are not tokens"):  # llama.cpp aborted the process
+                await engine.detokenize([*ids, bad])
         with pytest.raises(InvalidRequestError, match="score needs a non-empty context"):
             await engine.score([], ids)
         assert len((await engine.score(ids[:1], ids[1:])).logprobs) == len(ids) - 1  # still usable

@@ -22,6 +22,7 @@ from glimp_llm.errors import (
     EngineFailureError,
     EngineTimeoutError,
     EngineUnavailableError,
+    InvalidRequestError,
     MalformedResponseError,
 )
 
@@ -70,6 +71,18 @@ async def test_info_comes_from_the_server(engine: OpenAICompatEngine) -> None:
     assert info.entropy_kind == "top-k estimate"
     assert info.chat_template and "im_start" in info.chat_template
     assert info.eos_token_ids and info.context_window == 2048  # 4096 tokens over 2 slots
+
+
+async def test_ids_that_are_no_tokens_are_refused_before_the_server_sees_them(engine: OpenAICompatEngine) -> None:
+    """llama-server answers a bad id with HTTP 500, which reads as a failing server: the replica was taken
+    out and the next valid call found none. The vocabulary it reports bounds the ids here first."""
+    assert engine.bounds_token_ids  # llama-server reports its vocabulary; a configured vocab_size would not
+    for bad in (-1, engine.info.vocab_size + 5):
+        with pytest.raises(InvalidRequestError, match="are not tokens"):
+            await engine.detokenize([bad])
+        with pytest.raises(InvalidRequestError, match="are not tokens"):
+            await engine.glimpse([*await prompt_ids(engine), bad], SamplingParams())
+    assert await engine.detokenize(await engine.tokenize("Hello")) == "Hello"  # the replica is still in
 
 
 async def test_glimpse_entropy_is_within_its_bound_of_the_exact_one(

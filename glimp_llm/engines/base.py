@@ -270,7 +270,7 @@ class EngineBase:
     window_fix: ClassVar[str] = "shorten the prompt or lower max_tokens"
     #: Whether ``info.vocab_size`` bounds the token ids (the model's own tokenizer); a server engine's
     #: configured size only bounds the entropy estimate, and the server checks the ids itself.
-    bounds_token_ids: ClassVar[bool] = True
+    bounds_token_ids: bool = True
 
     def __init__(self, *, name: str, stats: EngineStats | None = None) -> None:
         self.name = name
@@ -330,20 +330,26 @@ class EngineBase:
         return EngineHealth(ok=True, detail="ready")
 
     # ------------------------------------------------------------------------------- checks
-    def _check_context(self, context: Sequence[int]) -> list[int]:
-        """The context as ints, refused when empty, when it holds an id that is no token (an in-process
-        model would read a wrong row of its logits, or crash), or when it leaves no room for one more token."""
-        ids = [int(t) for t in context]
-        if not ids:
-            raise InvalidRequestError("the context is empty: pass at least one token (e.g. the chat template)")
+    def _check_ids(self, token_ids: Sequence[int]) -> list[int]:
+        """``token_ids`` as ints, refused when one is no token: an in-process model would read a wrong row
+        of its logits or abort the process (llama.cpp), a server would answer 500 and lose the replica."""
+        ids = [int(t) for t in token_ids]
         vocab = self.info.vocab_size if self.bounds_token_ids else None
-        if min(ids) < 0 or (vocab is not None and max(ids) >= vocab):
+        if ids and (min(ids) < 0 or (vocab is not None and max(ids) >= vocab)):
             bad = [t for t in ids if t < 0 or (vocab is not None and t >= vocab)]
             raise InvalidRequestError(
                 f"token ids {bad[:5]} are not tokens of {self.name!r}"
                 + (f" (its vocabulary has {vocab})" if vocab is not None else "")
                 + "; pass ids from this model's tokenizer"
             )
+        return ids
+
+    def _check_context(self, context: Sequence[int]) -> list[int]:
+        """The context as checked ids (:meth:`_check_ids`), refused when empty or when it leaves no room for
+        one more token."""
+        ids = self._check_ids(context)
+        if not ids:
+            raise InvalidRequestError("the context is empty: pass at least one token (e.g. the chat template)")
         window = self.info.context_window
         if len(ids) >= window:
             raise ContextTooLongError(

@@ -125,7 +125,7 @@ class InProcessEngine(EngineBase, abc.ABC, Generic[StateT]):
 
     async def detokenize(self, token_ids: Sequence[int]) -> str:
         self._require_pool()
-        return b"".join(self._token_bytes(t) for t in token_ids).decode("utf-8", errors="replace")
+        return b"".join(self._token_bytes(t) for t in self._check_ids(token_ids)).decode("utf-8", errors="replace")
 
     async def render_chat(
         self,

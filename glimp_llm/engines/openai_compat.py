@@ -56,7 +56,6 @@ class OpenAICompatEngine(EngineBase):
     """One model served by one or more OpenAI-compatible servers (replicas of the same model)."""
 
     backend_name = "openai-compat"
-    bounds_token_ids = False  # vocab_size is the entropy bound's setting; the server checks ids itself
 
     def __init__(
         self,
@@ -99,6 +98,8 @@ class OpenAICompatEngine(EngineBase):
         self._server: Dialect | None = None if dialect == "auto" else DIALECTS[dialect](self)
         self.k = top_logprobs
         self.vocab_size_setting = vocab_size
+        # a configured size bounds the entropy estimate only; a size the server reports (llama-server) bounds ids
+        self.bounds_token_ids = vocab_size is None
         self.context_window_setting = context_window
         self.chat_template_setting = chat_template
         self.tokenizer_from = tokenizer_from
@@ -157,7 +158,7 @@ class OpenAICompatEngine(EngineBase):
 
     async def detokenize(self, token_ids: Sequence[int]) -> str:
         self._require_started()
-        return await self.server.detokenize([int(t) for t in token_ids])
+        return await self.server.detokenize(self._check_ids(token_ids))
 
     async def token_text(self, token: int) -> str:
         """The text of one token (cached: only end tokens are looked up, once each)."""

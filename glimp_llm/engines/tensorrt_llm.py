@@ -579,7 +579,8 @@ class TensorRTLLMEngine(EngineBase):
         return [int(t) for t in self.tokenizer.encode(text, add_special_tokens=False)]
 
     async def detokenize(self, token_ids: Sequence[int]) -> str:
-        return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=False))
+        tokenizer = self.tokenizer
+        return str(tokenizer.decode(self._check_ids(token_ids), skip_special_tokens=False))
 
     async def render_chat(
         self,
