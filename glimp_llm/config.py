@@ -30,7 +30,7 @@ from pydantic_settings import (
 from pydantic_settings.sources import ConfigFileSourceMixin
 from pydantic_settings.sources.utils import parse_env_vars
 
-from glimp_llm.chat.options import MAX_TEMPERATURE
+from glimp_llm.chat.options import MAX_SEED, MAX_TEMPERATURE
 from glimp_llm.errors import ConfigurationError
 from glimp_llm.models import DEFAULT_LARGE, DEFAULT_SMALL
 
@@ -157,7 +157,7 @@ class SamplingConfig(_Strict):
     temperature: float = Field(0.0, ge=0.0, le=MAX_TEMPERATURE, description="0 = greedy")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass (1 = off)")
     top_k: int = Field(0, ge=0, description="sample among the k most likely tokens (0 = off)")
-    seed: int | None = Field(None, description="reproducible sampling for the same context")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="reproducible sampling for the same context")
 
 
 class RouterConfig(_Strict):

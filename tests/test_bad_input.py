@@ -89,6 +89,9 @@ REQUEST_ROWS: list[tuple[str, dict[str, Any], str]] = [
     ("top_p 0", {"prompt": "hi", "top_p": 0.0}, "top_p must be a number in"),
     ("top_p > 1", {"prompt": "hi", "top_p": 1.5}, "top_p must be a number in"),
     ("seed not an integer", {"prompt": "hi", "seed": "abc"}, "seed must be an integer"),
+    # found by a contract audit: llama.cpp failed untyped (numpy), so the router fell back to the large
+    # model, which failed the same way; TensorRT-LLM refused it; llama-server read -1 as "random"
+    ("seed negative", {"prompt": "hi", "seed": -1}, r"seed must be an integer within 0..2\*\*63-1"),
     ("timeout_s 0", {"prompt": "hi", "timeout_s": 0}, "timeout_s must be"),
     ("timeout_s NaN", {"prompt": "hi", "timeout_s": float("nan")}, "timeout_s must be"),
     ("timeout_s a string", {"prompt": "hi", "timeout_s": "5"}, "timeout_s must be"),
@@ -186,6 +189,17 @@ async def test_engine_refuses_ids_that_are_no_tokens(backend: str, request: pyte
         assert len((await engine.score(ids[:1], ids[1:])).logprobs) == len(ids) - 1  # still usable
     finally:
         await engine.close()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"seed": -1}, {"seed": 2**64}, {"top_p": 1.5}, {"top_p": 0.0}, {"temperature": -0.5}, {"top_k": -1}],
+    ids=str,
+)
+def test_sampling_params_no_engine_can_take_are_refused(fields: dict[str, Any]) -> None:
+    """Engines are called directly too; each used to fail its own way on these (or take them silently)."""
+    with pytest.raises(InvalidRequestError, match="use"):
+        SamplingParams(**fields)
 
 
 def test_validate_request_is_importable_for_servers() -> None:

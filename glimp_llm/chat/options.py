@@ -20,12 +20,15 @@ from glimp_llm.errors import InvalidRequestError
 
 MAX_STOP_SEQUENCES = 16
 MAX_TEMPERATURE = 2.0
+#: Seeds are what every engine can take: numpy and TensorRT-LLM need them non-negative (it is a uint64 there),
+#: OpenAI clients send int64; llama-server's -1 ("random") would mean something else elsewhere.
+MAX_SEED = 2**63 - 1
 
 _MESSAGES = {
     "max_tokens": "max_tokens must be an integer >= 1",
     "temperature": f"temperature must be a number within 0..{MAX_TEMPERATURE:g} (0 = greedy)",
     "top_p": "top_p must be a number in (0, 1] (1 = no nucleus cut)",
-    "seed": "seed must be an integer (or None for unseeded sampling)",
+    "seed": "seed must be an integer within 0..2**63-1 (or None for unseeded sampling)",
     "stop": "stop must be a string or a list of strings",
     "threshold": "threshold must be a finite number of nats",
     "timeout_s": "timeout_s must be a number of seconds > 0 (or None)",
@@ -42,7 +45,7 @@ class GenerationOptions(BaseModel):
         None, ge=0.0, le=MAX_TEMPERATURE, strict=True, allow_inf_nan=False, description="0 = greedy"
     )
     top_p: float | None = Field(None, gt=0.0, le=1.0, strict=True, allow_inf_nan=False, description="1 = off")
-    seed: int | None = Field(None, strict=True)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, strict=True)
     stop: StrictStr | list[StrictStr] | tuple[StrictStr, ...] | None = Field(
         None, description="one stop sequence, or a list of them; the output ends before the first"
     )

@@ -82,6 +82,14 @@ class SamplingParams:
     top_k: int = 0
     seed: int | None = None
 
+    def __post_init__(self) -> None:
+        """Engines are called directly too (benchmarks, adapters): values no engine can take are refused
+        here, typed, instead of failing differently in each (the router's requests are bounded already)."""
+        if not (0.0 < self.top_p <= 1.0 and self.top_k >= 0 and self.temperature >= 0.0):
+            raise InvalidRequestError(f"{self}: use temperature >= 0, top_p in (0, 1] and top_k >= 0")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise InvalidRequestError(f"seed={self.seed}: use an integer within 0..2**63-1, or None for unseeded")
+
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0.0
