@@ -85,6 +85,20 @@ async def test_ids_that_are_no_tokens_are_refused_before_the_server_sees_them(en
     assert await engine.detokenize(await engine.tokenize("Hello")) == "Hello"  # the replica is still in
 
 
+async def test_every_end_of_generation_token_is_left_out_of_a_step(
+    engine: OpenAICompatEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """llama-server streams the end token last; only eos_token (<|im_end|>) was dropped, so a step that
+    ended on SmolLM2's other end token (<|endoftext|>, id 0) kept it, and the next context held it. The
+    model is pushed to end on it by a logit bias the test adds to the server's sampling fields."""
+    dialect = type(engine.server)
+    fields = dialect.sampling_fields
+    monkeypatch.setattr(dialect, "sampling_fields", lambda self, s: {**fields(self, s), "logit_bias": [[0, 100]]})
+    assert 0 not in engine.info.eos_token_ids  # eos_token is <|im_end|>
+    step = await engine.generate(await prompt_ids(engine), max_tokens=8)
+    assert (step.finish_reason, step.token_ids, step.text) == ("eos", (), "")
+
+
 async def test_glimpse_entropy_is_within_its_bound_of_the_exact_one(
     engine: OpenAICompatEngine, smollm2_path: str
 ) -> None:

@@ -121,7 +121,9 @@ class LlamaServer(Dialect):
         finish: FinishReason = "length"
         if stop_type == "eos":
             finish = "eos"
-            ids = [t for t in ids if t not in e.info.eos_token_ids]
+            # the end token is streamed last; any end-of-generation token ends a step, not only eos_token (SmolLM2
+            # ends on <|endoftext|> as well as <|im_end|>), and none is output (the engine contract)
+            ids = ids[:-1]
         elif stop_type == "word":
             finish, matched = "stop", str(final.get("stopping_word") or "") or None
             # llama-server withholds the stop string (and what followed it in the same token) from `content`;
