@@ -48,6 +48,16 @@ async def test_glimpse_entropy_matches_an_independent_computation(engine, smollm
     assert glimpse.token_id == int(np.argmax(row[: engine.info.vocab_size])) or glimpse.logprob > -1.0
 
 
+async def test_an_end_of_sequence_glimpse_has_no_text(engine) -> None:
+    """As generate leaves the end token out, a glimpse of it carries no text (llama.cpp's said '<|im_end|>',
+    every other engine's ''): the router's glimpse text and its tool-call check see the same on every engine."""
+    ids = await engine.tokenize(await engine.render_chat([{"role": "user", "content": "Say OK."}]))
+    step = await engine.generate(ids, max_tokens=64)
+    assert step.finish_reason == "eos"
+    end = await engine.glimpse([*ids, *step.token_ids], SamplingParams())  # greedy: the token that ended it
+    assert end.is_eos and end.text == ""
+
+
 async def test_prefix_reuse_evaluates_only_new_tokens(engine) -> None:
     ids = await prompt_ids(engine)
     stats = engine.stats

@@ -196,13 +196,14 @@ class InProcessEngine(EngineBase, abc.ABC, Generic[StateT]):
             entropy = entropy_from_logits(logits, info.vocab_size)
             token, logprob = choose_token(logits, info.vocab_size, sampling, self._rng(slot, sampling, context))
             top = tuple(top_k_logprobs(logits, top_logprobs, info.vocab_size)) if top_logprobs > 0 else ()
+            is_eos = token in info.eos_token_ids  # the end token is no text (as generate leaves it out)
             return Glimpse(
                 token_id=token,
-                text=self._token_bytes(token).decode("utf-8", errors="replace"),
+                text="" if is_eos else self._token_bytes(token).decode("utf-8", errors="replace"),
                 logprob=logprob,
                 entropy=entropy,
                 entropy_kind="exact",
-                is_eos=token in info.eos_token_ids,
+                is_eos=is_eos,
                 top_logprobs=top,
                 seconds=time.perf_counter() - t0,
                 cached_tokens=reused,
