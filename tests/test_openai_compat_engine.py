@@ -99,6 +99,19 @@ async def test_every_end_of_generation_token_is_left_out_of_a_step(
     assert (step.finish_reason, step.token_ids, step.text) == ("eos", (), "")
 
 
+async def test_a_glimpse_returns_the_top_logprobs_asked_for(engine: OpenAICompatEngine) -> None:
+    """The estimate reads all ``top_logprobs`` (100 here) the server returns; the caller gets the k it asked
+    for, most likely first, as from the in-process engines (the paper mode renormalises over exactly those)."""
+    ids = await prompt_ids(engine)
+    none, five = (
+        await engine.glimpse(ids, SamplingParams()),
+        await engine.glimpse(ids, SamplingParams(), top_logprobs=5),
+    )
+    assert none.top_logprobs == () and none.top_k == 100 and five.top_k == 100
+    assert len(five.top_logprobs) == 5 and five.top_logprobs[0][0] == five.token_id
+    assert [lp for _, lp in five.top_logprobs] == sorted((lp for _, lp in five.top_logprobs), reverse=True)
+
+
 async def test_glimpse_entropy_is_within_its_bound_of_the_exact_one(
     engine: OpenAICompatEngine, smollm2_path: str
 ) -> None:

@@ -218,7 +218,9 @@ class OpenAICompatEngine(EngineBase):
                 g = await self.http.call(attempt, key=prefix_key(ids))
         self._stats.glimpses += 1
         self._count(ids, g.cached_tokens)
-        return dataclasses.replace(g, seconds=time.perf_counter() - t0)
+        # the estimate used all ``self.k`` the server returned; the caller gets the ``top_logprobs`` it asked for
+        top = tuple(sorted(g.top_logprobs, key=lambda t: -t[1])[:top_logprobs])
+        return dataclasses.replace(g, top_logprobs=top, seconds=time.perf_counter() - t0)
 
     async def score(self, context: Sequence[int], continuation: Sequence[int]) -> TokenScores:
         """Log-probability of each ``continuation`` token (vLLM's ``prompt_logprobs``; see the dialect).
