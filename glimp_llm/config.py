@@ -104,7 +104,9 @@ class OpenAICompatEngineConfig(_EngineConfig):
     max_concurrency: int = Field(64, ge=1, description="requests in flight to this model, over all replicas")
     health_interval_s: float = Field(10.0, gt=0, description="seconds between health checks of the replicas")
     tokenizer_from: str | None = Field(
-        None, description="a Hugging Face model directory: its chat template and tokenizer.json, for servers without"
+        None,
+        description="the served model's Hugging Face directory: its chat template, end token and tokenizer.json "
+        "(whose vocabulary fingerprint lets an in-process engine of the same family exchange token ids with it)",
     )
     dialect: Literal["auto", "llama.cpp", "vllm", "sglang", "trtllm"] = Field(
         "auto",

@@ -284,6 +284,36 @@ async def test_a_routed_request_with_both_roles_on_vllm(vllm_server: VllmServer)
         await asyncio.gather(small.close(), large.close())
 
 
+async def test_an_in_process_small_model_shares_token_ids_with_a_vllm_large_one(
+    vllm_server: VllmServer, smollm2_path: str
+) -> None:
+    """The scale-out pair: the small model in-process (exact glimpse entropy, no network per glimpse), the large
+    one on a vLLM server. Both report the fingerprint of the same vocabulary (the GGUF's token texts, the served
+    model's tokenizer.json), so contexts travel as token ids and verification is on; each backend hashed its
+    own way before, so this pair re-tokenised every step and ``verify: auto`` quietly turned verification off."""
+    from glimp_llm.engines.llama_cpp import LlamaCppEngine
+
+    small = LlamaCppEngine(smollm2_path, name="small", n_ctx=2048)
+    large = OpenAICompatEngine(
+        [vllm_server.url],
+        vllm_server.model,
+        name="large",
+        vocab_size=VOCAB,
+        timeout_s=120,
+        tokenizer_from=vllm_server.model_dir,
+    )
+    await asyncio.gather(small.start(), large.start())
+    try:
+        assert small.info.tokenizer_fingerprint == large.info.tokenizer_fingerprint
+        router = Router(small, large, RouterConfig(threshold=1.0, max_tokens=32, verify="auto"))
+        assert router.verifying
+        result = await router.generate("Name two prime numbers. Think step by step.")
+        assert result.steps and result.usage.verified_steps + result.usage.large_steps >= 1
+        assert result.text == "".join(s.text for s in result.steps)
+    finally:
+        await asyncio.gather(small.close(), large.close())
+
+
 def test_glimp_serve_fronts_vllm(vllm_server: VllmServer) -> None:
     require("openai", "any OpenAI client must be able to use the routed model")
     import openai

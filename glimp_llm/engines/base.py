@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+import hashlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
@@ -174,6 +175,16 @@ class EngineInfo:
     add_bos: bool = False
     can_score: bool = False
     """Whether :meth:`Engine.score` works (full logits per position, or a server's prompt logprobs)."""
+
+
+def vocab_fingerprint(vocab: Mapping[str, int]) -> str:
+    """:attr:`EngineInfo.tokenizer_fingerprint`: a short hash of the real vocabulary's token -> id mapping. Same
+    mapping, same fingerprint, whichever backend or files it came from (a GGUF's token texts, ``transformers``'
+    ``get_vocab()``, a ``tokenizer.json``), so the router knows token ids can be exchanged across backends too."""
+    h = hashlib.sha256()
+    for token, tid in sorted(vocab.items(), key=lambda kv: (kv[1], kv[0])):
+        h.update(f"{tid}\x00{token}\x01".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:16]
 
 
 @dataclass(slots=True)

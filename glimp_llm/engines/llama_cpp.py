@@ -13,7 +13,6 @@ queues callers fairly and runs the work off the event loop.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import threading
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from glimp_llm.engines.base import EngineInfo
+from glimp_llm.engines.base import EngineInfo, vocab_fingerprint
 from glimp_llm.engines.in_process import InProcessEngine
 from glimp_llm.errors import EngineUnavailableError, ModelNotFoundError
 
@@ -130,9 +129,6 @@ class LlamaCppEngine(InProcessEngine[Any]):
         bos_id, eos_id = model.token_bos(), model.token_eos()
         bos_text = self._piece(bos_id).decode("utf-8", "replace") if bos_id >= 0 else ""
         eos_text = self._piece(eos_id).decode("utf-8", "replace") if eos_id >= 0 else ""
-        fingerprint = hashlib.sha256()
-        for i in range(n_vocab):
-            fingerprint.update(model.token_get_text(i).encode("utf-8", "surrogatepass") + b"\x00")
         info = EngineInfo(
             name=self.name,
             model=meta.get("general.name", path.stem),
@@ -140,7 +136,8 @@ class LlamaCppEngine(InProcessEngine[Any]):
             vocab_size=real_vocab,
             context_window=first.n_ctx(),
             eos_token_ids=eog,
-            tokenizer_fingerprint=fingerprint.hexdigest()[:16],
+            # the real vocabulary's texts are the HF tokenizer's: the same fingerprint as TensorRT-LLM's of the model
+            tokenizer_fingerprint=vocab_fingerprint({model.token_get_text(i): i for i in range(real_vocab)}),
             entropy_kind="exact",
             batches_in_flight=False,
             chat_template=self._chat_template_override or meta.get("tokenizer.chat_template"),

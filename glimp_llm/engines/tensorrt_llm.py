@@ -102,10 +102,11 @@ from glimp_llm.engines.base import (
     SamplingParams,
     TokenCallback,
     TokenScores,
+    vocab_fingerprint,
 )
 from glimp_llm.engines.decoding import StopMatcher, token_logprob
 from glimp_llm.engines.tensorrt_llm_plan import Backend, LoadPlan, plan_load
-from glimp_llm.engines.tensorrt_llm_validate import int_or_none, json_object, vocab_fingerprint
+from glimp_llm.engines.tensorrt_llm_validate import int_or_none, json_object
 from glimp_llm.entropy import entropy_from_logits, top_k_logprobs
 from glimp_llm.errors import (
     ConfigurationError,

@@ -36,13 +36,13 @@ nothing, the tokenizers decide.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from glimp_llm.engines.base import vocab_fingerprint
 from glimp_llm.errors import ConfigurationError, EngineDirError, ModelNotFoundError
 
 ModelFormat = Literal["engine", "hf", "trtllm_checkpoint"]
@@ -270,15 +270,6 @@ def validate_engine_dir(path: str | Path) -> EngineDirReport:
 
 
 # ----------------------------------------------------------------------------- tokenizers
-
-
-def vocab_fingerprint(vocab: Mapping[str, int]) -> str:
-    """A short hash of a token -> id mapping. Same mapping, same fingerprint — whichever files or library it
-    came from (``transformers``' ``get_vocab()`` on a GPU host, ``tokenizer.json`` parsed here)."""
-    h = hashlib.sha256()
-    for token, tid in sorted(vocab.items(), key=lambda kv: (kv[1], kv[0])):
-        h.update(f"{tid}\x00{token}\x01".encode("utf-8", "surrogatepass"))
-    return h.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

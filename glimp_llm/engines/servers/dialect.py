@@ -28,6 +28,7 @@ from glimp_llm.engines.base import (
     TokenScores,
 )
 from glimp_llm.engines.replicas import Replica
+from glimp_llm.engines.tensorrt_llm_validate import tokenizer_facts
 from glimp_llm.entropy import entropy_from_topk
 from glimp_llm.errors import ConfigurationError, EngineFailureError, MalformedResponseError
 
@@ -92,8 +93,12 @@ class Dialect:
     ) -> EngineInfo:
         e = self.engine
         e._template = ChatTemplate(template, bos_token=bos, eos_token=eos) if template else None
-        probe = await self.tokenize(replica, FINGERPRINT_PROBE)
-        fingerprint = hashlib.sha256(json.dumps([vocab, probe, bos, eos]).encode()).hexdigest()[:16]
+        facts = tokenizer_facts(Path(e.tokenizer_from)) if e.tokenizer_from else None
+        if facts is not None:  # the model's own vocabulary: the fingerprint an in-process engine of it reports
+            fingerprint = facts.fingerprint
+        else:  # what the server says of a probe: comparable with other servers only
+            probe = await self.tokenize(replica, FINGERPRINT_PROBE)
+            fingerprint = "probe:" + hashlib.sha256(json.dumps([vocab, probe, bos, eos]).encode()).hexdigest()[:16]
         return EngineInfo(
             name=e.name,
             model=e.model,
