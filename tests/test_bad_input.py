@@ -8,6 +8,7 @@ mistake, never a silently wrong answer. When you add a row to docs/errors.md, ad
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http.server
 import json
 import threading
@@ -200,6 +201,24 @@ def test_sampling_params_no_engine_can_take_are_refused(fields: dict[str, Any]) 
     """Engines are called directly too; each used to fail its own way on these (or take them silently)."""
     with pytest.raises(InvalidRequestError, match="use"):
         SamplingParams(**fields)
+
+
+async def test_a_model_without_a_chat_template_is_said_to_be_rendered_as_chatml(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The in-process engines fall back to ChatML for a model that ships no template; it used to happen silently."""
+
+    class NoTemplate(ScriptedEngine):
+        def _load(self) -> Any:
+            states, info = super()._load()
+            return states, dataclasses.replace(info, chat_template=None)
+
+    engine = NoTemplate(SMALL, name="small")
+    with caplog.at_level("WARNING", logger="glimp_llm.engines.in_process"):
+        await engine.start()
+    assert "ships no chat template: chats are rendered as ChatML" in caplog.text and "set chat_template" in caplog.text
+    assert (await engine.render_chat([{"role": "user", "content": "hi"}])).startswith("<|im_start|>user\nhi")
+    await engine.close()
 
 
 def test_validate_request_is_importable_for_servers() -> None:

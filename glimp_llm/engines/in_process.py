@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from glimp_llm.errors import InvalidRequestError
 
 StateT = TypeVar("StateT")
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -98,6 +101,13 @@ class InProcessEngine(EngineBase, abc.ABC, Generic[StateT]):
     async def _start(self) -> EngineInfo:
         states, info = await asyncio.to_thread(self._load)
         slot_states = [SlotState(backend=s, rng=np.random.default_rng(self._seed + i)) for i, s in enumerate(states)]
+        if not info.chat_template:
+            log.warning(
+                "%s: %s ships no chat template: chats are rendered as ChatML (<|im_start|>role ...), which a model not "
+                "trained on it reads poorly; set chat_template to the model's own",
+                self.name,
+                info.model,
+            )
         self._template = ChatTemplate(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
         self._pool = SlotPool(slot_states, name=self.name, max_queue=self._max_queue)
         return info
