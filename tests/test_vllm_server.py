@@ -121,7 +121,7 @@ async def test_glimpse_estimate_is_within_its_bound_of_the_exact_entropy(
     step = await engine.generate(base, max_tokens=24)
     contexts = [base, [*base, *step.token_ids[:3]], [*base, *step.token_ids[:11]], [*base, *step.token_ids]]
     for ids in contexts:
-        g = await engine.glimpse(ids, SamplingParams())
+        g = await engine.glimpse(ids, SamplingParams(), top_logprobs=20)  # the k the estimate read, returned
         exact, k_full, mass = await exact_entropy(vllm_server, ids)
         assert k_full == VOCAB and abs(mass - 1.0) < 1e-3  # the whole distribution came back
         assert g.top_k == 20 and g.entropy_kind == "top-k estimate"
