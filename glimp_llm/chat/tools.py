@@ -26,6 +26,7 @@ model its mistake.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
@@ -70,12 +71,14 @@ class ParsedToolCall:
 
 @dataclass(frozen=True)
 class InvalidToolCall:
-    """Something that was meant as a call but cannot be used: the raw text and why."""
+    """Something that was meant as a call but cannot be used: the raw text and why, and the whole
+    ``<tool_call>`` block as the model wrote it (``text``; where a front end can only show text)."""
 
     name: str | None
     arguments: str
     error: str
     id: str = field(default_factory=new_tool_call_id)
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,9 +111,11 @@ def parse_tool_calls(text: str, known_tools: Collection[str] | None = None) -> T
     calls: list[ParsedToolCall] = []
     invalid: list[InvalidToolCall] = []
     if TOOL_CALL_OPEN in text:
-        for body in _BLOCK.findall(text):
-            fenced = _FENCE.search(body)
+        for block in _BLOCK.finditer(text):
+            fenced = _FENCE.search(body := block.group(1))
+            before = len(invalid)
             _read_call_body(fenced.group(1) if fenced else body, calls, invalid)
+            invalid[before:] = [dataclasses.replace(c, text=block.group(0)) for c in invalid[before:]]
         return ToolCallParse(_content(_BLOCK.sub("", text)), calls, invalid)
 
     def fence(match: re.Match[str]) -> str:

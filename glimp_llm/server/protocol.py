@@ -14,8 +14,11 @@ The routing extension is the ``glimp`` object:
 
 Tool calls (``tools``, ``tool_choice``: ``"none"``, ``"auto"``, ``"required"`` or a named function) go through
 :mod:`glimp_llm.chat` like the adapters' and come back as ``tool_calls``. A call the model wrote but that
-cannot be read is sent too, with its raw text as ``arguments`` and ``name`` ``""`` when it had none, as
-OpenAI sends what its model wrote: clients report it as invalid (LangChain: ``invalid_tool_calls``).
+cannot be read stays in ``content``, as the model wrote it (its ``<tool_call>`` block), as vLLM and llama-server
+return what their tool parsers cannot read: OpenAI's wire has no invalid call, and clients would take one for
+a call to run (LangChain's ``ChatOpenAI`` repairs a truncated one into a call with half its arguments when
+streaming, reads a nameless one as a tool named ``""`` and fails on arguments that are not an object). The
+adapters, whose frameworks know invalid calls, report them as such (LangChain: ``invalid_tool_calls``).
 """
 
 from __future__ import annotations
@@ -140,10 +143,11 @@ def error_body(message: str, kind: str, code: str | None = None) -> dict[str, An
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
-def _wire_calls(answer: ChatAnswer) -> list[tuple[str, str, str]]:
-    """``(id, name, arguments)`` of every call, the unreadable ones with their raw text."""
-    calls = [(c.id, c.name, c.arguments_json) for c in answer.tool_calls]
-    return calls + [(c.id, c.name or "", c.arguments) for c in answer.invalid_tool_calls]
+def _with_unreadable_calls(answer: ChatAnswer, text: str) -> str:
+    """``text`` (the answer's content, or its last streamed part) followed by the calls that cannot be read, as
+    the model wrote them (module docstring)."""
+    blocks = "\n".join(dict.fromkeys(c.text for c in answer.invalid_tool_calls))  # a block may hold several calls
+    return text + ("\n" if blocks and answer.content else "") + blocks
 
 
 @dataclass
@@ -164,23 +168,22 @@ class Wire:
     def _extra(self, answer: ChatAnswer) -> dict[str, Any]:
         return {"glimp": trace(answer.result)} if self.include_trace else {}
 
-    @staticmethod
-    def _finish(answer: ChatAnswer) -> FinishReason:
-        return "tool_calls" if _wire_calls(answer) else answer.finish_reason
-
     def full(self, answer: ChatAnswer) -> ChatCompletion | Completion:
         usage = CompletionUsage(**answer.usage)
         if not self.chat:
             text = CompletionChoice(index=0, text=answer.content, finish_reason=answer.finish_reason, logprobs=None)
             return Completion(**self._head(False), choices=[text], usage=usage, **self._extra(answer))
         calls = [
-            ChatCompletionMessageFunctionToolCall(id=i, type="function", function=Function(name=n, arguments=a))
-            for i, n, a in _wire_calls(answer)
+            ChatCompletionMessageFunctionToolCall(
+                id=c.id, type="function", function=Function(name=c.name, arguments=c.arguments_json)
+            )
+            for c in answer.tool_calls
         ]
+        content = _with_unreadable_calls(answer, answer.content)
         message = ChatCompletionMessage(
-            role="assistant", content=answer.content or (None if calls else ""), tool_calls=calls or None
+            role="assistant", content=content or (None if calls else ""), tool_calls=calls or None
         )
-        choice = Choice(index=0, message=message, finish_reason=self._finish(answer), logprobs=None)
+        choice = Choice(index=0, message=message, finish_reason=answer.finish_reason, logprobs=None)
         return ChatCompletion(**self._head(False), choices=[choice], usage=usage, **self._extra(answer))
 
     def chunk(
@@ -211,16 +214,20 @@ class Wire:
 
     def last_chunks(self, answer: ChatAnswer, rest: str, include_usage: bool) -> list[ChatCompletionChunk | Completion]:
         """The rest of the visible text, the tool calls, the finish reason (with the trace), the usage."""
+        rest = _with_unreadable_calls(answer, rest)
         out = [self.chunk(rest)] if rest else []
         calls = [
             ChoiceDeltaToolCall(
-                index=k, id=i, type="function", function=ChoiceDeltaToolCallFunction(name=n, arguments=a)
+                index=k,
+                id=c.id,
+                type="function",
+                function=ChoiceDeltaToolCallFunction(name=c.name, arguments=c.arguments_json),
             )
-            for k, (i, n, a) in enumerate(_wire_calls(answer) if self.chat else [])
+            for k, c in enumerate(answer.tool_calls if self.chat else [])
         ]
         if calls:
             out.append(self.chunk(delta=ChoiceDelta(tool_calls=calls)))
-        out.append(self.chunk(finish=self._finish(answer), **self._extra(answer)))
+        out.append(self.chunk(finish=answer.finish_reason, **self._extra(answer)))
         if include_usage:
             cls = ChatCompletionChunk if self.chat else Completion
             out.append(cls.model_construct(**self._head(True), choices=[], usage=CompletionUsage(**answer.usage)))
