@@ -21,7 +21,7 @@ from glimp_llm.config import GlimpConfig
 from glimp_llm.engines.base import Engine, EngineInfo
 from glimp_llm.errors import EngineUnavailableError, RequestCancelledError
 from glimp_llm.manager import BackendManager
-from glimp_llm.router import Router, RouteRequest, as_request
+from glimp_llm.router import Router, RouteRequest, as_request, validate_request
 from glimp_llm.trace import RoutedResult, RouterEvent
 
 _DONE = object()
@@ -116,11 +116,11 @@ class Glimp:
     def generate(self, prompt: str | RouteRequest | None = None, **options: Any) -> RoutedResult:
         """Route one request and wait for it. ``options``: messages, raw, tools, max_tokens, stop,
         threshold, temperature, top_p, seed, timeout_s."""
-        req = as_request(prompt, options)  # a bad request fails before any engine starts
+        req = _checked(prompt, options)
         return self._started().call(self.router.generate, req)
 
     async def agenerate(self, prompt: str | RouteRequest | None = None, **options: Any) -> RoutedResult:
-        req = as_request(prompt, options)
+        req = _checked(prompt, options)
         portal = await self._astarted()
         try:
             return await portal.acall(self.router.generate, req)
@@ -131,16 +131,23 @@ class Glimp:
             raise RequestCancelledError("the routed request was cancelled (the client was closed)") from None
 
     def batch(self, prompts: Sequence[str | RouteRequest], **options: Any) -> list[RoutedResult]:
-        """Route many requests *concurrently* (engines that batch in flight run them together)."""
-        reqs = [as_request(p, options) for p in prompts]
+        """Route many requests *concurrently* (engines that batch in flight run them together). Every request
+        is checked before any starts; the first that fails cancels the others (their results would be lost)."""
+        reqs = [_checked(p, options) for p in prompts]
         return self._started().call(self.abatch, reqs)  # on the engines' loop, where acall awaits directly
 
     async def abatch(self, prompts: Sequence[str | RouteRequest], **options: Any) -> list[RoutedResult]:
-        return list(await asyncio.gather(*(self.agenerate(p, **options) for p in prompts)))
+        tasks = [asyncio.ensure_future(self.agenerate(r)) for r in [_checked(p, options) for p in prompts]]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:  # one failed (or the caller cancelled): stop the rest, whose results no one would read
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def stream(self, prompt: str | RouteRequest | None = None, **options: Any) -> Iterator[RouterEvent]:
         """Events (tokens, steps, done) as they happen. Breaking out of the loop cancels the request."""
-        req = as_request(prompt, options)
+        req = _checked(prompt, options)
         events: queue.Queue[Any] = queue.Queue()
         future = self._pump(self._started(), req, events.put)
         try:
@@ -150,7 +157,7 @@ class Glimp:
             future.cancel()
 
     async def astream(self, prompt: str | RouteRequest | None = None, **options: Any) -> AsyncIterator[RouterEvent]:
-        req = as_request(prompt, options)
+        req = _checked(prompt, options)
         portal = await self._astarted()
         caller = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
@@ -198,6 +205,13 @@ class Glimp:
 
     def render_chat(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None) -> str:
         return self._started().call(partial(self.manager.small.render_chat, messages, tools=tools))
+
+
+def _checked(prompt: str | RouteRequest | None, options: dict[str, Any]) -> RouteRequest:
+    """The request, validated here: a bad one fails before any engine starts (a first call loads the models)."""
+    req = as_request(prompt, options)
+    validate_request(req)
+    return req
 
 
 def _unwrap(item: Any) -> RouterEvent | None:

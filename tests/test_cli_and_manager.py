@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from glimp_llm import BackendManager, Glimp, GlimpConfig, ScriptedEngineConfig
 from glimp_llm.cli import main as glimp_main
 from glimp_llm.config import RouterConfig
 from glimp_llm.engines.scripted import ScriptedEngine
-from glimp_llm.errors import ConfigurationError
+from glimp_llm.errors import ConfigurationError, InvalidRequestError, RequestTimeoutError
 from glimp_llm.router import Router, RouteRequest
 
 SCRIPTED = {
@@ -200,6 +201,28 @@ def test_manager_sync_context_and_glimp_facade() -> None:
         assert glimp.generate(request, max_tokens=2).usage.completion_tokens == 2
         assert [r.usage.completion_tokens for r in glimp.batch([request, request], max_tokens=2)] == [2, 2]
         assert [e for e in glimp.stream(request, max_tokens=2)][-1].result.usage.completion_tokens == 2
+
+
+def test_a_bad_request_in_a_batch_starts_nothing_and_a_failure_stops_the_rest() -> None:
+    """One empty prompt in a batch raised while the others ran on unseen (their results lost), and a first
+    call loaded the models before refusing it. Every request is checked first now, and when one fails at
+    run time (here: its deadline) the others are cancelled rather than left running."""
+    slow = {**SCRIPTED, "small": {**SCRIPTED["small"], "token_seconds": 0.02}, "large": {**SCRIPTED["large"]}}
+    glimp = Glimp(GlimpConfig.validated(slow))
+    with pytest.raises(InvalidRequestError, match="prompt is empty"):
+        glimp.batch(["hi", "", "hi"])
+    with pytest.raises(InvalidRequestError, match="prompt is empty"):
+        asyncio.run(glimp.abatch(["hi", ""]))
+    assert glimp.manager.small._info is None  # refused before any engine started (a model load, for real ones)
+    try:
+        requests = [RouteRequest(prompt="hi"), RouteRequest(prompt="hi", timeout_s=0.05), RouteRequest(prompt="hi")]
+        with pytest.raises(RequestTimeoutError):
+            glimp.batch(requests)
+        admission = glimp.router.admission
+        assert admission.running == admission.waiting == 0  # the siblings were cancelled, not left to run
+        assert glimp.manager.small.stats.cancelled_calls >= 2
+    finally:
+        glimp.close()
 
 
 def test_adopted_engines_have_no_config_describing_other_engines() -> None:
