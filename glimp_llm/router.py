@@ -36,6 +36,7 @@ from glimp_llm.admission import Admission
 from glimp_llm.chat.content import content_text
 from glimp_llm.chat.options import MAX_STOP_SEQUENCES, RequestOptions, check_options, stop_list
 from glimp_llm.chat.prompt import prompt_ids, thinking
+from glimp_llm.chat.stream import StopFilter
 from glimp_llm.config import RouterConfig
 from glimp_llm.engines.base import Completion, Delta, Engine, Glimpse, Message, SamplingParams, TokenScores
 from glimp_llm.engines.decoding import first_stop
@@ -187,10 +188,15 @@ class Router:
             ) from None
 
     async def stream(self, request: RouteRequest | str, **options: Any) -> AsyncGenerator[RouterEvent, None]:
-        """Events as they happen: tokens, finished steps, and a final :class:`DoneEvent`.
-        Closing the iterator early cancels the request and frees its engines."""
+        """Events as they happen: tokens, finished steps, and a final :class:`DoneEvent`. The tokens add up
+        to the result's text (step events carry whole steps). Closing the iterator early cancels the request
+        and frees its engines."""
+        req = as_request(request, options)
+        validate_request(req)
         queue: asyncio.Queue[RouterEvent | BaseException | None] = asyncio.Queue()  # None: the end
-        task = asyncio.create_task(self.generate(request, on_event=queue.put_nowait, **options))
+        # tokens stream as the result's text is cut: never a stop string, not even its start
+        sink = StopFilter(stop_list(req.stop), queue.put_nowait) if req.stop else queue.put_nowait
+        task = asyncio.create_task(self.generate(req, on_event=sink))
         task.add_done_callback(lambda t: queue.put_nowait(t.exception()) if not t.cancelled() else None)
         try:
             while True:

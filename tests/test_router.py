@@ -187,6 +187,24 @@ async def test_streaming_events_match_the_result() -> None:
     assert models_of_tokens == {"small", "large"}
 
 
+@pytest.mark.parametrize(
+    "stop",
+    ["add", "2 plus", ["GE two", "multiply"], "two.\n\nThe", "3.\n\nLARGE"],
+    ids=["one token", "across tokens", "inside the large step", "across steps", "across steps and models"],
+)
+async def test_streamed_tokens_never_show_a_stop_string(stop: str | list[str]) -> None:
+    """The tokens of a stream add up to the result's text, which ends before the stop string: they used to
+    carry it (and what followed it in the same token), so a caller printing tokens showed what generate hid."""
+    router, _, _ = await make_router([0.1, 2.0, 0.3], threshold=1.0)
+    events = [e async for e in router.stream("hello", stop=stop)]
+    result = events[-1].result  # type: ignore[union-attr]
+    assert result.finish_reason == "stop"
+    tokens = [e for e in events if isinstance(e, TokenEvent)]
+    assert "".join(e.text for e in tokens) == result.text
+    by_step = {s.index: s for s in result.steps}
+    assert all(by_step[e.step].model == e.model for e in tokens)  # each piece keeps the step and model it came from
+
+
 async def test_closing_a_stream_early_cancels_engine_work() -> None:
     router, small, _ = await make_router(0.1, small_kwargs={"token_seconds": 0.01})
     agen = router.stream("hello")

@@ -16,9 +16,11 @@ it, so the streamed pieces add up to exactly what the non-streamed call returns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 
 from glimp_llm.engines.decoding import first_stop, partial_stop
+from glimp_llm.trace import DoneEvent, RouterEvent, TokenEvent
 
 
 class HoldBack:
@@ -70,3 +72,33 @@ class HoldBack:
         """The rest of ``final_text`` after what was already shown ("" if it does not extend it)."""
         shown = self.shown
         return final_text[len(shown) :] if final_text.startswith(shown) else ""
+
+
+class StopFilter:
+    """A routed stream's events as its caller may see them when the request has stop strings: token text is held
+    back while it could begin a stop string and never sent from the first one on, so the token events add up to
+    the result's text (the router cuts it before the stop string); step and done events pass as they are."""
+
+    def __init__(self, stops: Sequence[str], put: Callable[[RouterEvent], None]) -> None:
+        self._hold = HoldBack(stops)
+        self._pending: deque[TokenEvent] = deque()  # events whose text is not all shown yet, in order
+        self._put = put
+
+    def __call__(self, event: RouterEvent) -> None:
+        if isinstance(event, TokenEvent):
+            self._pending.append(event)
+            self._release(self._hold.push(event.text))
+            return
+        if isinstance(event, DoneEvent):
+            self._release(self._hold.finish(event.result.text))
+        self._put(event)
+
+    def _release(self, text: str) -> None:
+        """Send ``text``, the next characters that may be shown, as pieces of the token events they came from."""
+        while text and self._pending:
+            head = self._pending.popleft()
+            n = min(len(text), len(head.text))
+            self._put(head.model_copy(update={"text": head.text[:n]}))
+            if n < len(head.text):
+                self._pending.appendleft(head.model_copy(update={"text": head.text[n:]}))
+            text = text[n:]
