@@ -573,3 +573,35 @@ def test_langchain_streams_a_repairable_invalid_call_as_a_json_string() -> None:
     assert merged.tool_calls == [] and whole.tool_calls == []
     assert [c["args"] for c in whole.invalid_tool_calls] == [TRUNCATED]
     assert [c["args"] for c in merged.invalid_tool_calls] == [json.dumps(TRUNCATED)]
+
+
+def test_one_call_only_when_parallel_calls_are_off_streamed_or_not() -> None:
+    """OpenAI's ``parallel_tool_calls=False`` (LangChain's ``bind_tools(..., parallel_tool_calls=False)``,
+    LlamaIndex's default ``allow_parallel_tool_calls=False``, the server's body field): the first call only, in
+    every front end. LlamaIndex trimmed only its non-streamed response (its streams gave both calls), LangChain
+    and the server ignored the setting."""
+    case = CASES["two_calls"]
+    config = _config(case)
+    first = [("multiply", ARGS)]
+    got: dict[Key, list[tuple[str, dict[str, Any]]]] = {}
+    with Glimp(config) as client:
+        model: Any = ChatGlimp(glimp=client).bind_tools(TOOLS, parallel_tool_calls=False)  # type: ignore[call-arg]
+        got["langchain", "invoke"] = [(c["name"], c["args"]) for c in model.invoke(LANGCHAIN_MESSAGES).tool_calls]
+        merged = functools.reduce(operator.add, model.stream(LANGCHAIN_MESSAGES))
+        got["langchain", "stream"] = [(c["name"], c["args"]) for c in merged.tool_calls]
+        llm = GlimpLlamaIndexLLM(glimp=client)
+        tooled: dict[str, Any] = {"tools": LLAMA_TOOLS, "chat_history": LLAMA_MESSAGES}
+        for mode, response in (
+            ("invoke", llm.chat_with_tools(**tooled)),
+            ("stream", list(llm.stream_chat_with_tools(**tooled))[-1]),
+        ):
+            selections = llm.get_tool_calls_from_response(response, error_on_no_tool_call=False)
+            got["llama_index", mode] = [(s.tool_name, s.tool_kwargs) for s in selections]
+    with contextlib.contextmanager(_serve)(config) as served, httpx.Client(timeout=30, trust_env=False) as http:
+        body = {"model": "glimp", "messages": OPENAI_MESSAGES, "tools": TOOLS, "parallel_tool_calls": False}
+        message = http.post(served.v1 + "/chat/completions", json=body).json()["choices"][0]["message"]
+        got["serve", "invoke"] = _wire_calls(message["tool_calls"])[0]
+        with http.stream("POST", served.v1 + "/chat/completions", json={**body, "stream": True}) as resp:
+            deltas = [tc for e in _sse(resp) for ch in e["choices"] for tc in ch["delta"].get("tool_calls") or []]
+        got["serve", "stream"] = _wire_calls(deltas)[0]
+    assert got == {key: first for key in got} and len(got) == 6, got

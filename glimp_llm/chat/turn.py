@@ -103,13 +103,15 @@ class ChatTurn:
 
     request: RouteRequest
     tool_names: tuple[str, ...] | None = None  # None: no tools bound, the answer is plain text
+    parallel_tool_calls: bool = True  # False: at most one call is answered (OpenAI's parallel_tool_calls)
 
     def answer(self, result: RoutedResult) -> ChatAnswer:
         text = self.request.prefill + result.text  # a forced call's opening was part of the prompt
         if self.tool_names is None:
             return ChatAnswer(result, text)
         parsed = parse_tool_calls(text, self.tool_names)
-        return ChatAnswer(result, parsed.content, parsed.calls, parsed.invalid)
+        calls = parsed.calls if self.parallel_tool_calls else parsed.calls[:1]
+        return ChatAnswer(result, parsed.content, calls, parsed.invalid)
 
     def holdback(self) -> HoldBack:
         tools = self.tool_names is not None
@@ -147,18 +149,20 @@ def prepare(
     *,
     tools: Sequence[dict[str, Any]] | None = None,
     tool_choice: Any = None,
+    parallel_tool_calls: bool | None = None,
     **options: Any,
 ) -> ChatTurn:
     """A chat turn: OpenAI-shaped ``messages`` and ``tools``, ``tool_choice`` (``None``/``"auto"``: the model
     decides; ``"none"``: tools hidden; ``"required"``/``"any"``/``True``/a name/``{"function": {"name"}}``: a
-    call is forced by prefilling its opening) and :class:`RouteRequest` options."""
+    call is forced by prefilling its opening), ``parallel_tool_calls`` (``False``: only the first call the model
+    writes is answered, in every front end and streamed or not) and :class:`RouteRequest` options."""
     bound = list(tools or ()) or None
     if tool_choice == "none":
         bound = None
     names = tool_names(bound)
     prefill = (tool_choice_prefill(tool_choice, names) if bound else None) or ""
     request = RouteRequest(messages=list(messages), tools=bound, prefill=prefill, **options)
-    return ChatTurn(request, tuple(names) if bound else None)
+    return ChatTurn(request, tuple(names) if bound else None, parallel_tool_calls is not False)
 
 
 def text_turn(request: RouteRequest) -> ChatTurn:

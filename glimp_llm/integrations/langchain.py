@@ -307,6 +307,7 @@ class ChatGlimp(_LangChainFields, BaseChatModel):
             to_template_messages(messages),
             tools=kwargs.get("tools"),
             tool_choice=kwargs.get("tool_choice"),
+            parallel_tool_calls=kwargs.get("parallel_tool_calls"),  # bind_tools(..., parallel_tool_calls=False)
             **request_options(self, kwargs, stop),
         )
 

@@ -132,6 +132,7 @@ class GlimpLlamaIndexLLM(GlimpFields, FunctionCallingLLM):
             to_template_messages(messages),
             tools=kwargs.get("tools"),
             tool_choice="required" if kwargs.get("tool_required") else kwargs.get("tool_choice"),
+            parallel_tool_calls=kwargs.get("parallel_tool_calls"),
             **request_options(self, kwargs),
         )
 
@@ -241,7 +242,9 @@ class GlimpLlamaIndexLLM(GlimpFields, FunctionCallingLLM):
         tool_required: bool = False,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """Tools as OpenAI tool dicts for the chat template; ``tool_required`` forces a call."""
+        """Tools as OpenAI tool dicts for the chat template; ``tool_required`` forces a call; without
+        ``allow_parallel_tool_calls`` only the first call is answered, streamed or not (LlamaIndex itself trims
+        only the non-streamed response, relying on OpenAI's ``parallel_tool_calls`` for streams)."""
         messages = list(chat_history or [])
         if isinstance(user_msg, str):
             messages.append(ChatMessage(role=MessageRole.USER, content=user_msg))
@@ -251,26 +254,9 @@ class GlimpLlamaIndexLLM(GlimpFields, FunctionCallingLLM):
             "messages": messages,
             "tools": [t.metadata.to_openai_tool() for t in tools] or None,
             "tool_required": tool_required,
+            "parallel_tool_calls": allow_parallel_tool_calls,
             **kwargs,
         }
-
-    def _validate_chat_with_tools_response(
-        self,
-        response: ChatResponse,
-        tools: Sequence[BaseTool],
-        allow_parallel_tool_calls: bool = False,
-        **kwargs: Any,
-    ) -> ChatResponse:
-        """Keep only the first call unless parallel calls were allowed (as LlamaIndex's OpenAI adapter)."""
-        if allow_parallel_tool_calls:
-            return response
-        calls = [b for b in response.message.blocks if isinstance(b, ToolCallBlock)]
-        if len(calls) > 1:
-            response.message.blocks = [
-                b for b in response.message.blocks if not isinstance(b, ToolCallBlock) or b is calls[0]
-            ]
-            response.message.additional_kwargs["tool_calls"] = response.message.additional_kwargs["tool_calls"][:1]
-        return response
 
     def get_tool_calls_from_response(
         self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any

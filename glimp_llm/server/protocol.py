@@ -93,6 +93,7 @@ class ChatBody(_Body):
     max_completion_tokens: int | None = Field(None, ge=1, strict=True)
     tools: list[dict[str, Any]] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = Field(None, strict=True)
 
     @field_validator("tools")
     @classmethod
@@ -109,7 +110,13 @@ class ChatBody(_Body):
     def turn(self) -> ChatTurn:
         options = self.options()
         options["max_tokens"] = self.max_completion_tokens or self.max_tokens
-        return prepare(self.messages, tools=self.tools, tool_choice=self.tool_choice, **options)
+        return prepare(
+            self.messages,
+            tools=self.tools,
+            tool_choice=self.tool_choice,
+            parallel_tool_calls=self.parallel_tool_calls,
+            **options,
+        )
 
 
 class CompletionBody(_Body):
