@@ -26,6 +26,7 @@ from glimp_llm.engines.scripted import ScriptedEngine
 from glimp_llm.errors import (
     ConfigurationError,
     ContextTooLongError,
+    EngineUnavailableError,
     GlimpError,
     InvalidRequestError,
     MalformedResponseError,
@@ -219,6 +220,19 @@ async def test_a_model_without_a_chat_template_is_said_to_be_rendered_as_chatml(
     assert "ships no chat template: chats are rendered as ChatML" in caplog.text and "set chat_template" in caplog.text
     assert (await engine.render_chat([{"role": "user", "content": "hi"}])).startswith("<|im_start|>user\nhi")
     await engine.close()
+
+
+async def test_a_closed_engine_says_to_create_a_new_one_not_to_start_it() -> None:
+    """A closed engine never starts again: its error used to advise `await engine.start()`, which then failed."""
+    engine = ScriptedEngine(SMALL, name="small")
+    await engine.start()
+    ids = await engine.tokenize("hi")
+    await engine.close()
+    with pytest.raises(EngineUnavailableError, match=r"was closed .*; create a new one") as info:
+        await engine.glimpse(ids, SamplingParams())
+    assert "start()" not in str(info.value)
+    with pytest.raises(EngineUnavailableError, match="was closed; create a new one"):
+        await engine.start()
 
 
 def test_validate_request_is_importable_for_servers() -> None:

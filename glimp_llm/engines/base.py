@@ -336,9 +336,13 @@ class EngineBase:
         """Release what ``_start`` acquired (called once, also for an engine that never started)."""
 
     def _require_started(self) -> None:
-        if self._info is None or self._closed:
-            state = "closed" if self._closed else "not started"
-            raise EngineUnavailableError(f"engine {self.name!r} is {state}; call `await engine.start()` first")
+        if self._closed:  # a closed engine does not start again: the advice to start it would be wrong
+            raise EngineUnavailableError(
+                f"engine {self.name!r} was closed (by its client or manager, or `await engine.close()`); create a "
+                "new one"
+            )
+        if self._info is None:
+            raise EngineUnavailableError(f"engine {self.name!r} is not started; call `await engine.start()` first")
 
     async def health(self) -> EngineHealth:
         if self._info is None or self._closed:
