@@ -19,6 +19,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage  # noqa
 
 from glimp_llm import Glimp, GlimpConfig, LlamaCppEngineConfig, ScriptedEngineConfig  # noqa: E402
 from glimp_llm.config import RouterConfig  # noqa: E402
+from glimp_llm.errors import RequestTimeoutError  # noqa: E402
 from glimp_llm.integrations.langchain import ChatGlimp, GlimpLLM, to_template_messages  # noqa: E402
 
 SMALL = "The answer is 4.\n\nDone here."
@@ -129,6 +130,21 @@ def test_stop_is_honoured_and_excluded_in_invoke_stream_and_field(glimp: Glimp) 
     assert streamed == "The answer "
     assert GlimpLLM(glimp=glimp, stop=["Done"]).invoke("hi") == "The answer is 4.\n\n"
     assert GlimpLLM(glimp=glimp, stop=["Done"]).invoke("hi", stop=["4"]) == "The answer is "  # call overrides
+
+
+@pytest.mark.parametrize("name", ["timeout", "timeout_s"])
+def test_a_deadline_given_to_one_call_applies_under_either_name(name: str) -> None:
+    """``Glimp`` takes ``timeout_s`` and the adapters' field is ``timeout``: ``invoke(x, timeout_s=...)`` used to
+    be dropped silently, so the call ran past the deadline its caller set."""
+    slow = GlimpConfig(
+        small=ScriptedEngineConfig(response="One two three four five.", token_seconds=0.05),
+        large=ScriptedEngineConfig(response="Six."),
+        router=RouterConfig(**UNGUARDED),
+    )
+    with Glimp(slow) as client:
+        for llm in (ChatGlimp(glimp=client), GlimpLLM(glimp=client)):  # type: ignore[call-arg]
+            with pytest.raises(RequestTimeoutError):
+                llm.invoke("hi", **{name: 0.05})
 
 
 def test_usage_and_routing_trace(glimp: Glimp) -> None:

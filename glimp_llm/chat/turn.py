@@ -49,11 +49,12 @@ def request_options(
 ) -> dict[str, Any]:
     """:class:`RouteRequest` options from an adapter's fields (``defaults``) and one call's keyword arguments
     (``overrides``, LangChain's ``invoke(x, temperature=...)``); ``None`` leaves the router's default.
-    ``timeout`` is the adapters' name for ``timeout_s``; ``stop`` given to the call replaces the field's."""
+    ``timeout`` is the adapters' name for ``timeout_s`` (a call may use either: ``Glimp`` takes ``timeout_s``, and
+    a deadline silently dropped is worse than two names); ``stop`` given to the call replaces the field's."""
     opts: dict[str, Any] = {}
     for name in OPTION_NAMES:
         field_name = "timeout" if name == "timeout_s" else name
-        value = overrides.get(field_name, getattr(defaults, field_name, None))
+        value = overrides.get(field_name, overrides.get(name, getattr(defaults, field_name, None)))
         if value is not None:
             opts[name] = value
     stops = stop if stop is not None else overrides.get("stop", getattr(defaults, "stop", None))
