@@ -32,7 +32,7 @@ require("httpx", "glimp serve is called over HTTP")
 import httpx  # noqa: E402
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage  # noqa: E402
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole, ToolCallBlock  # noqa: E402
-from llama_index.core.tools import FunctionTool  # noqa: E402
+from test_front_ends_agree import LLAMA_TOOLS, TOOLS  # noqa: E402  (one tool set and schema for both)
 from test_serve import _serve  # noqa: E402
 
 from glimp_llm import Glimp, GlimpConfig  # noqa: E402
@@ -53,21 +53,6 @@ NAMELESS = '{"arguments": {"a": 6, "b": 7}}'
 PROSE = "The answer is 42.\n\nSo the total is 42 dollars.\n\nDone."
 
 
-def multiply(a: int, b: int) -> int:
-    """Multiply two integers."""
-    return a * b
-
-
-def add(a: int, b: int) -> int:
-    """Add two integers."""
-    return a + b
-
-
-LLAMA_TOOLS = [
-    FunctionTool.from_defaults(fn=multiply, description="Multiply two integers."),
-    FunctionTool.from_defaults(fn=add, description="Add two integers."),
-]
-TOOLS = [t.metadata.to_openai_tool() for t in LLAMA_TOOLS]  # one schema for all three (see the sibling test)
 LANGCHAIN_MESSAGES: list[BaseMessage] = [SystemMessage(SYSTEM), HumanMessage(QUESTION)]
 LLAMA_MESSAGES = [
     ChatMessage(role=MessageRole.SYSTEM, content=SYSTEM),
