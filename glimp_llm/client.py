@@ -120,7 +120,10 @@ class Glimp:
         return self._started().call(self.router.generate, req)
 
     async def agenerate(self, prompt: str | RouteRequest | None = None, **options: Any) -> RoutedResult:
-        req = _checked(prompt, options)
+        return await self._aroute(_checked(prompt, options))
+
+    async def _aroute(self, req: RouteRequest) -> RoutedResult:
+        """A checked request, routed on the engines' loop."""
         portal = await self._astarted()
         try:
             return await portal.acall(self.router.generate, req)
@@ -134,10 +137,13 @@ class Glimp:
         """Route many requests *concurrently* (engines that batch in flight run them together). Every request
         is checked before any starts; the first that fails cancels the others (their results would be lost)."""
         reqs = [_checked(p, options) for p in prompts]
-        return self._started().call(self.abatch, reqs)  # on the engines' loop, where acall awaits directly
+        return self._started().call(self._abatch, reqs)  # on the engines' loop, where acall awaits directly
 
     async def abatch(self, prompts: Sequence[str | RouteRequest], **options: Any) -> list[RoutedResult]:
-        tasks = [asyncio.ensure_future(self.agenerate(r)) for r in [_checked(p, options) for p in prompts]]
+        return await self._abatch([_checked(p, options) for p in prompts])
+
+    async def _abatch(self, reqs: Sequence[RouteRequest]) -> list[RoutedResult]:
+        tasks = [asyncio.ensure_future(self._aroute(r)) for r in reqs]
         try:
             return list(await asyncio.gather(*tasks))
         finally:  # one failed (or the caller cancelled): stop the rest, whose results no one would read

@@ -176,6 +176,10 @@ class Router:
         """Route one request to completion. ``options`` are :class:`RouteRequest` fields."""
         req = as_request(request, options)
         validate_request(req)
+        return await self._generate(req, on_event)
+
+    async def _generate(self, req: RouteRequest, on_event: EventSink | None) -> RoutedResult:
+        """A validated request, within its deadline and the admission bound."""
         timeout = req.timeout_s or self.config.request_timeout_s
         try:
             async with asyncio.timeout(timeout):
@@ -196,7 +200,7 @@ class Router:
         queue: asyncio.Queue[RouterEvent | BaseException | None] = asyncio.Queue()  # None: the end
         # tokens stream as the result's text is cut: never a stop string, not even its start
         sink = StopFilter(stop_list(req.stop), queue.put_nowait) if req.stop else queue.put_nowait
-        task = asyncio.create_task(self.generate(req, on_event=sink))
+        task = asyncio.create_task(self._generate(req, sink))
         task.add_done_callback(lambda t: queue.put_nowait(t.exception()) if not t.cancelled() else None)
         try:
             while True:
